@@ -1,0 +1,455 @@
+"""Argument normalisation and validation: the one gate every entry point uses.
+
+Two stages, both pure Python on static values, both run once at trace time:
+
+* ``normalize_attrs`` turns the constructor/keyword attributes into a frozen,
+  hashable ``ConvAttrs``. It follows MindSpore's order of checks (the first
+  failure wins) and raises the same exception *type* MindSpore raises, with a
+  message that names the operator, the argument, the value received and what
+  is accepted.
+* ``bind_*`` functions check the call-time inputs (array types, dtypes, ranks,
+  ``input_size``, shape consistency) against the attributes and produce a
+  ``ConvGeometry``: every static number the formulations need, in NCHW/OIHW.
+  Shape mistakes raise ``ValueError`` naming expected and actual shapes.
+
+The classes and the functional API both call these, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _padding
+
+__all__ = ["ConvAttrs", "ConvGeometry", "normalize_attrs"]
+
+_UNSET: Any = object()
+_FLOAT_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+_FORMATS = ("NCHW", "NHWC")
+# NCHW position of each axis letter, per data format.
+_TO_NCHW = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 3, 1, 2)}
+_FROM_NCHW = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 2, 3, 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAttrs:
+    """Normalised, validated attributes of one operator instance (hashable)."""
+
+    op_name: str
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_mode: str  # "valid" | "same" | "pad"
+    pad: tuple[int, int, int, int]  # (top, bottom, left, right), pad_list already resolved
+    group: int
+    data_format: str  # "NCHW" | "NHWC"
+    out_channel: int | None = None
+    kernel_size: tuple[int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Every static quantity of one convolution, in NCHW / OIHW order.
+
+    ``x`` is the convolution input (``input_size``), ``w`` the weight and
+    ``y`` the convolution output (``dout``). This is the parameter of the
+    three primitives; it is hashable, so it keys JAX's compilation caches.
+    """
+
+    x_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, int, int, int]
+    y_shape: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    group: int
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return self.w_shape[2], self.w_shape[3]
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        return tuple(_padding.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+
+    def with_shapes(self, x_shape, w_shape, y_shape, group=None) -> ConvGeometry:
+        return dataclasses.replace(
+            self,
+            x_shape=tuple(x_shape),
+            w_shape=tuple(w_shape),
+            y_shape=tuple(y_shape),
+            group=self.group if group is None else group,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Constructor / keyword attributes
+# ---------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    """A Python int that is not a bool (MindSpore rejects numpy ints here)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _got(v: Any) -> str:
+    return f"{v!r} ({type(v).__name__})"
+
+
+def _check_int(op: str, name: str, v: Any, *, minimum: int | None = None, equal: int | None = None) -> int:
+    if not _is_int(v):
+        what = f"= {equal}" if equal is not None else f">= {minimum}"
+        raise TypeError(f"{op}: '{name}' must be a Python int {what}, got {_got(v)}")
+    if equal is not None and v != equal:
+        raise ValueError(f"{op}: '{name}' must be {equal} (the only value MindSpore supports), got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{op}: '{name}' must be an int >= {minimum}, got {v!r}")
+    return v
+
+
+def _check_kernel_size(op: str, v: Any) -> tuple[int, int]:
+    if not (_is_int(v) or isinstance(v, tuple)):
+        raise TypeError(f"{op}: 'kernel_size' must be an int or a tuple of 2 ints (not a list), got {_got(v)}")
+    pair = (v, v) if _is_int(v) else v
+    if len(pair) != 2 or not all(_is_int(k) and k > 0 for k in pair):
+        raise ValueError(f"{op}: 'kernel_size' must be a positive int or a tuple of 2 positive ints, got {v!r}")
+    return pair
+
+
+def _check_window(op: str, name: str, v: Any) -> tuple[int, int]:
+    """stride / dilation: int, 2-tuple (h, w) or 4-tuple (1, 1, h, w)."""
+    if not (_is_int(v) or isinstance(v, tuple)):
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple of 2 or 4 ints (not a list), got {_got(v)}")
+    full = (1, 1, v, v) if _is_int(v) else ((1, 1) + v if len(v) == 2 else v)
+    if len(full) != 4 or not all(_is_int(k) and k > 0 for k in full):
+        raise ValueError(
+            f"{op}: '{name}' must be a positive int, a tuple (h, w) of positive ints or a 4-tuple "
+            f"(1, 1, h, w), got {v!r}"
+        )
+    if full[0] != 1 or full[1] != 1:
+        raise ValueError(
+            f"{op}: a 4-tuple '{name}' is read in (N, C, H, W) order for both data formats and its N and C "
+            f"entries must be 1, got {v!r}; pass ({full[2]}, {full[3]}) for H={full[2]}, W={full[3]}"
+        )
+    return full[2], full[3]
+
+
+def normalize_attrs(
+    op_name: str,
+    *,
+    out_channel: Any = _UNSET,
+    kernel_size: Any = _UNSET,
+    pad_mode: Any = "valid",
+    pad: Any = 0,
+    pad_list: Any = None,
+    mode: Any = _UNSET,
+    stride: Any = 1,
+    dilation: Any = 1,
+    group: Any = 1,
+    data_format: Any = "NCHW",
+) -> ConvAttrs:
+    """Validate and normalise operator attributes in MindSpore's check order.
+
+    ``out_channel``, ``kernel_size`` and ``mode`` are checked only when given
+    (the classes give them; the functions take them from the weight).
+    """
+    op = op_name
+    out_c = None if out_channel is _UNSET else _check_int(op, "out_channel", out_channel, minimum=1)
+    ksize = None if kernel_size is _UNSET else _check_kernel_size(op, kernel_size)
+    if not isinstance(data_format, str) or data_format not in _FORMATS:
+        raise ValueError(f"{op}: 'data_format' must be 'NCHW' or 'NHWC' (upper case), got {_got(data_format)}")
+    s = _check_window(op, "stride", stride)
+    d = _check_window(op, "dilation", dilation)
+    if not (_is_int(pad) or isinstance(pad, tuple)):
+        raise TypeError(
+            f"{op}: 'pad' must be an int or a tuple (top, bottom, left, right) of ints (not a list), got {_got(pad)}"
+        )
+    if not isinstance(pad_mode, str):
+        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {_got(pad_mode)}")
+    pads = (pad,) * 4 if _is_int(pad) else pad
+    if len(pads) != 4:
+        raise ValueError(
+            f"{op}: 'pad' must be an int or a tuple of exactly 4 ints (top, bottom, left, right), "
+            f"got {pad!r} of length {len(pads)}"
+        )
+    m = pad_mode.lower()
+    if m not in _padding.PAD_MODES:
+        raise ValueError(
+            f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
+        )
+    if m != "pad" and pads != (0, 0, 0, 0):
+        raise ValueError(f"{op}: 'pad' must be 0 or (0, 0, 0, 0) when pad_mode is {pad_mode!r}, got {pad!r}")
+    if m == "pad":
+        for p in pads:
+            if not _is_int(p):
+                raise TypeError(f"{op}: every entry of 'pad' must be a Python int >= 0, got {_got(p)} in {pad!r}")
+            if p < 0:
+                raise ValueError(f"{op}: every entry of 'pad' must be >= 0, got {p!r} in {pad!r}")
+        pads = tuple(pads)
+    else:
+        pads = (0, 0, 0, 0)
+    if mode is not _UNSET:
+        _check_int(op, "mode", mode, equal=1)
+    g = _check_int(op, "group", group, minimum=1)
+    pads = _resolve_pad_list(op, pad_list, m, pads)
+    return ConvAttrs(op, s, d, m, pads, g, data_format, out_c, ksize)
+
+
+def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """MindSpore CPU: in pad mode an all->=0 ``pad_list`` replaces ``pad``."""
+    if pad_list is None or (isinstance(pad_list, (tuple, list)) and len(pad_list) == 0 and mode != "pad"):
+        return pads  # type: ignore[return-value]
+    if not isinstance(pad_list, (tuple, list)):
+        raise TypeError(
+            f"{op}: 'pad_list' must be None or a tuple/list of 4 ints (top, bottom, left, right), got {_got(pad_list)}"
+        )
+    for p in pad_list:
+        if p == -1 and _is_int(p):
+            continue
+        if not _is_int(p):
+            raise TypeError(f"{op}: every entry of 'pad_list' must be a Python int >= 0 or -1, got {_got(p)}")
+        if p < 0:
+            raise ValueError(f"{op}: every entry of 'pad_list' must be >= 0 or -1, got {p!r} in {pad_list!r}")
+    if mode != "pad" or any(p < 0 for p in pad_list):
+        return pads  # type: ignore[return-value]  # ignored, as on MindSpore CPU
+    if len(pad_list) != 4:
+        raise ValueError(
+            f"{op}: 'pad_list' must have 4 entries (top, bottom, left, right) in pad mode, got {pad_list!r}"
+        )
+    return tuple(pad_list)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------
+# Call-time inputs
+# ---------------------------------------------------------------------------
+
+
+def check_array(op: str, name: str, value: Any) -> jax.Array:
+    """Accept JAX and NumPy arrays; reject Python lists, scalars and None."""
+    if not isinstance(value, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"{op}: '{name}' must be a JAX or NumPy array, got {type(value).__name__}; Python lists, scalars "
+            f"and None are not converted implicitly (use jnp.asarray)"
+        )
+    dtype = jnp.dtype(value.dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: '{name}' must have a floating dtype (float16, bfloat16, float32 or float64), got {dtype}"
+        )
+    return jnp.asarray(value)
+
+
+def _check_rank(op: str, name: str, arr: Any, layout: str) -> None:
+    if arr.ndim != 4:
+        raise ValueError(f"{op}: '{name}' must be a rank-4 {layout} array, got shape {tuple(arr.shape)}")
+
+
+def _same_dtype(op: str, names: tuple[str, str], a: Any, b: Any) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{op}: '{names[0]}' and '{names[1]}' must have the same dtype (no promotion), got {a.dtype} and {b.dtype}"
+        )
+
+
+def normalize_shape_arg(op: str, name: str, value: Any) -> tuple[int, int, int, int]:
+    """``input_size`` / ``weight_shape``: 4 static non-negative ints."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{op}: '{name}' must be static (known at trace time), got a traced array {value.aval}; inside "
+            f"jax.jit pass a tuple of Python ints, or mark the argument static (static_argnums)"
+        )
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if not jnp.issubdtype(value.dtype, jnp.integer):
+            raise TypeError(f"{op}: '{name}' as an array must have an integer dtype, got {value.dtype}")
+        if value.ndim != 1:
+            raise ValueError(f"{op}: '{name}' as an array must be 1-D, got shape {tuple(value.shape)}")
+        items: Sequence[Any] = [int(v) for v in np.asarray(value)]
+    elif isinstance(value, (tuple, list)):
+        items = value
+        for v in items:
+            if isinstance(v, jax.core.Tracer):
+                raise TypeError(
+                    f"{op}: '{name}' must be static (known at trace time), got a traced entry; inside jax.jit "
+                    f"pass Python ints"
+                )
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{op}: every entry of '{name}' must be an int, got {_got(v)} in {value!r}")
+    else:
+        raise TypeError(f"{op}: '{name}' must be a tuple or list of 4 ints or a 1-D integer array, got {_got(value)}")
+    if len(items) != 4:
+        raise ValueError(f"{op}: '{name}' must have 4 entries, got {len(items)}: {tuple(items)!r}")
+    shape = tuple(operator.index(v) for v in items)
+    if any(v < 0 for v in shape):
+        raise ValueError(f"{op}: '{name}' entries must be >= 0, got {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _to_nchw(shape: Sequence[int], fmt: str) -> tuple[int, int, int, int]:
+    return tuple(shape[i] for i in _TO_NCHW[fmt])  # type: ignore[return-value]
+
+
+def _weight_to_oihw(shape: Sequence[int], fmt: str) -> tuple[int, int, int, int]:
+    # NHWC weights are OHWI, which maps to OIHW like NHWC maps to NCHW.
+    return _to_nchw(shape, fmt)
+
+
+def _warn_attr_mismatch(attrs: ConvAttrs, w_oihw: tuple[int, int, int, int]) -> None:
+    if attrs.kernel_size is not None and attrs.kernel_size != w_oihw[2:]:
+        warnings.warn(
+            f"{attrs.op_name}: kernel_size={attrs.kernel_size} disagrees with the weight's spatial shape "
+            f"{w_oihw[2:]}; the weight's shape is used (as MindSpore does)",
+            UserWarning,
+            stacklevel=4,
+        )
+    if attrs.out_channel is not None and attrs.out_channel != w_oihw[0]:
+        warnings.warn(
+            f"{attrs.op_name}: out_channel={attrs.out_channel} disagrees with the weight's output channels "
+            f"{w_oihw[0]}; the weight's shape is used (as MindSpore does)",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _layout_names(fmt: str) -> tuple[str, str]:
+    return (fmt, "OIHW" if fmt == "NCHW" else "OHWI")
+
+
+def _geometry(
+    attrs: ConvAttrs,
+    x: tuple[int, int, int, int],
+    w: tuple[int, int, int, int],
+    *,
+    x_name: str,
+    w_name: str,
+) -> tuple[ConvGeometry, tuple[int, int]]:
+    """Channel checks and the forward geometry; returns it and the expected output spatial size."""
+    op, g = attrs.op_name, attrs.group
+    fmt, wfmt = _layout_names(attrs.data_format)
+    if min(w) < 1:
+        raise ValueError(f"{op}: every dimension of '{w_name}' must be >= 1, got {w_name} shape ({wfmt}) {w}")
+    if min(x[1:]) < 1:
+        raise ValueError(f"{op}: the channels, height and width of {x_name} must be >= 1, got {x} ({fmt} as NCHW)")
+    if w[0] % g:
+        raise ValueError(f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w})")
+    if x[1] != g * w[1]:
+        raise ValueError(
+            f"{op}: {x_name} has {x[1]} channels but the weight expects group * C_in/group = {g} * {w[1]} = "
+            f"{g * w[1]} ({w_name} shape (OIHW) {w})"
+        )
+    padding = _padding.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
+    out = tuple(
+        _padding.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[2 * a : 2 * a + 2])
+        for a in range(2)
+    )
+    geom = ConvGeometry(
+        x_shape=x,
+        w_shape=w,
+        y_shape=(x[0], w[0], max(out[0], 0), max(out[1], 0)),
+        stride=attrs.stride,
+        dilation=attrs.dilation,
+        padding=padding,  # type: ignore[arg-type]
+        group=g,
+    )
+    return geom, out  # type: ignore[return-value]
+
+
+def _spatial_mismatch(attrs: ConvAttrs, geom: ConvGeometry, dout_hw, need_hw, x_hw) -> ValueError:
+    op = attrs.op_name
+    for a, axis in enumerate(("height", "width")):
+        if dout_hw[a] == need_hw[a] and need_hw[a] >= 0:
+            continue
+        k, s, d = geom.kernel[a], attrs.stride[a], attrs.dilation[a]
+        lo, hi = geom.padding[2 * a : 2 * a + 2]
+        rng = _padding.valid_input_range(attrs.pad_mode, dout_hw[a], k, s, d, lo, hi)
+        fits = f"input {axis}s that give dout {axis} {dout_hw[a]} are " + (f"{rng[0]}..{rng[1]}" if rng else "none")
+        need = f"it needs dout {axis} {need_hw[a]}" if need_hw[a] >= 0 else "the kernel does not fit at all"
+        return ValueError(
+            f"{op}: dout {axis} {dout_hw[a]} does not fit input_size {axis} {x_hw[a]} (kernel {k}, stride {s}, "
+            f"dilation {d}, pad_mode {attrs.pad_mode!r}, padding {(lo, hi)}): {need}; {fits}"
+        )
+    raise AssertionError("no mismatching axis")  # pragma: no cover
+
+
+def bind_backprop_input(
+    attrs: ConvAttrs, dout: Any, weight: Any, input_size: Any
+) -> tuple[jax.Array, jax.Array, ConvGeometry]:
+    """Validate ``op(dout, weight, input_size)``; return NCHW/OIHW arrays and geometry."""
+    op, fmt = attrs.op_name, attrs.data_format
+    dout = check_array(op, "dout", dout)
+    weight = check_array(op, "weight", weight)
+    _same_dtype(op, ("dout", "weight"), dout, weight)
+    _check_rank(op, "dout", dout, fmt)
+    _check_rank(op, "weight", weight, _layout_names(fmt)[1])
+    size = _to_nchw(normalize_shape_arg(op, "input_size", input_size), fmt)
+    y = _to_nchw(dout.shape, fmt)
+    w = _weight_to_oihw(weight.shape, fmt)
+    _warn_attr_mismatch(attrs, w)
+    if y[1] != w[0]:
+        raise ValueError(
+            f"{op}: dout has {y[1]} channels but the weight has {w[0]} output channels "
+            f"(dout shape ({fmt}) {tuple(dout.shape)}, weight shape ({_layout_names(fmt)[1]}) {tuple(weight.shape)})"
+        )
+    geom, need = _geometry(attrs, size, w, x_name="input_size", w_name="weight")
+    if y[0] != size[0]:
+        raise ValueError(f"{op}: dout batch {y[0]} differs from input_size batch {size[0]} (input_size {size})")
+    if tuple(y[2:]) != tuple(need):
+        raise _spatial_mismatch(attrs, geom, y[2:], need, size[2:])
+    return _nchw(dout, fmt), _nchw(weight, fmt), geom
+
+
+def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.Array, ConvGeometry]:
+    """Validate ``conv2d(x, weight)``."""
+    op, fmt = attrs.op_name, attrs.data_format
+    x = check_array(op, "x", x)
+    weight = check_array(op, "weight", weight)
+    _same_dtype(op, ("x", "weight"), x, weight)
+    _check_rank(op, "x", x, fmt)
+    _check_rank(op, "weight", weight, _layout_names(fmt)[1])
+    w = _weight_to_oihw(weight.shape, fmt)
+    _warn_attr_mismatch(attrs, w)
+    geom, out = _geometry(attrs, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight")
+    if min(out) < 0:
+        raise ValueError(
+            f"{op}: the kernel (extent {geom.extent}) does not fit the padded input (height/width "
+            f"{geom.x_shape[2] + geom.padding[0] + geom.padding[1]}, {geom.x_shape[3] + geom.padding[2] + geom.padding[3]})"
+        )
+    return _nchw(x, fmt), _nchw(weight, fmt), geom
+
+
+def bind_backprop_filter(
+    attrs: ConvAttrs, dout: Any, x: Any, weight_shape: Any
+) -> tuple[jax.Array, jax.Array, ConvGeometry]:
+    """Validate ``op(dout, x, weight_shape)``."""
+    op, fmt = attrs.op_name, attrs.data_format
+    dout = check_array(op, "dout", dout)
+    x = check_array(op, "x", x)
+    _same_dtype(op, ("dout", "x"), dout, x)
+    _check_rank(op, "dout", dout, fmt)
+    _check_rank(op, "x", x, fmt)
+    w = _weight_to_oihw(normalize_shape_arg(op, "weight_shape", weight_shape), fmt)
+    _warn_attr_mismatch(attrs, w)
+    y, xs = _to_nchw(dout.shape, fmt), _to_nchw(x.shape, fmt)
+    if y[1] != w[0]:
+        raise ValueError(f"{op}: dout has {y[1]} channels but weight_shape has {w[0]} output channels")
+    geom, need = _geometry(attrs, xs, w, x_name="x", w_name="weight_shape")
+    if y[0] != xs[0]:
+        raise ValueError(f"{op}: dout batch {y[0]} differs from x batch {xs[0]}")
+    if tuple(y[2:]) != tuple(need):
+        raise _spatial_mismatch(attrs, geom, y[2:], need, xs[2:])
+    return _nchw(dout, fmt), _nchw(x, fmt), geom
+
+
+def _nchw(arr: jax.Array, fmt: str) -> jax.Array:
+    return arr if fmt == "NCHW" else jnp.transpose(arr, _TO_NCHW[fmt])
+
+
+def from_nchw(arr: jax.Array, fmt: str) -> jax.Array:
+    """Back from the internal NCHW/OIHW layout to the user's format."""
+    return arr if fmt == "NCHW" else jnp.transpose(arr, _FROM_NCHW[fmt])
