@@ -1,0 +1,88 @@
+"""Independent float64 NumPy references, written from the spec's definition.
+
+``out[n, c, y, x] = sum dout[n, o, ho, wo] * weight[o, c mod (C_in/g), i, j]`` over
+``ho*sh + i*dh == y + pt`` and ``wo*sw + j*dw == x + pl``, ``o`` in the group of ``c``:
+a scatter-add of every ``dout`` pixel through the kernel into the padded input, then a crop.
+No JAX, no convolution library: loops over the kernel taps with NumPy slicing.
+All arrays NCHW / OIHW; padding is (top, bottom, left, right).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _padded_extent(size, out, k, s, d, lo, hi):
+    return max(size + lo + hi, (out - 1) * s + (k - 1) * d + 1 if out > 0 else 0)
+
+
+def backprop_input(dout, weight, input_size, stride, dilation, padding, group):
+    """Transposed convolution (MindSpore Conv2DBackpropInput) in float64."""
+    dout = np.asarray(dout, np.float64)
+    weight = np.asarray(weight, np.float64)
+    n, c_in, h, w = input_size
+    _, c_out, ho, wo = dout.shape
+    _, c_in_g, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = padding
+    hp = _padded_extent(h, ho, kh, sh, dh, pt, pb)
+    wp = _padded_extent(w, wo, kw, sw, dw, pl, pr)
+    buf = np.zeros((n, c_in, hp, wp))
+    cog = c_out // group
+    for gi in range(group):
+        d_g = dout[:, gi * cog : (gi + 1) * cog]  # (n, cog, ho, wo)
+        w_g = weight[gi * cog : (gi + 1) * cog]  # (cog, c_in_g, kh, kw)
+        for i in range(kh):
+            for j in range(kw):
+                contrib = np.einsum("nohw,oc->nchw", d_g, w_g[:, :, i, j])
+                buf[
+                    :,
+                    gi * c_in_g : (gi + 1) * c_in_g,
+                    i * dh : i * dh + (ho - 1) * sh + 1 : sh,
+                    j * dw : j * dw + (wo - 1) * sw + 1 : sw,
+                ] += contrib
+    return buf[:, :, pt : pt + h, pl : pl + w]
+
+
+def conv2d(x, weight, stride, dilation, padding, group):
+    """Forward cross-correlation (MindSpore Conv2D) in float64."""
+    x = np.asarray(x, np.float64)
+    weight = np.asarray(weight, np.float64)
+    n, c_in, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ho = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((n, c_out, max(ho, 0), max(wo, 0)))
+    cog = c_out // group
+    for gi in range(group):
+        x_g = xp[:, gi * c_in_g : (gi + 1) * c_in_g]
+        w_g = weight[gi * cog : (gi + 1) * cog]
+        for i in range(kh):
+            for j in range(kw):
+                patch = x_g[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+                out[:, gi * cog : (gi + 1) * cog] += np.einsum("nchw,oc->nohw", patch, w_g[:, :, i, j])
+    return out
+
+
+def backprop_filter(dout, x, weight_shape, stride, dilation, padding, group):
+    """Weight gradient (MindSpore Conv2DBackpropFilter) in float64."""
+    dout = np.asarray(dout, np.float64)
+    x = np.asarray(x, np.float64)
+    c_out, c_in_g, kh, kw = weight_shape
+    _, _, ho, wo = dout.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    out = np.zeros(weight_shape)
+    cog = c_out // group
+    for gi in range(group):
+        x_g = xp[:, gi * c_in_g : (gi + 1) * c_in_g]
+        d_g = dout[:, gi * cog : (gi + 1) * cog]
+        for i in range(kh):
+            for j in range(kw):
+                patch = x_g[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+                out[gi * cog : (gi + 1) * cog, :, i, j] = np.einsum("nchw,nohw->oc", patch, d_g)
+    return out
