@@ -34,6 +34,10 @@ __all__ = ["ConvAttrs", "ConvGeometry", "normalize_attrs"]
 _UNSET: Any = object()
 _FLOAT_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 _FORMATS = ("NCHW", "NHWC")
+# Largest size, stride, dilation or padding accepted at call time: XLA's convolution
+# attributes are 64-bit, but nothing this large can be allocated, and beyond 2**63
+# the lowering itself overflows. Checked here so the answer is a ValueError.
+_MAX_DIM = 2**31 - 1
 # NCHW position of each axis letter, per data format.
 _TO_NCHW = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 3, 1, 2)}
 _FROM_NCHW = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 2, 3, 1)}
@@ -103,6 +107,14 @@ def _got(v: Any) -> str:
     return f"{v!r} ({type(v).__name__})"
 
 
+def _is_zero(v: Any) -> bool:
+    """``v == 0`` as MindSpore's tuple comparison sees it, without numpy's ambiguous-truth error."""
+    try:
+        return bool(v == 0)
+    except (TypeError, ValueError):
+        return False
+
+
 def _check_int(op: str, name: str, v: Any, *, minimum: int | None = None, equal: int | None = None) -> int:
     if not _is_int(v):
         what = f"= {equal}" if equal is not None else f">= {minimum}"
@@ -135,8 +147,9 @@ def _check_window(op: str, name: str, v: Any) -> tuple[int, int]:
         )
     if full[0] != 1 or full[1] != 1:
         raise ValueError(
-            f"{op}: a 4-tuple '{name}' is read in (N, C, H, W) order for both data formats and its N and C "
-            f"entries must be 1, got {v!r}; pass ({full[2]}, {full[3]}) for H={full[2]}, W={full[3]}"
+            f"{op}: a 4-tuple '{name}' must be (1, 1, h, w): it is read in (N, C, H, W) order for both data "
+            f"formats, got {v!r}; pass the pair (h, w) instead"
+            + (f", e.g. ({full[1]}, {full[2]}) if {v!r} was meant in NHWC order" if full[3] == 1 else "")
         )
     return full[2], full[3]
 
@@ -184,7 +197,7 @@ def normalize_attrs(
         raise ValueError(
             f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
         )
-    if m != "pad" and pads != (0, 0, 0, 0):
+    if m != "pad" and not all(_is_zero(p) for p in pads):
         raise ValueError(f"{op}: 'pad' must be 0 or (0, 0, 0, 0) when pad_mode is {pad_mode!r}, got {pad!r}")
     if m == "pad":
         for p in pads:
@@ -211,10 +224,12 @@ def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) 
             f"{op}: 'pad_list' must be None or a tuple/list of 4 ints (top, bottom, left, right), got {_got(pad_list)}"
         )
     for p in pad_list:
-        if p == -1 and _is_int(p):
+        if _is_int(p) and p == -1:
             continue
         if not _is_int(p):
-            raise TypeError(f"{op}: every entry of 'pad_list' must be a Python int >= 0 or -1, got {_got(p)}")
+            raise TypeError(
+                f"{op}: every entry of 'pad_list' must be a Python int >= 0 or -1, got {_got(p)} in {pad_list!r}"
+            )
         if p < 0:
             raise ValueError(f"{op}: every entry of 'pad_list' must be >= 0 or -1, got {p!r} in {pad_list!r}")
     if mode != "pad" or any(p < 0 for p in pad_list):
@@ -306,14 +321,14 @@ def _warn_attr_mismatch(attrs: ConvAttrs, w_oihw: tuple[int, int, int, int]) -> 
             f"{attrs.op_name}: kernel_size={attrs.kernel_size} disagrees with the weight's spatial shape "
             f"{w_oihw[2:]}; the weight's shape is used (as MindSpore does)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     if attrs.out_channel is not None and attrs.out_channel != w_oihw[0]:
         warnings.warn(
             f"{attrs.op_name}: out_channel={attrs.out_channel} disagrees with the weight's output channels "
             f"{w_oihw[0]}; the weight's shape is used (as MindSpore does)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -332,18 +347,26 @@ def _geometry(
     """Channel checks and the forward geometry; returns it and the expected output spatial size."""
     op, g = attrs.op_name, attrs.group
     fmt, wfmt = _layout_names(attrs.data_format)
+    _check_limit(op, x_name, _from_nchw_shape(x, attrs.data_format))
+    _check_limit(op, w_name, _from_nchw_shape(w, attrs.data_format))
+    _check_limit(op, "stride", attrs.stride)
+    _check_limit(op, "dilation", attrs.dilation)
     if min(w) < 1:
         raise ValueError(f"{op}: every dimension of '{w_name}' must be >= 1, got {w_name} shape ({wfmt}) {w}")
     if min(x[1:]) < 1:
         raise ValueError(f"{op}: the channels, height and width of {x_name} must be >= 1, got {x} ({fmt} as NCHW)")
     if w[0] % g:
-        raise ValueError(f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w})")
+        raise ValueError(
+            f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w}); "
+            f"accepted groups are the divisors of {w[0]}"
+        )
     if x[1] != g * w[1]:
         raise ValueError(
-            f"{op}: {x_name} has {x[1]} channels but the weight expects group * C_in/group = {g} * {w[1]} = "
-            f"{g * w[1]} ({w_name} shape (OIHW) {w})"
+            f"{op}: {x_name} has {x[1]} channels but with group={g} the weight expects group * C_in/group = "
+            f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
         )
     padding = _padding.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
+    _check_limit(op, "padding (top, bottom, left, right)", padding)
     out = tuple(
         _padding.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[2 * a : 2 * a + 2])
         for a in range(2)
@@ -357,7 +380,16 @@ def _geometry(
         padding=padding,  # type: ignore[arg-type]
         group=g,
     )
+    _check_limit(op, "output", geom.y_shape)
     return geom, out  # type: ignore[return-value]
+
+
+def _check_limit(op: str, name: str, values: Sequence[int]) -> None:
+    if max(values) > _MAX_DIM:
+        raise ValueError(
+            f"{op}: {name} {tuple(values)} is too large: sizes, strides, dilations and paddings must be "
+            f"<= 2**31 - 1 = {_MAX_DIM}"
+        )
 
 
 def _spatial_mismatch(attrs: ConvAttrs, geom: ConvGeometry, dout_hw, need_hw, x_hw) -> ValueError:
@@ -398,7 +430,10 @@ def bind_backprop_input(
         )
     geom, need = _geometry(attrs, size, w, x_name="input_size", w_name="weight")
     if y[0] != size[0]:
-        raise ValueError(f"{op}: dout batch {y[0]} differs from input_size batch {size[0]} (input_size {size})")
+        raise ValueError(
+            f"{op}: dout batch {y[0]} differs from input_size batch {size[0]}; they must be equal "
+            f"(dout shape ({fmt}) {tuple(dout.shape)}, input_size {tuple(_from_nchw_shape(size, fmt))})"
+        )
     if tuple(y[2:]) != tuple(need):
         raise _spatial_mismatch(attrs, geom, y[2:], need, size[2:])
     return _nchw(dout, fmt), _nchw(weight, fmt), geom
@@ -416,9 +451,12 @@ def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.A
     _warn_attr_mismatch(attrs, w)
     geom, out = _geometry(attrs, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight")
     if min(out) < 0:
+        padded = tuple(geom.x_shape[2 + a] + geom.padding[2 * a] + geom.padding[2 * a + 1] for a in range(2))
         raise ValueError(
-            f"{op}: the kernel (extent {geom.extent}) does not fit the padded input (height/width "
-            f"{geom.x_shape[2] + geom.padding[0] + geom.padding[1]}, {geom.x_shape[3] + geom.padding[2] + geom.padding[3]})"
+            f"{op}: the kernel does not fit the padded input: padded x (height, width) {padded} with padding "
+            f"{geom.padding}, kernel {geom.kernel}, dilation {geom.dilation}, extent {geom.extent}, stride "
+            f"{geom.stride}; it needs padded height/width >= extent - stride = "
+            f"{tuple(e - s for e, s in zip(geom.extent, geom.stride))}"
         )
     return _nchw(x, fmt), _nchw(weight, fmt), geom
 
@@ -437,13 +475,23 @@ def bind_backprop_filter(
     _warn_attr_mismatch(attrs, w)
     y, xs = _to_nchw(dout.shape, fmt), _to_nchw(x.shape, fmt)
     if y[1] != w[0]:
-        raise ValueError(f"{op}: dout has {y[1]} channels but weight_shape has {w[0]} output channels")
+        raise ValueError(
+            f"{op}: dout has {y[1]} channels but weight_shape has {w[0]} output channels; they must be equal "
+            f"(dout shape ({fmt}) {tuple(dout.shape)}, weight_shape {tuple(_from_nchw_shape(w, fmt))})"
+        )
     geom, need = _geometry(attrs, xs, w, x_name="x", w_name="weight_shape")
     if y[0] != xs[0]:
-        raise ValueError(f"{op}: dout batch {y[0]} differs from x batch {xs[0]}")
+        raise ValueError(
+            f"{op}: dout batch {y[0]} differs from x batch {xs[0]}; they must be equal "
+            f"(dout shape ({fmt}) {tuple(dout.shape)}, x shape ({fmt}) {tuple(x.shape)})"
+        )
     if tuple(y[2:]) != tuple(need):
         raise _spatial_mismatch(attrs, geom, y[2:], need, xs[2:])
     return _nchw(dout, fmt), _nchw(x, fmt), geom
+
+
+def _from_nchw_shape(shape: Sequence[int], fmt: str) -> tuple[int, ...]:
+    return tuple(shape[i] for i in _FROM_NCHW[fmt])
 
 
 def _nchw(arr: jax.Array, fmt: str) -> jax.Array:
