@@ -1,0 +1,482 @@
+"""The benchmark run: correctness check, interleaved timing, derived numbers.
+
+``run(config)`` returns a JSON-ready dict (see ``report`` for its rendering);
+``main(argv)`` is the command line (``python -m jax_conv_bpi.bench --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import pathlib
+import platform as _platform
+import signal
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+
+from . import impls, report, timing
+from .suite import Shape, load_suite, select
+
+SCHEMA = "jax_conv_bpi.bench/1"
+
+
+@dataclasses.dataclass
+class Config:
+    """What to run. ``quick()`` gives the settings of ``--quick``."""
+
+    shapes: list[Shape]
+    reps: int = 7
+    warmup: int = 2
+    torch: bool = True
+    training: bool = True
+    platform: str | None = None
+    peak_n: int = 2048
+    min_sample_s: float = 0.005
+    check_rtol: float = 1e-4
+    seed: int = 0
+    quick: bool = False
+    progress: bool = True
+    probe_hazards: bool = True
+
+    @classmethod
+    def quick_config(cls, shapes: list[Shape], **overrides) -> Config:
+        """Every suite shape at 1/8 of its batch (at least 1), 3 repetitions, small peak matmul."""
+        small = [s.with_batch(max(1, s.N // 8)) for s in shapes]
+        settings = {"reps": 3, "warmup": 1, "peak_n": 1024, "min_sample_s": 0.002, "quick": True}
+        settings.update(overrides)
+        return cls(shapes=small, **settings)
+
+
+# -- machine ------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return _platform.processor() or _platform.machine()
+
+
+def memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine skews timings."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info(device, torch_info: dict | None) -> dict:
+    import jaxlib
+
+    return {
+        "cpu": cpu_model(),
+        "cores": impls.usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": memory_gib(),
+        "platform": _platform.platform(),
+        "python": _platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "jax_platform": device.platform,
+        "jax_device": getattr(device, "device_kind", str(device)),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "loadavg_start": load_average(),
+        "torch": torch_info,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def pick_device(platform: str | None):
+    """The JAX device to run on: ``platform`` is honoured only where a GPU exists."""
+    default = jax.devices()[0]
+    if platform in (None, "auto") or platform == default.platform:
+        return default
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if not gpus:
+        return default  # CPU-only machine: the option is ignored
+    if platform == "cpu":
+        return jax.devices("cpu")[0]
+    return gpus[0]
+
+
+# -- the XLA CPU hazard of the plain-JAX baseline -------------------------------
+
+
+def baseline_may_abort(shape: Shape, device) -> bool:
+    """Strided + dilated shapes whose lax-autodiff input gradient may abort XLA CPU."""
+    return device.platform == "cpu" and max(shape.stride) > 1 and max(shape.dilation) > 1
+
+
+_PROBES: dict[Shape, tuple[bool, str]] = {}
+
+
+def probe_baseline(shape: Shape, timeout: float = 300) -> tuple[bool, str]:
+    """Run the plain-JAX baselines of ``shape`` in a child process; ``(survived, detail)``.
+
+    Cached per shape for the life of the process.
+    """
+    if shape not in _PROBES:
+        _PROBES[shape] = _probe(shape, timeout)
+    return _PROBES[shape]
+
+
+def _probe(shape: Shape, timeout: float) -> tuple[bool, str]:
+    return run_probe_process(shape.to_dict(), timeout)
+
+
+def run_probe_process(shape_dict: dict, timeout: float) -> tuple[bool, str]:
+    """``python -m jax_conv_bpi.bench --probe-shape JSON`` in a child; ``(exit 0, detail)``."""
+    cmd = [sys.executable, "-m", "jax_conv_bpi.bench", "--probe-shape", json.dumps(shape_dict)]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return False, f"probe timed out after {timeout:.0f} s"
+    if proc.returncode == 0:
+        return True, "probe passed"
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return False, f"skipped: the plain-JAX baseline killed a probe process ({name}, the XLA CPU hazard)"
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    return False, f"probe exited with status {proc.returncode}: {tail[0][:200]}"
+
+
+def _run_probe(shape_json: str) -> int:
+    shape = Shape.from_dict(json.loads(shape_json))
+    dout, w = shape.arrays(0)
+    jax.block_until_ready(jax.jit(impls.jax_vjp_fn(shape))(dout, w))
+    x = np.zeros(shape.x_shape, np.float32)
+    jax.block_until_ready(jax.jit(impls.train_fn(shape, "jax_grad"))(x, w, dout))
+    return 0
+
+
+# -- correctness ----------------------------------------------------------------
+
+
+def rel_error(a, b) -> float:
+    """``max |a - b| / max |b|`` over every leaf (0 when both are zero)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    worst = 0.0
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            return float("inf")
+        scale = float(np.max(np.abs(y))) if y.size else 0.0
+        err = float(np.max(np.abs(x - y))) if y.size else 0.0
+        worst = max(worst, err / scale if scale else err)
+    return worst
+
+
+def check_outputs(outputs: dict, reference: str | None, rtol: float) -> dict:
+    """Every implementation against ``reference``; ``ok`` is about ``ours``."""
+    if reference is None:
+        return {"reference": None, "rel_err": {}, "ok": None, "rtol": rtol}
+    ref = outputs[reference]
+    errs = {name: rel_error(out, ref) for name, out in outputs.items() if name != reference}
+    return {
+        "reference": reference,
+        "rel_err": errs,
+        "ok": bool(errs.get("ours", float("inf")) <= rtol),
+        "peers_ok": all(e <= rtol for e in errs.values()),
+        "rtol": rtol,
+    }
+
+
+# -- one section ------------------------------------------------------------------
+
+
+def _timed_section(prepared: dict, config: Config, progress: timing.Progress) -> dict:
+    samples = timing.measure(
+        {name: p.call for name, p in prepared.items()},
+        reps=config.reps,
+        warmup=config.warmup,
+        min_sample_s=config.min_sample_s,
+        on_rep=progress.advance,
+    )
+    return {name: timing.summarize(s) for name, s in samples.items()}
+
+
+def _ratios(times: dict, ours: str = "ours") -> dict:
+    t = times.get(ours)
+    if t is None:
+        return {}
+    return {peer: v["median_ms"] / t["median_ms"] for peer, v in times.items() if peer != ours}
+
+
+def _peak(device, n: int, config: Config) -> dict:
+    fn, flops = impls.matmul_peak_fn(n)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    p = impls.prepare_jax(fn, (a, a), device)
+    samples = timing.measure({"dot": p.call}, reps=max(3, config.reps), warmup=config.warmup, min_sample_s=0.05)
+    best = min(samples["dot"])
+    return {"n": n, "gflops": flops / best / 1e9, "median_ms": 1e3 * float(np.median(samples["dot"]))}
+
+
+def run_op_shape(shape: Shape, config: Config, device, torch, torch_device, progress) -> dict:
+    dout, w = shape.arrays(config.seed)
+    entry: dict = {"name": shape.name, "shape": shape.to_dict(), "describe": shape.describe()}
+    entry.update(
+        dout_shape=list(shape.dout_shape),
+        weight_shape=list(shape.w_shape),
+        input_size=list(shape.x_shape),
+        flops=shape.flops,
+        io_bytes=shape.io_bytes,
+        depthwise=shape.depthwise,
+    )
+    notes = []
+    use_baseline = True
+    if config.probe_hazards and baseline_may_abort(shape, device):
+        use_baseline, detail = probe_baseline(shape)
+        notes.append(f"jax_vjp: {detail}")
+    prepared = {"ours": impls.prepare_jax_op(shape, "ours", dout, w, device)}
+    if use_baseline:
+        prepared["jax_vjp"] = impls.prepare_jax_op(shape, "jax_vjp", dout, w, device)
+    if torch is not None:
+        for name in ("torch_conv_transpose2d", "torch_conv2d_input"):
+            prepared[name] = impls.prepare_torch_op(torch, shape, name, dout, w, torch_device)
+    outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
+    reference = "jax_vjp" if use_baseline else ("torch_conv2d_input" if torch is not None else None)
+    entry["check"] = check_outputs(outputs, reference, config.check_rtol)
+    del outputs
+    entry["times"] = _timed_section(prepared, config, progress)
+    entry["speedup"] = _ratios(entry["times"])
+    entry["gflops"] = {name: shape.flops / (t["median_ms"] * 1e-3) / 1e9 for name, t in entry["times"].items()}
+    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
+    entry["notes"] = notes
+    return entry
+
+
+def run_train_shape(shape: Shape, config: Config, device, torch, torch_device, progress) -> dict:
+    dout, w = shape.arrays(config.seed)
+    x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
+    entry: dict = {"name": shape.name, "flops": 3 * shape.flops, "notes": []}
+    use_baseline = True
+    if config.probe_hazards and baseline_may_abort(shape, device):
+        use_baseline, detail = probe_baseline(shape)
+        entry["notes"].append(f"jax_grad: {detail}")
+    prepared = {"ours": impls.prepare_jax_train(shape, "ours", x, w, dout, device)}
+    if use_baseline:
+        prepared["jax_grad"] = impls.prepare_jax_train(shape, "jax_grad", x, w, dout, device)
+    if torch is not None:
+        prepared["torch_autograd"] = impls.prepare_torch_train(torch, shape, x, w, dout, torch_device)
+    outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
+    # The loss is a sum of many products: compare the gradients, which are what a step uses.
+    outputs = {name: out[1] for name, out in outputs.items()}
+    reference = "jax_grad" if use_baseline else ("torch_autograd" if torch is not None else None)
+    entry["check"] = check_outputs(outputs, reference, config.check_rtol)
+    del outputs
+    entry["times"] = _timed_section(prepared, config, progress)
+    entry["speedup"] = _ratios(entry["times"])
+    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
+    return entry
+
+
+# -- the whole run ------------------------------------------------------------------
+
+
+def run(config: Config) -> dict:
+    """Run the benchmark described by ``config``; returns the JSON-ready result."""
+    device = pick_device(config.platform)
+    torch = impls.import_torch() if config.torch else None
+    torch_device, torch_info, notes = "cpu", None, []
+    if config.torch and torch is None:
+        notes.append("PyTorch is not installed: torch columns skipped (pip install 'jax_conv_bpi[torch]')")
+    if torch is not None:
+        if device.platform == "gpu":
+            if torch.cuda.is_available():
+                torch_device = "cuda"
+            else:
+                notes.append("JAX runs on GPU but PyTorch has no CUDA: torch columns skipped")
+                torch = None
+        if torch is not None:
+            torch_info = impls.configure_torch(torch, torch_device)
+    if config.platform not in (None, "auto") and config.platform != device.platform:
+        notes.append(f"--platform {config.platform} ignored: no such device here, ran on {device.platform}")
+
+    shapes = config.shapes
+    n_sections = len(shapes) * (2 if config.training else 1)
+    progress = timing.Progress(n_sections * config.reps + 2, enabled=config.progress)
+    result: dict = {
+        "schema": SCHEMA,
+        "machine": machine_info(device, torch_info),
+        "config": {
+            "reps": config.reps,
+            "warmup": config.warmup,
+            "quick": config.quick,
+            "torch": torch is not None,
+            "training": config.training,
+            "seed": config.seed,
+            "check_rtol": config.check_rtol,
+            "min_sample_s": config.min_sample_s,
+            "dtype": "float32",
+            "shapes": [s.name for s in shapes],
+        },
+        "notes": notes,
+    }
+    progress.set("matmul peak")
+    peaks = [_peak(device, config.peak_n, config)]
+    progress.advance()
+
+    ops = []
+    for shape in shapes:
+        progress.set(f"op {shape.name}")
+        ops.append(run_op_shape(shape, config, device, torch, torch_device, progress))
+        progress.step_done(f"op {shape.name} done")
+        gc.collect()
+    train = []
+    if config.training:
+        for shape in shapes:
+            progress.set(f"training {shape.name}")
+            train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
+            progress.step_done(f"training {shape.name} done")
+            gc.collect()
+
+    progress.set("matmul peak")
+    peaks.append(_peak(device, config.peak_n, config))
+    progress.advance()
+    progress.close()
+
+    peak = max(p["gflops"] for p in peaks)
+    result["machine"]["loadavg_end"] = load_average()
+    result["peak"] = {"gflops": peak, "n": config.peak_n, "runs": peaks}
+    for e in ops:
+        e["peak_share"] = {name: g / peak for name, g in e["gflops"].items()}
+    result["ops"] = ops
+    result["training"] = train
+    result["summary"] = summarize(ops, train)
+    result["memory"] = memory_summary(shapes, ops)
+    result["checks_ok"] = all(e["check"]["ok"] is not False for e in ops + train)
+    return result
+
+
+def summarize(ops: list[dict], train: list[dict]) -> dict:
+    def geo(entries, peer, only=None):
+        vals = [e["speedup"].get(peer) for e in entries if only is None or only(e)]
+        g = timing.geomean(vals)
+        return None if g is None else {"geomean": g, "min": min(v for v in vals if v), "count": len(vals)}
+
+    peers = sorted({p for e in ops for p in e["speedup"]})
+    out = {
+        "op": {p: geo(ops, p) for p in peers},
+        "op_depthwise": {p: geo(ops, p, lambda e: e["depthwise"]) for p in peers},
+    }
+    if train:
+        out["training"] = {p: geo(train, p) for p in sorted({p for e in train for p in e["speedup"]})}
+    return out
+
+
+def memory_summary(shapes: list[Shape], ops: list[dict]) -> dict | None:
+    """Peak memory of every implementation on the largest shape, vs inputs + output."""
+    if not ops:
+        return None
+    largest = max(range(len(shapes)), key=lambda i: shapes[i].io_bytes)
+    e = ops[largest]
+    io = shapes[largest].io_bytes
+    return {
+        "shape": e["name"],
+        "io_bytes": io,
+        "impls": {name: {"bytes": m["total"], "ratio": m["total"] / io} for name, m in e["memory"].items()},
+    }
+
+
+# -- command line ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jax_conv_bpi.bench",
+        description="Time jax_conv_bpi.conv2d_backprop_input against plain JAX autodiff and PyTorch.",
+    )
+    p.add_argument("--quick", action="store_true", help="a run under a minute: batch/8, 3 repetitions")
+    p.add_argument("--shapes", help="comma-separated shape names (default: the whole suite)")
+    p.add_argument("--suite", help="a shapes JSON file instead of the bundled suite")
+    p.add_argument("--reps", type=int, help="timed repetitions per implementation (default 7, quick 3)")
+    p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2, quick 1)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    p.add_argument("--no-training", action="store_true", help="skip the training-step section")
+    p.add_argument(
+        "--platform",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="JAX device (and torch CUDA) where a GPU exists; ignored on CPU-only machines",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    p.add_argument("--png", metavar="PATH", help="write a bar chart of the speedups (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--probe-shape", help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    shapes = select(load_suite(args.suite), args.shapes.split(",") if args.shapes else None)
+    overrides = {
+        "torch": not args.no_torch,
+        "training": not args.no_training,
+        "platform": args.platform,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+    if args.reps is not None:
+        overrides["reps"] = args.reps
+    if args.warmup is not None:
+        overrides["warmup"] = args.warmup
+    if args.quick:
+        return Config.quick_config(shapes, **overrides)
+    return Config(shapes=shapes, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.probe_shape:
+        return _run_probe(args.probe_shape)
+    config = config_from_args(args)
+    if config.reps < 7 and not config.quick:
+        warnings.warn(f"--reps {config.reps}: medians of fewer than 7 runs are noisy", stacklevel=1)
+    result = run(config)
+    print(report.format_report(result))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"\nJSON written to {args.json}")
+    if args.png:
+        try:
+            report.plot(result, args.png)
+            print(f"chart written to {args.png}")
+        except ImportError:
+            print("matplotlib is not installed: no chart (pip install 'jax_conv_bpi[bench]')", file=sys.stderr)
+    if not result["checks_ok"]:
+        print("\nCORRECTNESS CHECK FAILED (see the check column)", file=sys.stderr)
+        return 1
+    return 0
