@@ -20,5 +20,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench
 
+notebook-png: $(VENV)/.installed  # executes notebooks/explore_conv2d_backprop_input.py, saving its pictures to docs/img
+	$(PY) notebooks/make_figures.py docs/img
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
