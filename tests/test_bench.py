@@ -68,6 +68,10 @@ def test_conv_transpose2d_padding_arithmetic():
     by = {s.name: s for s in bench.load_suite()}
     assert impls.conv_transpose2d_args(by["cyclegan_up_k3s2p1op1_b1"]) == {"padding": (1, 1), "output_padding": (1, 1)}
     assert impls.conv_transpose2d_args(by["stylegan2_up_k3s2p0_b1"]) == {"padding": (0, 0), "output_padding": (0, 0)}
+    # --quick's smaller shapes keep the stride residue, hence the output padding.
+    for s in by.values():
+        small = s.scaled_down(8)
+        assert small.flops * 4 <= s.flops and impls.conv_transpose2d_args(small) == impls.conv_transpose2d_args(s)
     # Asymmetric padding has no such form: the runner crops instead.
     assert impls.conv_transpose2d_args(Shape.from_dict(TINY[0])) is None
 
@@ -89,8 +93,14 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     out_json = tmp_path / "result.json"
     argv = ["--suite", str(suite_path), "--reps", "1", "--warmup", "1", "--no-torch", "--no-progress"]
     with pytest.warns(UserWarning, match="fewer than 7"):
-        rc = bench.main([*argv, "--json", str(out_json)])
+        rc = bench.main([*argv, "--json", str(out_json), "--png", str(tmp_path / "chart.png")])
     assert rc == 0
+    try:
+        import matplotlib  # noqa: F401 - the chart is optional (the bench extra)
+    except ImportError:
+        pass
+    else:
+        assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "tiny_s2_g2_asym" in printed and "training step" in printed and "GFLOP/s" in printed
 

@@ -56,7 +56,7 @@ def machine_lines(result: dict) -> list[str]:
     c = result["config"]
     lines.append(
         f"float32, medians of {c['reps']} interleaved runs after {c['warmup']} warm-up"
-        + (" (QUICK: batch/8, not for reporting)" if c["quick"] else "")
+        + (" (QUICK: shapes scaled to ~1/8 of the work, not for reporting)" if c["quick"] else "")
         + f"; matmul peak {result['peak']['gflops']:.1f} GFLOP/s (jnp.dot {result['peak']['n']}^2, best of the run)"
     )
     return lines
@@ -171,6 +171,7 @@ def plot(result: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ops = result["ops"]
     train = result["training"]
@@ -187,6 +188,10 @@ def plot(result: dict, path: str) -> None:
             ax.bar(xs, vals, width, label=f"vs {LABELS.get(peer, peer)}")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
+        fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x")
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_formatter(fmt)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xticks(range(len(entries)))
         ax.set_xticklabels([e["name"] for e in entries], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("speedup of jax_conv_bpi (t_peer / t_ours)")

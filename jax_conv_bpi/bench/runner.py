@@ -26,6 +26,9 @@ from . import impls, report, timing
 from .suite import Shape, load_suite, select
 
 SCHEMA = "jax_conv_bpi.bench/1"
+# --quick times the training step on one shape per kind of layer only (compiling
+# three gradients per shape is most of a quick run's time).
+QUICK_TRAINING = ("dcgan_g_k4s2p1_b32", "resnet50_l1_k3s1p1_b32", "unet_up_k2s2_b1", "mobilenetv2_dw_k3s2p1_b32")
 
 
 @dataclasses.dataclass
@@ -45,12 +48,22 @@ class Config:
     quick: bool = False
     progress: bool = True
     probe_hazards: bool = True
+    training_shapes: tuple[str, ...] | None = None  # names; None: every shape
 
     @classmethod
     def quick_config(cls, shapes: list[Shape], **overrides) -> Config:
-        """Every suite shape at 1/8 of its batch (at least 1), 3 repetitions, small peak matmul."""
-        small = [s.with_batch(max(1, s.N // 8)) for s in shapes]
-        settings = {"reps": 3, "warmup": 1, "peak_n": 1024, "min_sample_s": 0.002, "quick": True}
+        """Every suite shape at about 1/8 of its work, 3 repetitions, a smaller peak matmul."""
+        small = [s.scaled_down(8) for s in shapes]
+        names = [s.name for s in shapes]
+        training = tuple(n for n in QUICK_TRAINING if n in names) or tuple(names[:1])
+        settings = {
+            "reps": 3,
+            "warmup": 1,
+            "peak_n": 1024,
+            "min_sample_s": 0.002,
+            "quick": True,
+            "training_shapes": training,
+        }
         settings.update(overrides)
         return cls(shapes=small, **settings)
 
@@ -326,7 +339,11 @@ def run(config: Config) -> dict:
         notes.append(f"--platform {config.platform} ignored: no such device here, ran on {device.platform}")
 
     shapes = config.shapes
-    n_sections = len(shapes) * (2 if config.training else 1)
+    train_shapes = []
+    if config.training:
+        wanted = config.training_shapes
+        train_shapes = [s for s in shapes if wanted is None or s.name in wanted]
+    n_sections = len(shapes) + len(train_shapes)
     progress = timing.Progress(n_sections * config.reps + 2, enabled=config.progress)
     result: dict = {
         "schema": SCHEMA,
@@ -336,7 +353,7 @@ def run(config: Config) -> dict:
             "warmup": config.warmup,
             "quick": config.quick,
             "torch": torch is not None,
-            "training": config.training,
+            "training": [s.name for s in train_shapes],
             "seed": config.seed,
             "check_rtol": config.check_rtol,
             "min_sample_s": config.min_sample_s,
@@ -356,8 +373,8 @@ def run(config: Config) -> dict:
         progress.step_done(f"op {shape.name} done")
         gc.collect()
     train = []
-    if config.training:
-        for shape in shapes:
+    if train_shapes:
+        for shape in train_shapes:
             progress.set(f"training {shape.name}")
             train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
             progress.step_done(f"training {shape.name} done")
@@ -419,7 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m jax_conv_bpi.bench",
         description="Time jax_conv_bpi.conv2d_backprop_input against plain JAX autodiff and PyTorch.",
     )
-    p.add_argument("--quick", action="store_true", help="a run under a minute: batch/8, 3 repetitions")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run under a minute: shapes at ~1/8 of their work (batch/8 or half H, W), 3 repetitions",
+    )
     p.add_argument("--shapes", help="comma-separated shape names (default: the whole suite)")
     p.add_argument("--suite", help="a shapes JSON file instead of the bundled suite")
     p.add_argument("--reps", type=int, help="timed repetitions per implementation (default 7, quick 3)")

@@ -102,6 +102,23 @@ class Shape:
     def with_batch(self, n: int) -> Shape:
         return dataclasses.replace(self, N=n)
 
+    def scaled_down(self, factor: int) -> Shape:
+        """About ``1/factor`` of the work: a smaller batch, else half the height and width.
+
+        Halved sizes keep their residue modulo the stride, so the output padding
+        and the phase structure of the strided shapes stay those of the original.
+        """
+        if self.N >= factor:
+            return self.with_batch(self.N // factor)
+
+        def half(size: int, s: int, e: int) -> int:
+            h = size // 2
+            h += (size - h) % s
+            return size if h < e else h
+
+        h, w = half(self.H, self.stride[0], self.extent[0]), half(self.W, self.stride[1], self.extent[1])
+        return dataclasses.replace(self, H=h, W=w)
+
     def arrays(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Seeded float32 ``dout`` and weight (weight scaled like a He init)."""
         rng = np.random.default_rng(seed)
