@@ -373,7 +373,7 @@ assert "conv_general_dilated" not in conv_primitives
 # weight `(C_out, C_in/group, KH, KW)`), with the batch cut down so the cell takes a few seconds. Each
 # function is jitted, checked against the others, then timed (median of several runs). The baseline is
 # `jax.vjp` of `lax.conv_general_dilated`; PyTorch's `F.conv_transpose2d` joins when PyTorch is installed.
-# Timings depend on the machine; `make bench` runs the full suite.
+# Timings depend on the machine and on its load; `make bench` runs the full suite.
 
 
 # %%
@@ -440,8 +440,6 @@ print("shapes from", source)
 try:
     import torch
     import torch.nn.functional as F
-
-    torch.set_num_threads(os.cpu_count() or 1)
 except ImportError:
     torch = None
 
@@ -513,9 +511,10 @@ for i, impl in enumerate(impls):
     bars = ax.bar(np.arange(len(results)) + (i - (len(impls) - 1) / 2) * width, values, width, label=impl)
     ax.bar_label(bars, fmt="%.2f", fontsize=7)
 ax.set_xticks(range(len(results)), list(results), fontsize=8)
-ax.set_ylabel("median time per call (ms)")
+ax.set_yscale("log")
+ax.set_ylabel("median time per call (ms, log scale)")
 ax.set_title(
-    f"Input gradient, float32, jitted ({platform.machine()} {jax.devices()[0].platform.upper()}, {os.cpu_count()} cores)",
+    f"Input gradient, float32, JAX jitted ({platform.machine()} {jax.devices()[0].platform.upper()}, {os.cpu_count()} cores)",
     fontsize=10,
 )
 ax.legend(fontsize=8)
