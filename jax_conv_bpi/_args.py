@@ -246,19 +246,23 @@ def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) 
 # ---------------------------------------------------------------------------
 
 
-def check_array(op: str, name: str, value: Any) -> jax.Array:
-    """Accept JAX and NumPy arrays; reject Python lists, scalars and None."""
+def check_array(op: str, name: str, value: Any) -> Any:
+    """Accept JAX and NumPy arrays; reject Python lists, scalars and None.
+
+    Nothing is converted here (``_nchw`` does that once every check passed), so
+    a rejected call never reaches JAX, not even for a device transfer.
+    """
     if not isinstance(value, (jax.Array, np.ndarray)):
         raise TypeError(
             f"{op}: '{name}' must be a JAX or NumPy array, got {type(value).__name__}; Python lists, scalars "
             f"and None are not converted implicitly (use jnp.asarray)"
         )
-    dtype = jnp.dtype(value.dtype)
+    dtype = np.dtype(value.dtype)
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{op}: '{name}' must have a floating dtype (float16, bfloat16, float32 or float64), got {dtype}"
         )
-    return jnp.asarray(value)
+    return value
 
 
 def _check_rank(op: str, name: str, arr: Any, layout: str) -> None:
@@ -267,7 +271,8 @@ def _check_rank(op: str, name: str, arr: Any, layout: str) -> None:
 
 
 def _same_dtype(op: str, names: tuple[str, str], a: Any, b: Any) -> None:
-    if a.dtype != b.dtype:
+    # Compared as JAX will hold them: without x64 a NumPy float64 array is float32.
+    if jax.dtypes.canonicalize_dtype(a.dtype) != jax.dtypes.canonicalize_dtype(b.dtype):
         raise TypeError(
             f"{op}: '{names[0]}' and '{names[1]}' must have the same dtype (no promotion), got {a.dtype} and {b.dtype}"
         )
@@ -422,7 +427,6 @@ def bind_backprop_input(
     size = _to_nchw(normalize_shape_arg(op, "input_size", input_size), fmt)
     y = _to_nchw(dout.shape, fmt)
     w = _weight_to_oihw(weight.shape, fmt)
-    _warn_attr_mismatch(attrs, w)
     if y[1] != w[0]:
         raise ValueError(
             f"{op}: dout has {y[1]} channels but the weight has {w[0]} output channels "
@@ -436,6 +440,7 @@ def bind_backprop_input(
         )
     if tuple(y[2:]) != tuple(need):
         raise _spatial_mismatch(attrs, geom, y[2:], need, size[2:])
+    _warn_attr_mismatch(attrs, w)  # only for a call that is otherwise valid
     return _nchw(dout, fmt), _nchw(weight, fmt), geom
 
 
@@ -448,7 +453,6 @@ def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.A
     _check_rank(op, "x", x, fmt)
     _check_rank(op, "weight", weight, _layout_names(fmt)[1])
     w = _weight_to_oihw(weight.shape, fmt)
-    _warn_attr_mismatch(attrs, w)
     geom, out = _geometry(attrs, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight")
     if min(out) < 0:
         padded = tuple(geom.x_shape[2 + a] + geom.padding[2 * a] + geom.padding[2 * a + 1] for a in range(2))
@@ -458,6 +462,7 @@ def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.A
             f"{geom.stride}; it needs padded height/width >= extent - stride = "
             f"{tuple(e - s for e, s in zip(geom.extent, geom.stride))}"
         )
+    _warn_attr_mismatch(attrs, w)
     return _nchw(x, fmt), _nchw(weight, fmt), geom
 
 
@@ -472,7 +477,6 @@ def bind_backprop_filter(
     _check_rank(op, "dout", dout, fmt)
     _check_rank(op, "x", x, fmt)
     w = _weight_to_oihw(normalize_shape_arg(op, "weight_shape", weight_shape), fmt)
-    _warn_attr_mismatch(attrs, w)
     y, xs = _to_nchw(dout.shape, fmt), _to_nchw(x.shape, fmt)
     if y[1] != w[0]:
         raise ValueError(
@@ -487,6 +491,7 @@ def bind_backprop_filter(
         )
     if tuple(y[2:]) != tuple(need):
         raise _spatial_mismatch(attrs, geom, y[2:], need, xs[2:])
+    _warn_attr_mismatch(attrs, w)
     return _nchw(dout, fmt), _nchw(x, fmt), geom
 
 
@@ -494,7 +499,8 @@ def _from_nchw_shape(shape: Sequence[int], fmt: str) -> tuple[int, ...]:
     return tuple(shape[i] for i in _FROM_NCHW[fmt])
 
 
-def _nchw(arr: jax.Array, fmt: str) -> jax.Array:
+def _nchw(arr: Any, fmt: str) -> jax.Array:
+    arr = jnp.asarray(arr)
     return arr if fmt == "NCHW" else jnp.transpose(arr, _TO_NCHW[fmt])
 
 
