@@ -170,28 +170,28 @@ def valid_input_range(mode: str, out: int, k: int, s: int, d: int, lo: int, hi: 
     return (first, last) if last >= first else None
 
 
-def _pair(value: int | Sequence[int], name: str, minimum: int = 1) -> tuple[int, int]:
-    if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+def _pair(fn: str, value: int | Sequence[int], name: str, minimum: int = 1) -> tuple[int, int]:
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, Sequence)):
+        raise TypeError(f"{fn}: '{name}' must be an int or a pair (h, w) of ints, got {value!r}")
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair):
-        raise ValueError(f"{name} must be an int >= {minimum} or a pair of such ints, got {value!r}")
+        raise ValueError(f"{fn}: '{name}' must be an int >= {minimum} or a pair (h, w) of such ints, got {value!r}")
     return pair  # type: ignore[return-value]
 
 
 def _helper_padding(
-    mode: str, pad: int | Sequence[int], size: tuple[int, int] | None, kernel, stride, dilation
+    fn: str, mode: str, pad: int | Sequence[int], size: tuple[int, int] | None, kernel, stride, dilation
 ) -> tuple[int, int, int, int]:
     if not isinstance(mode, str) or mode.lower() not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {PAD_MODES} (any letter case), got {mode!r}")
+        raise ValueError(f"{fn}: 'pad_mode' must be one of {PAD_MODES} (any letter case), got {mode!r}")
     mode = mode.lower()
-    if isinstance(pad, bool) or not isinstance(pad, (int, Sequence)):
-        raise TypeError(f"pad must be an int or a 4-tuple (top, bottom, left, right), got {pad!r}")
+    if isinstance(pad, (bool, str)) or not isinstance(pad, (int, Sequence)):
+        raise TypeError(f"{fn}: 'pad' must be an int or a 4-tuple (top, bottom, left, right), got {pad!r}")
     pads = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
     if len(pads) != 4 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pads):
-        raise ValueError(f"pad must be an int >= 0 or a 4-tuple of ints >= 0, got {pad!r}")
+        raise ValueError(f"{fn}: 'pad' must be an int >= 0 or a 4-tuple of ints >= 0, got {pad!r}")
     if mode != "pad" and any(pads):
-        raise ValueError(f"pad must be 0 when pad_mode is {mode!r}, got {pad!r}")
+        raise ValueError(f"{fn}: 'pad' must be 0 when pad_mode is {mode!r}, got {pad!r}")
     if mode == "same" and size is None:
         return (0, 0, 0, 0)
     return forward_padding(mode, size, kernel, stride, dilation, pads)  # type: ignore[arg-type]
@@ -226,15 +226,16 @@ def conv2d_output_size(
       >>> jcb.conv2d_output_size((7, 8), 3, stride=2, pad_mode="same")
       (4, 4)
     """
-    size = _pair(input_size, "input_size")
-    kernel = _pair(kernel_size, "kernel_size")
-    s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    p = _helper_padding(pad_mode, pad, size, kernel, s, d)
+    fn = "conv2d_output_size"
+    size = _pair(fn, input_size, "input_size")
+    kernel = _pair(fn, kernel_size, "kernel_size")
+    s, d = _pair(fn, stride, "stride"), _pair(fn, dilation, "dilation")
+    p = _helper_padding(fn, pad_mode, pad, size, kernel, s, d)
     out = tuple(output_length(size[a], kernel[a], s[a], d[a], p[2 * a], p[2 * a + 1]) for a in range(2))
     if min(out) < 0:
         raise ValueError(
-            f"kernel extent {tuple(effective_kernel(kernel[a], d[a]) for a in range(2))} does not fit the "
-            f"padded input {tuple(size[a] + p[2 * a] + p[2 * a + 1] for a in range(2))}"
+            f"{fn}: the kernel extent {tuple(effective_kernel(kernel[a], d[a]) for a in range(2))} does not fit "
+            f"the padded input {tuple(size[a] + p[2 * a] + p[2 * a + 1] for a in range(2))} (padding {p})"
         )
     return out  # type: ignore[return-value]
 
@@ -263,10 +264,11 @@ def valid_input_sizes(
       >>> list(heights), list(widths)
       ([7, 8], [7, 8])
     """
-    out = _pair(dout_size, "dout_size", minimum=0)
-    kernel = _pair(kernel_size, "kernel_size")
-    s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    p = _helper_padding(pad_mode, pad, None, kernel, s, d)
+    fn = "valid_input_sizes"
+    out = _pair(fn, dout_size, "dout_size", minimum=0)
+    kernel = _pair(fn, kernel_size, "kernel_size")
+    s, d = _pair(fn, stride, "stride"), _pair(fn, dilation, "dilation")
+    p = _helper_padding(fn, pad_mode, pad, None, kernel, s, d)
     mode = pad_mode.lower()
     ranges = []
     for a in range(2):

@@ -553,3 +553,24 @@ def test_huge_input_size_is_a_value_error(input_size):
 def test_odd_inputs_give_clear_errors(call, match):
     with pytest.raises((TypeError, ValueError), match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "call, exc, pieces",
+    [
+        (lambda: jcb.conv2d_output_size((5, 5), 3, stride=0), ValueError, ("conv2d_output_size", "'stride'", "0")),
+        (lambda: jcb.conv2d_output_size((5, 5), "33"), TypeError, ("conv2d_output_size", "'kernel_size'", "'33'")),
+        (lambda: jcb.conv2d_output_size((2, 5), 3, dilation=2), ValueError, ("conv2d_output_size", "extent (5, 5)")),
+        (lambda: jcb.conv2d_output_size(5, 3, pad_mode="pad", pad=(1, 1)), ValueError, ("'pad'", "(1, 1)")),
+        (lambda: jcb.valid_input_sizes((3, 3), 3, pad_mode="full"), ValueError, ("valid_input_sizes", "'pad_mode'")),
+        (lambda: jcb.valid_input_sizes((-1, 3), 3), ValueError, ("valid_input_sizes", "'dout_size'", ">= 0")),
+        (lambda: jcb.valid_input_sizes((3, 3), 3, pad_mode="same", pad=1), ValueError, ("'pad'", "'same'")),
+        (lambda: jcb.valid_input_sizes((3, 3), (3, True)), ValueError, ("'kernel_size'", "(3, True)")),
+    ],
+)
+def test_shape_helpers_reject_bad_arguments(call, exc, pieces):
+    with pytest.raises(exc) as err:
+        call()
+    assert type(err.value) is exc
+    for piece in pieces:
+        assert piece in str(err.value), (piece, str(err.value))
