@@ -197,8 +197,287 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     return _window(out, (geom.padding[0], geom.padding[2]), (h, wd)).astype(dout.dtype)
 
 
-def cpu_backprop_input(dout, w, *, geom: ConvGeometry):
-    """CPU choice: no lhs dilation ever (see ``backprop_input_subpixel``)."""
+# -- CPU paths of the input gradient -----------------------------------------
+#
+# Row ``o`` of ``dout`` and tap ``i`` of the kernel land on row ``r = o*s + i*d``
+# of the padded transposed output, i.e. on input row ``y = r - pt``. Splitting
+# ``r = q*s + rho`` gives ``s`` phases; tap ``i`` with ``i*d = a*s + rho`` feeds
+# phase ``rho`` at ``q = o + a``. Each phase is a plain (true) convolution of
+# ``dout`` with its own taps, and the output is the interleave of the phases.
+# The paths below differ only in how they compute the phases.
+
+
+def _axis_plan(size: int, out: int, k: int, s: int, d: int, lo: int):
+    """One axis: phase rows ``[q0, q1)`` and, per phase, its taps ``(i, a)``.
+
+    ``[q0 * s, q1 * s)`` covers padded rows ``[lo, lo + size)``; the interleave
+    is cropped to them afterwards.
+    """
+    q0, q1 = lo // s, -(-(size + lo) // s)
+    taps: list[list[tuple[int, int]]] = [[] for _ in range(s)]
+    for i in range(k):
+        a, rho = divmod(i * d, s)
+        taps[rho].append((i, a))
+    return q0, q1, taps
+
+
+def _plans(geom: ConvGeometry):
+    return [
+        _axis_plan(
+            geom.x_shape[2 + a],
+            geom.y_shape[2 + a],
+            geom.kernel[a],
+            geom.stride[a],
+            geom.dilation[a],
+            geom.padding[2 * a],
+        )
+        for a in range(2)
+    ]
+
+
+def _shift(x, axis: int, start: int, length: int):
+    """``x[start : start + length]`` along ``axis`` with zero fill outside (``start`` may be < 0)."""
+    n = x.shape[axis]
+    if start == 0 and length == n:
+        return x
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[axis] = (-start, start + length - n, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+def _interleave(phases, geom: ConvGeometry, plans):
+    """``phases[rho_h][rho_w]`` (N, C, L, M) -> the cropped (N, C, H, W) input gradient."""
+    (q0h, q1h, _), (q0w, q1w, _) = plans
+    sh, sw = geom.stride
+    n, c, h, w = geom.x_shape
+    ln, m = q1h - q0h, q1w - q0w
+    if sh * sw == 1:
+        out = phases[0][0]
+    else:
+        out = jnp.stack([jnp.stack(row, axis=-1) for row in phases], axis=3)  # (N, C, L, sh, M, sw)
+        out = out.reshape(n, c, ln * sh, m * sw)
+    top, left = geom.padding[0] - q0h * sh, geom.padding[2] - q0w * sw
+    return out[:, :, top : top + h, left : left + w]
+
+
+def _zero_result(geom: ConvGeometry) -> bool:
+    n, _, ho, wo = geom.y_shape
+    return 0 in (n, ho, wo)
+
+
+def _overlap_add(phase_taps, geom: ConvGeometry, acc):
+    """Phases as sums of shifted per-tap terms.
+
+    ``phase_taps(taps_h, taps_w)`` returns a function ``tap(i, j)`` giving the
+    (N, C_in, Ho, Wo) term of tap ``(i, j)`` of that phase (so a caller can
+    compute one phase's terms at a time).
+    """
+    plans = _plans(geom)
+    (q0h, q1h, th), (q0w, q1w, tw) = plans
+    n, c = geom.x_shape[:2]
+    ln, m = q1h - q0h, q1w - q0w
+    phases = []
+    for taps_h in th:
+        row = []
+        for taps_w in tw:
+            if not taps_h or not taps_w:
+                row.append(jnp.zeros((n, c, ln, m), acc))
+                continue
+            tap = phase_taps(taps_h, taps_w)
+            total = None
+            for i, a in taps_h:
+                for j, b in taps_w:
+                    term = _shift(_shift(tap(i, j), 2, q0h - a, ln), 3, q0w - b, m)
+                    total = term if total is None else total + term
+            row.append(total)
+        phases.append(row)
+    return _interleave(phases, geom, plans)
+
+
+def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
+    """Per phase, one matmul for all its taps (``C_out`` contracted), then an overlap-add.
+
+    For a kernel equal to the stride (U-Net ``k2s2``) or a 1x1 kernel every
+    phase has at most one tap, so this is plain matmuls plus an interleave.
+    A phase's intermediate is (its taps) times ``dout``'s pixels times
+    ``C_in``: meant for few taps per phase and for small ``C_in``.
+    """
+    if _zero_result(geom):
+        return jnp.zeros(geom.x_shape, dout.dtype)
+    acc = _acc_dtype(dout.dtype)
+    g = geom.group
+    n, c_out, ho, wo = geom.y_shape
+    _, c_in_g, kh, kw = geom.w_shape
+    d5 = dout.reshape(n, g, c_out // g, ho, wo)
+    w5 = w.reshape(g, c_out // g, c_in_g, kh, kw)
+
+    def phase_taps(taps_h, taps_w):
+        ih = [i for i, _ in taps_h]
+        iw = [j for j, _ in taps_w]
+        wp = w5[:, :, :, ih][:, :, :, :, iw]
+        z = jnp.einsum("ngohw,gocij->ngcijhw", d5, wp, precision=_precision(dout.dtype), preferred_element_type=acc)
+        z = z.reshape(n, g * c_in_g, len(ih), len(iw), ho, wo)
+        pos_h = {i: p for p, i in enumerate(ih)}
+        pos_w = {j: p for p, j in enumerate(iw)}
+        return lambda i, j: z[:, :, pos_h[i], pos_w[j]]
+
+    return _overlap_add(phase_taps, geom, acc).astype(dout.dtype)
+
+
+def backprop_input_direct(dout, w, *, geom: ConvGeometry):
+    """Per-tap fused multiply-add, no convolution and no matmul.
+
+    Every tap is ``dout`` times a per-channel weight, summed over the few
+    output channels of its group, shifted into its phase. XLA fuses each
+    phase into one loop: the form for depthwise and small groups, where XLA
+    CPU's grouped convolution (``feature_group_count``) is very slow.
+    """
+    if _zero_result(geom):
+        return jnp.zeros(geom.x_shape, dout.dtype)
+    acc = _acc_dtype(dout.dtype)
+    g = geom.group
+    n, c_out, ho, wo = geom.y_shape
+    _, c_in_g, kh, kw = geom.w_shape
+    og = c_out // g
+    d6 = dout.astype(acc).reshape(n, g, og, 1, ho, wo)
+    w5 = w.astype(acc).reshape(g, og, c_in_g, kh, kw)
+
+    def tap(i, j):
+        t = d6 * w5[:, :, :, i, j][None, :, :, :, None, None]
+        t = t[:, :, 0] if og == 1 else t.sum(axis=2)
+        return t.reshape(n, g * c_in_g, ho, wo)
+
+    return _overlap_add(lambda taps_h, taps_w: tap, geom, acc).astype(dout.dtype)
+
+
+def _grouped_transpose(v, group: int):
+    """(C_out, C_in/g, a, b) -> (C_in, C_out/g, a, b), the weight of a conv of ``dout``."""
+    c_out, c_in_g = v.shape[:2]
+    v = v.reshape(group, c_out // group, c_in_g, *v.shape[2:]).transpose(0, 2, 1, 3, 4)
+    return v.reshape(group * c_in_g, c_out // group, *v.shape[3:])
+
+
+def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
+    """One stride-1 convolution per non-empty phase, each with only its own taps.
+
+    No wasted taps when the kernel is not a multiple of the stride (``k3s2``,
+    ``k7s2``), no work at all for empty phases (1x1 kernel under a stride).
+    A phase's taps are evenly spaced (``d / gcd(d, s)`` apart), so each phase
+    is an ordinary dilated correlation with a reversed tap order.
+    """
+    if _zero_result(geom):
+        return jnp.zeros(geom.x_shape, dout.dtype)
+    acc = _acc_dtype(dout.dtype)
+    plans = _plans(geom)
+    (q0h, q1h, th), (q0w, q1w, tw) = plans
+    n, c = geom.x_shape[:2]
+    ln, m = q1h - q0h, q1w - q0w
+    ho, wo = geom.y_shape[2:]
+
+    def axis_conv(taps, q0, length, out):
+        # taps sorted by a; correlation over reversed order with spacing e.
+        idx = [i for i, _ in reversed(taps)]
+        a_min, a_max = taps[0][1], taps[-1][1]
+        e = taps[1][1] - taps[0][1] if len(taps) > 1 else 1
+        lo = a_max - q0
+        hi = length + (a_max - a_min) - lo - out
+        return idx, e, (lo, hi)
+
+    phases = []
+    for taps_h in th:
+        row = []
+        for taps_w in tw:
+            if not taps_h or not taps_w:
+                row.append(jnp.zeros((n, c, ln, m), acc))
+                continue
+            ih, eh, ph = axis_conv(taps_h, q0h, ln, ho)
+            iw, ew, pw = axis_conv(taps_w, q0w, m, wo)
+            v = _grouped_transpose(w[:, :, ih][:, :, :, iw], geom.group)
+            pos, crops = _split_negative([ph, pw])
+            d = _crop(dout, crops)
+            row.append(conv(d, v, strides=(1, 1), padding=pos, rhs_dilation=(eh, ew), groups=geom.group))
+        phases.append(row)
+    return _interleave(phases, geom, plans).astype(dout.dtype)
+
+
+def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
+    """Stride 1 only: the lhs-dilation-free flipped correlation (``backprop_input_default``)."""
+    if geom.stride != (1, 1):
+        raise ValueError(f"the flipped_conv path needs stride (1, 1), got {geom.stride}")
+    return backprop_input_default(dout, w, geom=geom)
+
+
+PATHS = {
+    "lhs_dilated": backprop_input_default,
+    "flipped_conv": backprop_input_flipped_conv,
+    "subpixel": backprop_input_subpixel,
+    "phase_conv": backprop_input_phase_conv,
+    "gemm": backprop_input_gemm,
+    "direct": backprop_input_direct,
+}
+"""Every input-gradient formulation by name; each takes ``(dout, w, *, geom)``.
+
+``lhs_dilated`` is the GPU/TPU form; on CPU it is safe only without dilation
+under a stride (see the module notes). ``flipped_conv`` needs stride 1. The
+others accept every geometry.
+"""
+
+# Dispatcher thresholds (see docs/performance.md for the measurements).
+DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
+SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin
+
+
+def _phase_stats(geom: ConvGeometry):
+    """(taps of the largest phase per axis, taps zero-filled by the one-conv sub-pixel form)."""
+    counts = []
+    for a in range(2):
+        _, _, taps = _axis_plan(
+            geom.x_shape[2 + a],
+            geom.y_shape[2 + a],
+            geom.kernel[a],
+            geom.stride[a],
+            geom.dilation[a],
+            geom.padding[2 * a],
+        )
+        counts.append([len(t) for t in taps])
+    most = (max(counts[0]), max(counts[1]))
+    used = sum(counts[0]) * sum(counts[1])
+    return most, most[0] * most[1] * len(counts[0]) * len(counts[1]) - used
+
+
+def select_cpu_path(geom: ConvGeometry) -> str:
+    """The CPU input-gradient path for one geometry (a name in ``PATHS``), chosen at trace time.
+
+    1. Few channels per group (depthwise, channel multipliers, small groups):
+       ``direct``.
+    2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
+    3. Every phase has at most one tap (kernel equal to the stride, 1x1
+       kernels): ``gemm``.
+    4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
+       stride): ``subpixel``, or ``gemm`` when ``C_in`` is small.
+    5. Otherwise (kernel not a multiple of the stride): ``gemm`` when a phase's
+       matmul result (its taps times ``dout``'s pixels times ``C_in``) is at
+       most the size of the result, else ``subpixel``.
+    """
+    c_out, c_in_g, kh, kw = geom.w_shape
+    if c_in_g * (c_out // geom.group) <= DIRECT_MAX_CHANNEL_PRODUCT:
+        return "direct"
     if geom.stride == (1, 1):
-        return backprop_input_default(dout, w, geom=geom)
-    return backprop_input_subpixel(dout, w, geom=geom)
+        return "gemm" if (kh, kw) == (1, 1) else "flipped_conv"
+    most, wasted = _phase_stats(geom)
+    if most == (1, 1):
+        return "gemm"
+    if wasted == 0:
+        return "gemm" if geom.x_shape[1] < SMALL_C_IN else "subpixel"
+    n, _, ho, wo = geom.y_shape
+    h, w = geom.x_shape[2:]
+    return "gemm" if most[0] * most[1] * ho * wo <= h * w else "subpixel"
+
+
+def cpu_backprop_input(dout, w, *, geom: ConvGeometry):
+    """CPU lowering of the input gradient: ``PATHS[select_cpu_path(geom)]``.
+
+    No path the dispatcher picks uses lhs dilation (XLA CPU aborts on some
+    strided + dilated lhs-dilated convolutions).
+    """
+    return PATHS[select_cpu_path(geom)](dout, w, geom=geom)

@@ -1,0 +1,239 @@
+"""Every CPU formulation of the input gradient, run explicitly, and the dispatcher's rules.
+
+Each path in ``_formulations.PATHS`` is checked on its own (not only where the
+dispatcher would pick it) against the float64 NumPy reference on geometries
+covering strides, dilations (also strided + dilated), groups, depthwise and
+channel multipliers, pads larger than the kernel, ambiguous input sizes,
+zero-size batches and zero-height ``dout``, and half precision; then against
+a sample of MindSpore's golden vectors. ``lhs_dilated`` is skipped where it
+combines a stride with a dilation (XLA CPU may abort the process there) and
+``flipped_conv`` is stride-1 only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from conftest import golden_cases
+
+import jax_conv_bpi as jcb
+from jax_conv_bpi import _args, _formulations, _padding
+from jax_conv_bpi._args import ConvGeometry
+
+PATHS = sorted(_formulations.PATHS)
+
+
+def geometry(n, c_in, c_out, hw, k, stride=1, dilation=1, pad=0, group=1) -> ConvGeometry:
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    k, s, d = pair(k), pair(stride), pair(dilation)
+    p = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
+    h, w = pair(hw)
+    ho = max(_padding.output_length(h, k[0], s[0], d[0], p[0], p[1]), 0)
+    wo = max(_padding.output_length(w, k[1], s[1], d[1], p[2], p[3]), 0)
+    return ConvGeometry((n, c_in, h, w), (c_out, c_in // group, *k), (n, c_out, ho, wo), s, d, p, group)
+
+
+# id -> geometry; together they cover the features of the golden grid.
+GEOMETRIES = {
+    "k3s1p1": geometry(2, 3, 4, 7, 3, pad=1),
+    "k1s1": geometry(2, 5, 3, 6, 1),
+    "k3s1d2": geometry(1, 3, 2, 9, 3, dilation=2, pad=2),
+    "k4s2p1": geometry(2, 3, 4, 8, 4, stride=2, pad=1),
+    "k3s2_odd": geometry(1, 4, 3, 9, 3, stride=2),
+    "k2s2": geometry(1, 4, 6, 8, 2, stride=2),
+    "k1s2": geometry(2, 3, 4, 7, 1, stride=2),
+    "k7s2p3": geometry(1, 2, 3, 11, 7, stride=2, pad=3),
+    "k5s3_asym": geometry(1, 2, 3, (10, 8), (5, 2), stride=(3, 2), pad=(1, 2, 0, 1)),
+    "k3s2d2": geometry(1, 2, 3, 11, 3, stride=2, dilation=2, pad=1),
+    "k2x5s2x3d1x3": geometry(1, 2, 1, (4, 19), (2, 5), stride=(2, 3), dilation=(1, 3), pad=1),
+    "k3s4d3": geometry(1, 2, 2, 13, 3, stride=4, dilation=3, pad=2),
+    "pad_gt_kernel": geometry(1, 2, 3, 9, 2, stride=2, pad=(4, 3, 5, 2)),
+    "ambiguous_size": geometry(1, 2, 3, 10, 3, stride=3, pad=(0, 1, 0, 2)),  # 10 and 11 give the same dout
+    "group2": geometry(2, 4, 6, 7, 3, stride=2, pad=1, group=2),
+    "depthwise": geometry(2, 6, 6, 8, 3, stride=2, pad=1, group=6),
+    "channel_mult": geometry(1, 3, 6, 7, 3, stride=(1, 2), dilation=(2, 1), pad=2, group=3),
+    "depthwise_s1": geometry(1, 4, 4, 6, 3, pad=1, group=4),
+    "batch0": geometry(0, 3, 4, 6, 3, stride=2, pad=1),
+    "dout_h0": geometry(1, 2, 3, (2, 6), (5, 3), stride=2, pad=(1, 0, 1, 1)),
+}
+
+
+def applicable(name: str, geom: ConvGeometry) -> bool:
+    if name == "flipped_conv":
+        return geom.stride == (1, 1)
+    if name == "lhs_dilated":  # strided + dilated lhs-dilated convolutions can abort XLA CPU
+        return geom.stride == (1, 1) or geom.dilation == (1, 1)
+    return True
+
+
+@functools.cache
+def compiled(name: str, geom: ConvGeometry):
+    return jax.jit(functools.partial(_formulations.PATHS[name], geom=geom))
+
+
+def random_inputs(geom: ConvGeometry, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(geom.y_shape), rng.standard_normal(geom.w_shape)
+
+
+def ref_of(geom: ConvGeometry, dout, w):
+    if 0 in geom.y_shape:  # nothing to scatter: the reference's slicing needs a pixel
+        return np.zeros(geom.x_shape)
+    return reference.backprop_input(dout, w, geom.x_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+
+
+@pytest.mark.parametrize("gid", sorted(GEOMETRIES))
+def test_every_path_matches_reference(gid):
+    geom = GEOMETRIES[gid]
+    dout, w = random_inputs(geom)
+    expected = ref_of(geom, dout, w)
+    assert expected.shape == geom.x_shape
+    ran = []
+    for name in PATHS:
+        if not applicable(name, geom):
+            continue
+        out = compiled(name, geom)(dout.astype(np.float32), w.astype(np.float32))
+        assert out.shape == geom.x_shape and out.dtype == jnp.float32, name
+        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5, err_msg=f"path {name}")
+        ran.append(name)
+    assert {"subpixel", "phase_conv", "gemm", "direct"} <= set(ran)
+
+
+def test_zero_size_cases_are_zeros_of_the_right_shape():
+    for gid in ("batch0", "dout_h0"):
+        geom = GEOMETRIES[gid]
+        assert 0 in (geom.y_shape[0], geom.y_shape[2])
+        for name in PATHS:
+            if applicable(name, geom):
+                out = compiled(name, geom)(jnp.zeros(geom.y_shape), jnp.ones(geom.w_shape))
+                assert out.shape == geom.x_shape and not np.asarray(out).any(), name
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_accumulates_in_float32(dtype):
+    # 64 channels x 9 taps summed per output: accumulating in the half type would be far off.
+    geom = geometry(1, 4, 64, 7, 3, stride=2, pad=1)
+    dout, w = random_inputs(geom, seed=1)
+    d_h, w_h = jnp.asarray(dout, dtype), jnp.asarray(w, dtype)
+    expected = ref_of(geom, np.asarray(d_h, np.float64), np.asarray(w_h, np.float64))
+    eps = float(jnp.finfo(dtype).eps)
+    for name in PATHS:
+        if not applicable(name, geom):
+            continue
+        out = compiled(name, geom)(d_h, w_h)
+        assert out.dtype == dtype, name
+        # one rounding of the float32 sum: half an ulp, plus float32 noise
+        err = np.abs(np.asarray(out, np.float64) - expected)
+        assert np.all(err <= 0.5 * eps * np.abs(expected) + 1e-3), (name, float(err.max()))
+
+
+def test_flipped_conv_rejects_a_stride():
+    geom = GEOMETRIES["k4s2p1"]
+    with pytest.raises(ValueError, match="stride"):
+        _formulations.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
+
+
+# -- golden sweep per path ----------------------------------------------------
+
+
+def _sampled(case) -> bool:
+    """Groups, depthwise, empty ``dout``, the larger case and every eighth other case.
+
+    Cases whose attributes this library deliberately rejects (4-tuple strides
+    with non-unit N/C entries) are left out.
+    """
+    tags = set(case["tags"])
+    if tags & {"stride4_nonunit_lead", "dilation4_nonunit_lead"}:
+        return False
+    return bool(tags & {"group", "depthwise", "empty_dout", "larger"}) or int(case["name"][4:]) % 8 == 0
+
+
+@pytest.mark.parametrize("case", golden_cases(_sampled))
+def test_every_path_matches_golden(golden, case):
+    kwargs = golden.ctor_kwargs(case)
+    attrs = _args.normalize_attrs(
+        "conv2d_backprop_input",
+        **{k: kwargs[k] for k in ("pad_mode", "pad", "pad_list", "stride", "dilation", "group", "data_format")},
+    )
+    dout, w, geom = _args.bind_backprop_input(
+        attrs, golden.array(case, "dout"), golden.array(case, "weight"), golden.input_size(case)
+    )
+    expected = golden.array(case, "out")
+    for name in PATHS:
+        if not applicable(name, geom):
+            continue
+        out = _args.from_nchw(compiled(name, geom)(dout, w), attrs.data_format)
+        assert out.dtype == expected.dtype, name
+        np.testing.assert_allclose(
+            np.asarray(out, np.float32), expected.astype(np.float32), **golden.tolerance(case), err_msg=f"path {name}"
+        )
+
+
+# -- dispatcher ---------------------------------------------------------------
+
+SUITE = {  # (N, C_in, C_out, H/W, K, stride, dilation, pad, group) of the benchmark suite
+    "ms_doc_k3s1_valid": (geometry(10, 32, 32, 32, 3), "flipped_conv"),
+    "dcgan_g_k4s2p1": (geometry(32, 64, 128, 32, 4, stride=2, pad=1), "subpixel"),
+    "dcgan_torgb_k4s2p1": (geometry(32, 3, 64, 64, 4, stride=2, pad=1), "gemm"),
+    "stylegan2_up_k3s2p0": (geometry(1, 128, 256, 129, 3, stride=2), "gemm"),
+    "unet_up_k2s2": (geometry(1, 512, 1024, 64, 2, stride=2), "gemm"),
+    "fcn8s_k16s8p4": (geometry(1, 21, 21, 256, 16, stride=8, pad=4), "subpixel"),
+    "resnet50_l1_k3s1p1": (geometry(32, 64, 64, 56, 3, pad=1), "flipped_conv"),
+    "resnet50_l3_k1s1": (geometry(32, 1024, 256, 14, 1), "gemm"),
+    "resnet50_l2_k3s2p1": (geometry(16, 128, 128, 56, 3, stride=2, pad=1), "gemm"),
+    "resnet50_stem_k7s2p3": (geometry(16, 3, 64, 224, 7, stride=2, pad=3), "subpixel"),
+    "mobilenetv2_dw_k3s2p1": (geometry(32, 144, 144, 56, 3, stride=2, pad=1, group=144), "direct"),
+    "deeplabv3_dil2_k3p2": (geometry(1, 512, 512, 33, 3, dilation=2, pad=2), "flipped_conv"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUITE))
+def test_dispatcher_on_the_benchmark_suite(name):
+    geom, path = SUITE[name]
+    assert _formulations.select_cpu_path(geom) == path
+
+
+def test_dispatcher_rules():
+    select = _formulations.select_cpu_path
+    limit = _formulations.DIRECT_MAX_CHANNEL_PRODUCT
+    # rule 1: few channels per group -> direct, whatever the stride
+    assert select(geometry(1, 8, 16, 9, 3, stride=2, group=8)) == "direct"  # multiplier 2: 1*2 <= limit
+    assert select(geometry(1, 4, 4, 9, 3, group=1)) == "direct"  # 4*4 == limit
+    assert 4 * 4 == limit
+    assert select(geometry(1, 8, 8, 9, 3, stride=2, group=2)) == "direct"  # 4*4 per group
+    assert select(geometry(1, 10, 10, 9, 3, stride=2, group=2)) != "direct"  # 5*5 per group
+    assert select(geometry(1, 64, 64, 9, 3, stride=2, group=2)) != "direct"
+    # rule 2: stride 1
+    assert select(geometry(1, 16, 16, 9, 1)) == "gemm"
+    assert select(geometry(1, 16, 16, 9, (1, 3), pad=(0, 0, 1, 1))) == "flipped_conv"
+    # rule 3: at most one tap per phase (kernel == stride, 1x1, dilation >= stride with k == 2)
+    assert select(geometry(1, 16, 16, 8, 2, stride=2)) == "gemm"
+    assert select(geometry(1, 16, 16, 9, 1, stride=3)) == "gemm"
+    assert select(geometry(1, 16, 16, 12, (2, 3), stride=(2, 3))) == "gemm"
+    # rule 4: kernel a multiple of the stride
+    assert select(geometry(1, 16, 16, 16, 4, stride=2, pad=1)) == "subpixel"
+    assert select(geometry(1, 4, 16, 16, 4, stride=2, pad=1)) == "gemm"  # C_in < SMALL_C_IN
+    # rule 5: wasted taps; a phase's matmul result vs the input size
+    assert select(geometry(1, 16, 16, 16, 3, stride=2, pad=1)) == "gemm"  # 4 taps, 4 phases
+    assert select(geometry(1, 16, 16, 32, 7, stride=2, pad=3)) == "subpixel"  # 16 taps > 4 phases
+
+
+def test_cpu_lowering_uses_the_dispatcher_and_no_lhs_dilation():
+    # The strided + dilated geometry that aborts XLA CPU through lhs dilation.
+    geom = GEOMETRIES["k2x5s2x3d1x3"]
+    assert _formulations.select_cpu_path(geom) != "lhs_dilated"
+    f = jax.jit(
+        lambda d, w: jcb.conv2d_backprop_input(
+            d, w, geom.x_shape, stride=(2, 3), pad_mode="pad", pad=1, dilation=(1, 3)
+        )
+    )
+    d64, w64 = random_inputs(geom, seed=3)
+    dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
+    hlo = f.lower(dout, w).as_text()
+    assert "lhs_dilat" not in hlo
+    np.testing.assert_allclose(np.asarray(f(dout, w)), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
