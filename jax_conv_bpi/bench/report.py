@@ -33,7 +33,9 @@ def machine_lines(result: dict) -> list[str]:
     t = m.get("torch")
     lines = [
         f"machine: {m['cpu']}, {m['cores']} usable cores, {m['memory_gib']} GiB, {m['platform']}",
-        f"JAX {m['jax']} / jaxlib {m['jaxlib']} on {m['jax_platform']} ({m['jax_device']}), Python {m['python']}",
+        f"jax_conv_bpi {m['jax_conv_bpi']}"
+        + (f" ({m['revision']})" if m.get("revision") else "")
+        + f", JAX {m['jax']} / jaxlib {m['jaxlib']} on {m['jax_platform']} ({m['jax_device']}), Python {m['python']}",
         (
             f"PyTorch {t['version']} on {t['device']} ({t['threads']} threads"
             + (f", CUDA {t['cuda']}, cuDNN {t['cudnn']}" if t.get("cuda") else "")

@@ -41,7 +41,7 @@ class Config:
     torch: bool = True
     training: bool = True
     platform: str | None = None
-    peak_n: int = 2048
+    peak_n: int | None = None  # matmul size for the peak; None: 2048 on CPU (quick 1024), 8192 on GPU
     min_sample_s: float = 0.005
     check_rtol: float = 1e-4
     seed: int = 0
@@ -59,7 +59,6 @@ class Config:
         settings = {
             "reps": 3,
             "warmup": 1,
-            "peak_n": 1024,
             "min_sample_s": 0.002,
             "quick": True,
             "training_shapes": training,
@@ -101,10 +100,28 @@ def load_average() -> list[float] | None:
         return None
 
 
+def source_revision() -> str | None:
+    """``git describe`` of the checkout the package runs from (``None`` when installed)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_info(device, torch_info: dict | None) -> dict:
     import jaxlib
 
+    import jax_conv_bpi
+
     return {
+        "jax_conv_bpi": jax_conv_bpi.__version__,
+        "revision": source_revision(),
         "cpu": cpu_model(),
         "cores": impls.usable_cores(),
         "cpu_count": os.cpu_count(),
@@ -362,8 +379,9 @@ def run(config: Config) -> dict:
         },
         "notes": notes,
     }
+    peak_n = config.peak_n or ((1024 if config.quick else 2048) if device.platform == "cpu" else 8192)
     progress.set("matmul peak")
-    peaks = [_peak(device, config.peak_n, config)]
+    peaks = [_peak(device, peak_n, config)]
     progress.advance()
 
     ops = []
@@ -381,13 +399,13 @@ def run(config: Config) -> dict:
             gc.collect()
 
     progress.set("matmul peak")
-    peaks.append(_peak(device, config.peak_n, config))
+    peaks.append(_peak(device, peak_n, config))
     progress.advance()
     progress.close()
 
     peak = max(p["gflops"] for p in peaks)
     result["machine"]["loadavg_end"] = load_average()
-    result["peak"] = {"gflops": peak, "n": config.peak_n, "runs": peaks}
+    result["peak"] = {"gflops": peak, "n": peak_n, "runs": peaks}
     for e in ops:
         e["peak_share"] = {name: g / peak for name, g in e["gflops"].items()}
     result["ops"] = ops
