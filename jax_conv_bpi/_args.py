@@ -357,9 +357,15 @@ def _geometry(
     _check_limit(op, "stride", attrs.stride)
     _check_limit(op, "dilation", attrs.dilation)
     if min(w) < 1:
-        raise ValueError(f"{op}: every dimension of '{w_name}' must be >= 1, got {w_name} shape ({wfmt}) {w}")
+        raise ValueError(
+            f"{op}: every dimension of '{w_name}' must be >= 1, got {w_name} shape ({wfmt}) "
+            f"{_from_nchw_shape(w, attrs.data_format)}"
+        )
     if min(x[1:]) < 1:
-        raise ValueError(f"{op}: the channels, height and width of {x_name} must be >= 1, got {x} ({fmt} as NCHW)")
+        raise ValueError(
+            f"{op}: the channels, height and width of '{x_name}' must be >= 1 (only the batch may be 0), got "
+            f"{x_name} {_from_nchw_shape(x, attrs.data_format)} ({fmt})"
+        )
     if w[0] % g:
         raise ValueError(
             f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w}); "
