@@ -154,10 +154,10 @@ _DEFAULT = {
     backprop_input_p: _formulations.backprop_input_default,
     backprop_filter_p: _formulations.backprop_filter_default,
 }
-_CPU = {
-    conv2d_p: _formulations.conv2d_default,
+_CPU = {  # per-geometry dispatchers (docs/performance.md)
+    conv2d_p: _formulations.cpu_conv2d,
     backprop_input_p: _formulations.cpu_backprop_input,
-    backprop_filter_p: _formulations.backprop_filter_default,
+    backprop_filter_p: _formulations.cpu_backprop_filter,
 }
 _TRANSPOSES = {
     conv2d_p: (_conv2d_t_x, _conv2d_t_w),

@@ -138,6 +138,30 @@ def test_flipped_conv_rejects_a_stride():
         _formulations.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
 
 
+@pytest.mark.parametrize("gid", ["k3s1p1", "k3s2d2", "k5s3_asym", "group2", "depthwise", "channel_mult", "batch0"])
+def test_forward_and_filter_paths_match_reference(gid):
+    geom = GEOMETRIES[gid]
+    rng = np.random.default_rng(2)
+    x, w, dout = (rng.standard_normal(s) for s in (geom.x_shape, geom.w_shape, geom.y_shape))
+    conv_ref = reference.conv2d(x, w, geom.stride, geom.dilation, geom.padding, geom.group)
+    filt_ref = reference.backprop_filter(dout, x, geom.w_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    for name, path in _formulations.CONV2D_PATHS.items():
+        out = jax.jit(functools.partial(path, geom=geom))(f32(x), f32(w))
+        np.testing.assert_allclose(np.asarray(out), conv_ref, rtol=1e-5, atol=1e-5, err_msg=f"conv2d path {name}")
+    for name, path in _formulations.BACKPROP_FILTER_PATHS.items():
+        out = jax.jit(functools.partial(path, geom=geom))(f32(dout), f32(x))
+        np.testing.assert_allclose(np.asarray(out), filt_ref, rtol=1e-5, atol=2e-5, err_msg=f"filter path {name}")
+
+
+def test_dense_dispatcher_rule():
+    select = _formulations.select_cpu_path_dense
+    assert select(GEOMETRIES["depthwise"]) == "direct"
+    assert select(GEOMETRIES["channel_mult"]) == "direct"
+    assert select(geometry(1, 64, 64, 9, 3)) == "default"
+    assert select(geometry(1, 64, 64, 9, 3, group=2)) == "default"
+
+
 # -- golden sweep per path ----------------------------------------------------
 
 
