@@ -19,7 +19,7 @@ __all__ = ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2DTrans
 
 
 class _ConvOp:
-    __slots__ = ("_attrs",)
+    __slots__ = ("_attrs", "__weakref__")  # weakref: jax.jit(op) caches on it
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} instances are immutable")
