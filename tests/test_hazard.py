@@ -28,10 +28,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = [
     # The shape that aborts XLA CPU through lax autodiff.
     ("known-abort", (1, 2, 4, 19), (1, 2, 2, 5), dict(stride=(2, 3), dilation=(1, 3), pad_mode="pad", pad=1)),
+    # The same with enough channels that the CPU lowering picks its convolution-based paths
+    # (few channels take a per-tap multiply-add instead).
+    ("known-abort-wide", (1, 16, 4, 19), (16, 16, 2, 5), dict(stride=(2, 3), dilation=(1, 3), pad_mode="pad", pad=1)),
     # kernel == stride == 2 along H, dilated W.
     ("k2-s2-dilated-w", (2, 3, 8, 13), (4, 3, 2, 3), dict(stride=2, dilation=(1, 2))),
     # A big dilated kernel (extent 10) against a 1x1 dout, two groups.
     ("big-dilated-kernel-1x1-dout", (1, 4, 11, 12), (4, 2, 4, 4), dict(stride=(2, 3), dilation=3, group=2)),
+    ("big-dilated-kernel-wide", (2, 16, 11, 12), (16, 8, 4, 4), dict(stride=(2, 3), dilation=3, group=2)),
     # Asymmetric padding, stride and dilation in both axes, depthwise x2.
     (
         "depthwise-pad-asym",
