@@ -12,6 +12,9 @@ convolution kernels; the CPU lowering picks a faster form per geometry in
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -294,29 +297,53 @@ def _overlap_add(phase_taps, geom: ConvGeometry, acc):
     return _interleave(phases, geom, plans)
 
 
-def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
-    """Per phase, one matmul for all its taps (``C_out`` contracted), then an overlap-add.
+def _gemm_operands(dout, w, geom: ConvGeometry):
+    g = geom.group
+    n, c_out, ho, wo = geom.y_shape
+    _, c_in_g, kh, kw = geom.w_shape
+    return dout.reshape(n, g, c_out // g, ho, wo), w.reshape(g, c_out // g, c_in_g, kh, kw)
 
-    For a kernel equal to the stride (U-Net ``k2s2``) or a 1x1 kernel every
-    phase has at most one tap, so this is plain matmuls plus an interleave.
-    A phase's intermediate is (its taps) times ``dout``'s pixels times
-    ``C_in``: meant for few taps per phase and for small ``C_in``.
+
+def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
+    """One matmul for every tap of the kernel (``C_out`` contracted), then an overlap-add.
+
+    The matmul's result holds one (N, C_in, Ho, Wo) plane per tap, i.e. about
+    ``KH*KW / (sh*sw)`` times the input gradient's size; each phase is the
+    sum of its taps' shifted planes. For a kernel equal to the stride (U-Net
+    ``k2s2``) and 1x1 kernels every phase has one tap: one matmul plus an
+    interleave. Meant for few taps per phase (the overlap-add reads every
+    plane once).
     """
     if _zero_result(geom):
         return jnp.zeros(geom.x_shape, dout.dtype)
     acc = _acc_dtype(dout.dtype)
-    g = geom.group
-    n, c_out, ho, wo = geom.y_shape
-    _, c_in_g, kh, kw = geom.w_shape
-    d5 = dout.reshape(n, g, c_out // g, ho, wo)
-    w5 = w.reshape(g, c_out // g, c_in_g, kh, kw)
+    n, _, ho, wo = geom.y_shape
+    d5, w5 = _gemm_operands(dout, w, geom)
+    kh, kw = geom.kernel
+    z = jnp.einsum("ngohw,gocij->ngcijhw", d5, w5, precision=_precision(dout.dtype), preferred_element_type=acc)
+    z = z.reshape(n, geom.x_shape[1], kh, kw, ho, wo)
+    return _overlap_add(lambda taps_h, taps_w: lambda i, j: z[:, :, i, j], geom, acc).astype(dout.dtype)
+
+
+def backprop_input_phase_gemm(dout, w, *, geom: ConvGeometry):
+    """Per phase, one matmul for that phase's taps, then its overlap-add.
+
+    Like ``gemm`` but with one matmul per phase, so only one phase's per-tap
+    planes are live at a time (the many-tap ``k7s2`` stem with few input
+    channels).
+    """
+    if _zero_result(geom):
+        return jnp.zeros(geom.x_shape, dout.dtype)
+    acc = _acc_dtype(dout.dtype)
+    n, _, ho, wo = geom.y_shape
+    d5, w5 = _gemm_operands(dout, w, geom)
 
     def phase_taps(taps_h, taps_w):
         ih = [i for i, _ in taps_h]
         iw = [j for j, _ in taps_w]
         wp = w5[:, :, :, ih][:, :, :, :, iw]
         z = jnp.einsum("ngohw,gocij->ngcijhw", d5, wp, precision=_precision(dout.dtype), preferred_element_type=acc)
-        z = z.reshape(n, g * c_in_g, len(ih), len(iw), ho, wo)
+        z = z.reshape(n, geom.x_shape[1], len(ih), len(iw), ho, wo)
         pos_h = {i: p for p, i in enumerate(ih)}
         pos_w = {j: p for p, j in enumerate(iw)}
         return lambda i, j: z[:, :, pos_h[i], pos_w[j]]
@@ -413,6 +440,7 @@ PATHS = {
     "subpixel": backprop_input_subpixel,
     "phase_conv": backprop_input_phase_conv,
     "gemm": backprop_input_gemm,
+    "phase_gemm": backprop_input_phase_gemm,
     "direct": backprop_input_direct,
 }
 """Every input-gradient formulation by name; each takes ``(dout, w, *, geom)``.
@@ -425,6 +453,8 @@ others accept every geometry.
 # Dispatcher thresholds (see docs/performance.md for the measurements).
 DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
 SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin
+GEMM_MAX_EXPANSION = 4  # gemm's per-tap planes at most this many times the result
+GEMM_MIN_CONTRACTION = 256  # C_out/g below this: phase_conv beat gemm (k3s2, 128 channels)
 
 
 def _phase_stats(geom: ConvGeometry):
@@ -452,12 +482,14 @@ def select_cpu_path(geom: ConvGeometry) -> str:
        ``direct``.
     2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
     3. Every phase has at most one tap (kernel equal to the stride, 1x1
-       kernels): ``gemm``.
+       kernels): ``gemm`` (one matmul plus an interleave).
     4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
        stride): ``subpixel``, or ``gemm`` when ``C_in`` is small.
-    5. Otherwise (kernel not a multiple of the stride): ``gemm`` when a phase's
-       matmul result (its taps times ``dout``'s pixels times ``C_in``) is at
-       most the size of the result, else ``subpixel``.
+    5. Otherwise (kernel not a multiple of the stride): ``phase_gemm`` when
+       ``C_in`` is small; ``subpixel`` when ``gemm``'s per-tap planes would be
+       more than ``GEMM_MAX_EXPANSION`` times the result; else ``gemm`` when
+       its matmul contracts at least ``GEMM_MIN_CONTRACTION`` channels, and
+       ``phase_conv`` when it contracts fewer.
     """
     c_out, c_in_g, kh, kw = geom.w_shape
     if c_in_g * (c_out // geom.group) <= DIRECT_MAX_CHANNEL_PRODUCT:
@@ -467,11 +499,16 @@ def select_cpu_path(geom: ConvGeometry) -> str:
     most, wasted = _phase_stats(geom)
     if most == (1, 1):
         return "gemm"
+    small_c_in = geom.x_shape[1] < SMALL_C_IN
     if wasted == 0:
-        return "gemm" if geom.x_shape[1] < SMALL_C_IN else "subpixel"
-    n, _, ho, wo = geom.y_shape
+        return "gemm" if small_c_in else "subpixel"
+    if small_c_in:
+        return "phase_gemm"
+    ho, wo = geom.y_shape[2:]
     h, w = geom.x_shape[2:]
-    return "gemm" if most[0] * most[1] * ho * wo <= h * w else "subpixel"
+    if kh * kw * ho * wo > GEMM_MAX_EXPANSION * h * w:
+        return "subpixel"
+    return "gemm" if c_out // geom.group >= GEMM_MIN_CONTRACTION else "phase_conv"
 
 
 def cpu_backprop_input(dout, w, *, geom: ConvGeometry):
@@ -566,3 +603,49 @@ def cpu_conv2d(x, w, *, geom: ConvGeometry):
 def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
     """CPU lowering of ``backprop_filter``: ``BACKPROP_FILTER_PATHS[select_cpu_path_dense(geom)]``."""
     return BACKPROP_FILTER_PATHS[select_cpu_path_dense(geom)](dout, x, geom=geom)
+
+
+# -- XLA CPU compiler options ---------------------------------------------------
+
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+# XLA CPU's default YNNPACK fusion types minus INDIVIDUAL_CONVOLUTION: the
+# per-compilation equivalent of
+# ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
+# Convolutions go to XLA's other CPU convolution backend; dots and
+# elementwise fusions keep YNNPACK (turning it off for dots slows the
+# matmul paths).
+_NO_YNN_CONVOLUTION = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE"
+
+
+@functools.cache
+def _ynn_option_supported() -> bool:
+    """Whether this jaxlib's CPU compiler accepts the option (one tiny compile, cached)."""
+    try:
+        cpu = jax.devices("cpu")[0]
+        with jax.default_device(cpu):
+            jitted = jax.jit(lambda x: x + 1, compiler_options={YNN_FUSION_OPTION: _NO_YNN_CONVOLUTION})
+            jitted.lower(np.float32(0)).compile()
+    except Exception:  # an unknown option, an unknown value, no CPU backend
+        return False
+    return True
+
+
+def cpu_compiler_options() -> dict[str, str]:
+    """XLA CPU compiler options that send convolutions to XLA's non-YNNPACK backend.
+
+    For ``jax.jit(f, compiler_options=cpu_compiler_options())``: it applies to
+    that one compilation only (no global flag) and to EVERY convolution in
+    ``f``, not only this library's. Returns ``{}`` when the installed jaxlib
+    does not know the option. Only for CPU compilations.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jax_conv_bpi as jcb
+      >>> step = jax.jit(
+      ...     lambda d, w: jcb.conv2d_backprop_input(d, w, (1, 2, 5, 5)),
+      ...     compiler_options=jcb.cpu_compiler_options(),
+      ... )
+      >>> step(jnp.ones((1, 3, 3, 3)), jnp.ones((3, 2, 3, 3))).shape
+      (1, 2, 5, 5)
+    """
+    return {YNN_FUSION_OPTION: _NO_YNN_CONVOLUTION} if _ynn_option_supported() else {}

@@ -101,7 +101,7 @@ def test_every_path_matches_reference(gid):
         assert out.shape == geom.x_shape and out.dtype == jnp.float32, name
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5, err_msg=f"path {name}")
         ran.append(name)
-    assert {"subpixel", "phase_conv", "gemm", "direct"} <= set(ran)
+    assert {"subpixel", "phase_conv", "gemm", "phase_gemm", "direct"} <= set(ran)
 
 
 def test_zero_size_cases_are_zeros_of_the_right_shape():
@@ -205,12 +205,13 @@ SUITE = {  # (N, C_in, C_out, H/W, K, stride, dilation, pad, group) of the bench
     "dcgan_g_k4s2p1": (geometry(32, 64, 128, 32, 4, stride=2, pad=1), "subpixel"),
     "dcgan_torgb_k4s2p1": (geometry(32, 3, 64, 64, 4, stride=2, pad=1), "gemm"),
     "stylegan2_up_k3s2p0": (geometry(1, 128, 256, 129, 3, stride=2), "gemm"),
+    "cyclegan_up_k3s2p1op1": (geometry(1, 128, 256, 128, 3, stride=2, pad=1), "gemm"),
     "unet_up_k2s2": (geometry(1, 512, 1024, 64, 2, stride=2), "gemm"),
     "fcn8s_k16s8p4": (geometry(1, 21, 21, 256, 16, stride=8, pad=4), "subpixel"),
     "resnet50_l1_k3s1p1": (geometry(32, 64, 64, 56, 3, pad=1), "flipped_conv"),
     "resnet50_l3_k1s1": (geometry(32, 1024, 256, 14, 1), "gemm"),
-    "resnet50_l2_k3s2p1": (geometry(16, 128, 128, 56, 3, stride=2, pad=1), "gemm"),
-    "resnet50_stem_k7s2p3": (geometry(16, 3, 64, 224, 7, stride=2, pad=3), "subpixel"),
+    "resnet50_l2_k3s2p1": (geometry(16, 128, 128, 56, 3, stride=2, pad=1), "phase_conv"),
+    "resnet50_stem_k7s2p3": (geometry(16, 3, 64, 224, 7, stride=2, pad=3), "phase_gemm"),
     "mobilenetv2_dw_k3s2p1": (geometry(32, 144, 144, 56, 3, stride=2, pad=1, group=144), "direct"),
     "deeplabv3_dil2_k3p2": (geometry(1, 512, 512, 33, 3, dilation=2, pad=2), "flipped_conv"),
 }
@@ -242,9 +243,13 @@ def test_dispatcher_rules():
     # rule 4: kernel a multiple of the stride
     assert select(geometry(1, 16, 16, 16, 4, stride=2, pad=1)) == "subpixel"
     assert select(geometry(1, 4, 16, 16, 4, stride=2, pad=1)) == "gemm"  # C_in < SMALL_C_IN
-    # rule 5: wasted taps; a phase's matmul result vs the input size
-    assert select(geometry(1, 16, 16, 16, 3, stride=2, pad=1)) == "gemm"  # 4 taps, 4 phases
-    assert select(geometry(1, 16, 16, 32, 7, stride=2, pad=3)) == "subpixel"  # 16 taps > 4 phases
+    # rule 5: wasted taps
+    assert select(geometry(1, 4, 16, 16, 3, stride=2, pad=1)) == "phase_gemm"  # C_in < SMALL_C_IN
+    assert select(geometry(1, 16, 16, 32, 7, stride=2, pad=3)) == "subpixel"  # 49 planes of 1/4 the size > 4
+    long_k = _formulations.GEMM_MIN_CONTRACTION
+    assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1)) == "gemm"  # 9/4 <= 4, long contraction
+    assert select(geometry(1, 16, long_k - 1, 16, 3, stride=2, pad=1)) == "phase_conv"
+    assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1, group=2)) == "phase_conv"  # per group
 
 
 def test_cpu_lowering_uses_the_dispatcher_and_no_lhs_dilation():
@@ -261,3 +266,37 @@ def test_cpu_lowering_uses_the_dispatcher_and_no_lhs_dilation():
     hlo = f.lower(dout, w).as_text()
     assert "lhs_dilat" not in hlo
     np.testing.assert_allclose(np.asarray(f(dout, w)), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_compiler_options_compile_and_keep_results():
+    # The opt-in options: either empty (an older jaxlib) or accepted by this
+    # jaxlib's CPU compiler, and the op compiled with them gives the same result.
+    options = jcb.cpu_compiler_options()
+    assert options == jcb.cpu_compiler_options() and options is not jcb.cpu_compiler_options()
+    assert set(options) <= {_formulations.YNN_FUSION_OPTION}
+    geom = GEOMETRIES["k3s1p1"]
+    d64, w64 = random_inputs(geom, seed=4)
+    dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
+    f = functools.partial(jcb.conv2d_backprop_input, input_size=geom.x_shape, pad_mode="pad", pad=1)
+    out = jax.jit(f, compiler_options=options)(dout, w)
+    np.testing.assert_allclose(np.asarray(out), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
+
+
+def test_eager_call_compiles_with_the_cpu_options():
+    # Eager calls jit the primitive alone; on CPU with the options a stride-1
+    # 3x3 convolution leaves XLA's YNNPACK convolution fusion (which the
+    # default compilation of the same lowering uses for this shape).
+    from jax_conv_bpi import _ops
+
+    geom = geometry(2, 32, 32, 8, 3, pad=1)
+    d64, w64 = random_inputs(geom, seed=5)
+    dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
+    assert _ops._platform(dout, w) == jax.default_backend()
+    out = jcb.conv2d_backprop_input(dout, w, geom.x_shape, pad_mode="pad", pad=1)
+    np.testing.assert_allclose(np.asarray(out), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
+    if jax.default_backend() != "cpu" or not jcb.cpu_compiler_options():
+        return
+    default = jax.jit(functools.partial(_formulations.cpu_backprop_input, geom=geom)).lower(dout, w).compile()
+    eager = _ops._jitted(_ops.backprop_input_p, geom, "cpu").lower(dout, w).compile()
+    assert "__ynn_fusion" in default.as_text()
+    assert "__ynn_fusion" not in eager.as_text()
