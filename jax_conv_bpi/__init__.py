@@ -12,6 +12,7 @@ Example:
 """
 
 from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
+from ._formulations import cpu_compiler_options
 from ._ops import (
     backprop_filter_p,
     backprop_input_p,
@@ -36,5 +37,6 @@ __all__ = [
     "conv2d_backprop_input",
     "conv2d_output_size",
     "conv2d_p",
+    "cpu_compiler_options",
     "valid_input_sizes",
 ]

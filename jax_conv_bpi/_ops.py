@@ -65,12 +65,35 @@ def _shape(geom: ConvGeometry, role: str) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=512)
-def _jitted(prim: Primitive, geom: ConvGeometry):
-    return jax.jit(functools.partial(prim.bind, geom=geom))
+def _jitted(prim: Primitive, geom: ConvGeometry, platform: str):
+    """The primitive alone under ``jax.jit``, for eager calls.
+
+    On CPU this one compilation gets ``_formulations.cpu_compiler_options()``
+    (XLA's non-YNNPACK convolution backend): it holds only this primitive's
+    computation, so nothing else is affected and no global flag is set.
+    """
+    fn = functools.partial(prim.bind, geom=geom)
+    options = _formulations.cpu_compiler_options() if platform == "cpu" else {}
+    return jax.jit(fn, compiler_options=options) if options else jax.jit(fn)
+
+
+def _platform(*args) -> str:
+    """Platform an eager call runs on: its operands' device, else the default device's."""
+    for a in args:
+        devices = getattr(a, "devices", None)
+        if callable(devices):
+            try:
+                return next(iter(devices())).platform
+            except Exception:  # deleted or abstract arrays: fall back to the default
+                break
+    default = jax.config.jax_default_device
+    if default is not None and not isinstance(default, str):
+        return default.platform
+    return jax.default_backend() if default is None else str(default)
 
 
 def _impl(prim: Primitive, a, b, *, geom: ConvGeometry):
-    return _jitted(prim, geom)(a, b)
+    return _jitted(prim, geom, _platform(a, b))(a, b)
 
 
 def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
