@@ -310,11 +310,12 @@ def test_conv2d_and_backprop_filter(g):
     _close(ours["bpf_class"], np.asarray(ours["bpf"], np.float64), "Conv2DBackpropFilter vs function", 1e-6, 1e-6)
 
 
-@pytest.mark.parametrize("g", PARAMS)
+# Strided + dilated geometries are left out of this oracle: XLA CPU can abort the
+# process on lax's own transpose there. The float64 reference covers them above,
+# and tests/test_hazard.py runs them through our op in a subprocess.
+@pytest.mark.parametrize("g", [pytest.param(g, id=g.id) for g in GRID if not g.hazard])
 def test_lax_autodiff_oracle(g):
     """Our input and weight gradients == jax.vjp of plain lax.conv_general_dilated."""
-    if g.hazard:
-        pytest.skip("strided + dilated: XLA CPU can abort on lax's own transpose (reference checked instead)")
     _, ours = results(g)
     _close(ours["bpi"], np.asarray(ours["lax_bpi"], np.float64), "conv2d_backprop_input vs lax vjp")
     _close(ours["bpf"], np.asarray(ours["lax_bpf"], np.float64), "conv2d_backprop_filter vs lax vjp")
