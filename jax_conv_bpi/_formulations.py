@@ -310,18 +310,31 @@ def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
     The matmul's result holds one (N, C_in, Ho, Wo) plane per tap, i.e. about
     ``KH*KW / (sh*sw)`` times the input gradient's size; each phase is the
     sum of its taps' shifted planes. For a kernel equal to the stride (U-Net
-    ``k2s2``) and 1x1 kernels every phase has one tap: one matmul plus an
-    interleave. Meant for few taps per phase (the overlap-add reads every
-    plane once).
+    ``k2s2``) every phase is one unshifted tap: one matmul plus a transpose.
+    Meant for few taps per phase (the overlap-add reads every plane once).
     """
     if _zero_result(geom):
         return jnp.zeros(geom.x_shape, dout.dtype)
     acc = _acc_dtype(dout.dtype)
-    n, _, ho, wo = geom.y_shape
-    d5, w5 = _gemm_operands(dout, w, geom)
+    n, c_out, ho, wo = geom.y_shape
+    c_in = geom.x_shape[1]
     kh, kw = geom.kernel
+    if geom.kernel == geom.stride and geom.dilation == (1, 1) and geom.group == 1:
+        # Tap (i, j) is phase (i, j), unshifted. Written as (C_out, C_in*KH*KW)
+        # times dout's (C_out, pixels), XLA keeps the weight in place and puts
+        # the pixels on the matmul's rows (faster than the einsum below here).
+        z = jnp.einsum(
+            "ok,nop->nkp",
+            w.reshape(c_out, c_in * kh * kw),
+            dout.reshape(n, c_out, ho * wo),
+            precision=_precision(dout.dtype),
+            preferred_element_type=acc,
+        )
+        full = z.reshape(n, c_in, kh, kw, ho, wo).transpose(0, 1, 4, 2, 5, 3).reshape(n, c_in, ho * kh, wo * kw)
+        return _window(full, (geom.padding[0], geom.padding[2]), geom.x_shape[2:]).astype(dout.dtype)
+    d5, w5 = _gemm_operands(dout, w, geom)
     z = jnp.einsum("ngohw,gocij->ngcijhw", d5, w5, precision=_precision(dout.dtype), preferred_element_type=acc)
-    z = z.reshape(n, geom.x_shape[1], kh, kw, ho, wo)
+    z = z.reshape(n, c_in, kh, kw, ho, wo)
     return _overlap_add(lambda taps_h, taps_w: lambda i, j: z[:, :, i, j], geom, acc).astype(dout.dtype)
 
 
@@ -608,13 +621,14 @@ def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
 # -- XLA CPU compiler options ---------------------------------------------------
 
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-# XLA CPU's default YNNPACK fusion types minus INDIVIDUAL_CONVOLUTION: the
-# per-compilation equivalent of
+# XLA CPU's default YNNPACK fusion types (jaxlib 0.10.2: individual dots and
+# individual convolutions; the optimized HLO of the suite's programs is
+# identical) minus INDIVIDUAL_CONVOLUTION: the per-compilation equivalent of
 # ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
-# Convolutions go to XLA's other CPU convolution backend; dots and
-# elementwise fusions keep YNNPACK (turning it off for dots slows the
-# matmul paths).
-_NO_YNN_CONVOLUTION = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE"
+# Convolutions go to XLA's other CPU convolution backend; dots keep YNNPACK
+# (turning it off for dots slows the matmul paths, and adding ELTWISE, not a
+# default, made the depthwise path 3x slower).
+_NO_YNN_CONVOLUTION = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
 @functools.cache
