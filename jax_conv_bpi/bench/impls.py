@@ -49,7 +49,11 @@ LABELS = {
     "torch_conv2d_input": "torch grad.conv2d_input",
     "jax_grad": "jax.grad(lax.conv)",
     "torch_autograd": "torch autograd(conv2d)",
+    "ours_opt": "jax_conv_bpi + cpu_compiler_options()",
+    "jax_vjp_opt": "jax.vjp(lax.conv) + cpu_compiler_options()",
 }
+# The opt-in section: the same functions compiled with ``jax_conv_bpi.cpu_compiler_options()``.
+OPT_IN_IMPLS = {"ours_opt": "ours", "jax_vjp_opt": "jax_vjp"}
 _DN = ("NCHW", "OIHW", "NCHW")
 
 
@@ -136,10 +140,11 @@ def memory_of(compiled) -> dict | None:
     return {"argument": arg, "output": out, "temp": tmp, "alias": alias, "total": arg + out + tmp - alias}
 
 
-def prepare_jax(fn: Callable, args: tuple, device) -> Prepared:
-    """Compile ``fn`` for ``args`` (placed on ``device``) ahead of time."""
+def prepare_jax(fn: Callable, args: tuple, device, compiler_options: dict | None = None) -> Prepared:
+    """Compile ``fn`` for ``args`` (placed on ``device``) ahead of time, with ``compiler_options``."""
     args = tuple(jax.device_put(a, device) for a in args)
-    compiled = jax.jit(fn).lower(*args).compile()
+    jitted = jax.jit(fn, compiler_options=compiler_options) if compiler_options else jax.jit(fn)
+    compiled = jitted.lower(*args).compile()
 
     def call():
         return jax.block_until_ready(compiled(*args))
@@ -148,8 +153,9 @@ def prepare_jax(fn: Callable, args: tuple, device) -> Prepared:
 
 
 def prepare_jax_op(shape: Shape, impl: str, dout: np.ndarray, w: np.ndarray, device) -> Prepared:
-    fn = {"ours": ours_fn, "jax_vjp": jax_vjp_fn}[impl](shape)
-    return prepare_jax(fn, (dout, w), device)
+    options = jcb.cpu_compiler_options() if impl in OPT_IN_IMPLS else None
+    fn = {"ours": ours_fn, "jax_vjp": jax_vjp_fn}[OPT_IN_IMPLS.get(impl, impl)](shape)
+    return prepare_jax(fn, (dout, w), device, options)
 
 
 def prepare_jax_train(shape: Shape, impl: str, x, w, r, device) -> Prepared:

@@ -102,6 +102,49 @@ def op_table(result: dict) -> list[str]:
     return lines
 
 
+def opt_in_table(result: dict) -> list[str]:
+    """Ours and the jax.vjp baseline both compiled with ``cpu_compiler_options()`` (same timing run)."""
+    ops = [e for e in result["ops"] if "opt_in" in e]
+    if not ops:
+        return []
+    width = max(len(e["name"]) for e in ops)
+    options = result["config"].get("opt_in") or {}
+    head = (
+        f"{'opt-in: both compiled with':<{width}} {'ours ms':>9} {'jax.vjp ms':>10} {'ours dflt':>9}"
+        f" {'vs convT':>8} {'vs c2d_in':>9} {'vs vjp':>8} {'vs dflt':>8}"
+    )
+    lines = [
+        "opt-in: jax.jit(f, compiler_options=jax_conv_bpi.cpu_compiler_options()) applied to ours AND to jax.vjp",
+        "        " + ", ".join(f"{k}={v}" for k, v in options.items()),
+        head,
+        "-" * len(head),
+    ]
+    for e in ops:
+        o = e["opt_in"]
+        s = o["speedup"]
+        lines.append(
+            f"{e['name']:<{width}} {_ms(o, 'ours_opt')} {_ms(o, 'jax_vjp_opt'):>10} {_ms(o, 'ours')}"
+            f" {_x(s.get('torch_conv_transpose2d'))} {_x(s.get('torch_conv2d_input')):>9}"
+            f" {_x(s.get('jax_vjp_opt'))} {_x(s.get('ours'))}"
+        )
+    summ = result["summary"].get("op_opt_in", {})
+    lines.append("-" * len(head))
+    for key, label in (("geomean", "geomean"), ("min", "minimum")):
+        lines.append(
+            f"{label:<{width + 31}} {_geo(summ.get('torch_conv_transpose2d'), key)}"
+            f" {_geo(summ.get('torch_conv2d_input'), key):>9} {_geo(summ.get('jax_vjp_opt'), key)}"
+            f" {_geo(summ.get('ours'), key)}"
+        )
+    dw = result["summary"].get("op_opt_in_depthwise", {})
+    if any(dw.values()):
+        lines.append(
+            f"{'depthwise':<{width + 31}} {_geo(dw.get('torch_conv_transpose2d'))}"
+            f" {_geo(dw.get('torch_conv2d_input')):>9} {_geo(dw.get('jax_vjp_opt'))} {_geo(dw.get('ours'))}"
+        )
+    lines.append("speedup = t_peer / t_ours_opt; 'vs dflt' = ours by default / ours with the options")
+    return lines
+
+
 def train_table(result: dict) -> list[str]:
     train = result["training"]
     if not train:
@@ -149,6 +192,9 @@ def memory_lines(result: dict) -> list[str]:
 
 def format_report(result: dict) -> str:
     parts = machine_lines(result) + [""] + op_table(result)
+    ot = opt_in_table(result)
+    if ot:
+        parts += [""] + ot
     tt = train_table(result)
     if tt:
         parts += [""] + tt

@@ -49,6 +49,7 @@ class Config:
     progress: bool = True
     probe_hazards: bool = True
     training_shapes: tuple[str, ...] | None = None  # names; None: every shape
+    opt_in: bool = True  # on CPU, also time ours and jax.vjp with jax_conv_bpi.cpu_compiler_options()
 
     @classmethod
     def quick_config(cls, shapes: list[Shape], **overrides) -> Config:
@@ -296,16 +297,39 @@ def run_op_shape(shape: Shape, config: Config, device, torch, torch_device, prog
     if torch is not None:
         for name in ("torch_conv_transpose2d", "torch_conv2d_input"):
             prepared[name] = impls.prepare_torch_op(torch, shape, name, dout, w, torch_device)
+    opt_in = (
+        [n for n in impls.OPT_IN_IMPLS if impls.OPT_IN_IMPLS[n] in prepared] if opt_in_applies(config, device) else []
+    )
+    for name in opt_in:
+        prepared[name] = impls.prepare_jax_op(shape, name, dout, w, device)
     outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
     reference = "jax_vjp" if use_baseline else ("torch_conv2d_input" if torch is not None else None)
     entry["check"] = check_outputs(outputs, reference, config.check_rtol)
     del outputs
-    entry["times"] = _timed_section(prepared, config, progress)
+    # Everything, opt-in included, is timed in one interleaved section; the
+    # opt-in numbers are then kept apart so the default columns stay as a user gets them.
+    times = _timed_section(prepared, config, progress)
+    entry["times"] = {name: t for name, t in times.items() if name not in opt_in}
     entry["speedup"] = _ratios(entry["times"])
     entry["gflops"] = {name: shape.flops / (t["median_ms"] * 1e-3) / 1e9 for name, t in entry["times"].items()}
-    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
+    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None and name not in opt_in}
+    if opt_in:
+        opt_times = {name: t for name, t in times.items() if name in opt_in or name.startswith("torch")}
+        opt_times["ours"] = times["ours"]
+        entry["opt_in"] = {
+            "times": opt_times,
+            "speedup": _ratios(opt_times, ours="ours_opt"),
+            "memory": {name: prepared[name].memory for name in opt_in if prepared[name].memory is not None},
+        }
     entry["notes"] = notes
     return entry
+
+
+def opt_in_applies(config: Config, device) -> bool:
+    """The opt-in section runs on CPU when the installed jaxlib knows the options."""
+    import jax_conv_bpi
+
+    return config.opt_in and device.platform == "cpu" and bool(jax_conv_bpi.cpu_compiler_options())
 
 
 def run_train_shape(shape: Shape, config: Config, device, torch, torch_device, progress) -> dict:
@@ -376,6 +400,7 @@ def run(config: Config) -> dict:
             "min_sample_s": config.min_sample_s,
             "dtype": "float32",
             "shapes": [s.name for s in shapes],
+            "opt_in": impls.jcb.cpu_compiler_options() if opt_in_applies(config, device) else None,
         },
         "notes": notes,
     }
@@ -427,6 +452,11 @@ def summarize(ops: list[dict], train: list[dict]) -> dict:
         "op": {p: geo(ops, p) for p in peers},
         "op_depthwise": {p: geo(ops, p, lambda e: e["depthwise"]) for p in peers},
     }
+    opt = [e["opt_in"] | {"depthwise": e["depthwise"]} for e in ops if "opt_in" in e]
+    if opt:
+        peers = sorted({p for e in opt for p in e["speedup"]})
+        out["op_opt_in"] = {p: geo(opt, p) for p in peers}
+        out["op_opt_in_depthwise"] = {p: geo(opt, p, lambda e: e["depthwise"]) for p in peers}
     if train:
         out["training"] = {p: geo(train, p) for p in sorted({p for e in train for p in e["speedup"]})}
     return out
@@ -466,6 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     p.add_argument("--no-training", action="store_true", help="skip the training-step section")
     p.add_argument(
+        "--no-opt-in",
+        action="store_true",
+        help="skip the opt-in section (CPU: ours and jax.vjp compiled with jax_conv_bpi.cpu_compiler_options())",
+    )
+    p.add_argument(
         "--platform",
         choices=("auto", "cpu", "gpu"),
         default="auto",
@@ -484,6 +519,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {
         "torch": not args.no_torch,
         "training": not args.no_training,
+        "opt_in": not args.no_opt_in,
         "platform": args.platform,
         "seed": args.seed,
         "progress": not args.no_progress,
