@@ -378,59 +378,9 @@ assert "conv_general_dilated" not in conv_primitives
 
 # %%
 def load_shapes():
-    candidates = [
-        Path(jcb.__file__).parent / "bench" / "shapes.json",  # the package's copy
-        Path(jcb.__file__).resolve().parents[1].parent / "shared" / "bench" / "shapes.json",  # beside the repo
-        *(parent / "shared" / "bench" / "shapes.json" for parent in Path.cwd().resolve().parents),
-    ]
-    for path in candidates:
-        if path.is_file():
-            return {s["name"]: s for s in json.loads(path.read_text())}, path
-    fallback = [  # three layers of the suite, for a copy of the notebook without the data
-        dict(
-            name="ms_doc_k3s1_valid",
-            N=10,
-            C_in=32,
-            C_out=32,
-            H=32,
-            W=32,
-            KH=3,
-            KW=3,
-            stride=[1, 1],
-            pad=[0, 0, 0, 0],
-            dilation=[1, 1],
-            group=1,
-        ),
-        dict(
-            name="dcgan_g_k4s2p1_b32",
-            N=32,
-            C_in=64,
-            C_out=128,
-            H=32,
-            W=32,
-            KH=4,
-            KW=4,
-            stride=[2, 2],
-            pad=[1, 1, 1, 1],
-            dilation=[1, 1],
-            group=1,
-        ),
-        dict(
-            name="dcgan_torgb_k4s2p1_b32",
-            N=32,
-            C_in=3,
-            C_out=64,
-            H=64,
-            W=64,
-            KH=4,
-            KW=4,
-            stride=[2, 2],
-            pad=[1, 1, 1, 1],
-            dilation=[1, 1],
-            group=1,
-        ),
-    ]
-    return {s["name"]: s for s in fallback}, "built-in fallback"
+    """The suite shipped with the package (``jax_conv_bpi/bench/shapes.json``)."""
+    path = Path(jcb.__file__).parent / "bench" / "shapes.json"
+    return {s["name"]: s for s in json.loads(path.read_text())}, path
 
 
 SHAPES, source = load_shapes()
