@@ -58,6 +58,7 @@ def machine_lines(result: dict) -> list[str]:
     c = result["config"]
     lines.append(
         f"float32, medians of {c['reps']} interleaved runs after {c['warmup']} warm-up"
+        + (" (each after one untimed call of the same implementation)" if c.get("settle") else "")
         + (" (QUICK: shapes scaled to ~1/8 of the work, not for reporting)" if c["quick"] else "")
         + f"; matmul peak {result['peak']['gflops']:.1f} GFLOP/s (jnp.dot {result['peak']['n']}^2, best of the run)"
     )

@@ -49,6 +49,7 @@ class Config:
     progress: bool = True
     probe_hazards: bool = True
     training_shapes: tuple[str, ...] | None = None  # names; None: every shape
+    settle: bool = True  # one untimed call of the same implementation before each sample
     opt_in: bool = True  # on CPU, also time ours and jax.vjp with jax_conv_bpi.cpu_compiler_options()
 
     @classmethod
@@ -254,6 +255,7 @@ def _timed_section(prepared: dict, config: Config, progress: timing.Progress) ->
         warmup=config.warmup,
         min_sample_s=config.min_sample_s,
         on_rep=progress.advance,
+        settle=config.settle,
     )
     return {name: timing.summarize(s) for name, s in samples.items()}
 
@@ -398,6 +400,7 @@ def run(config: Config) -> dict:
             "seed": config.seed,
             "check_rtol": config.check_rtol,
             "min_sample_s": config.min_sample_s,
+            "settle": config.settle,
             "dtype": "float32",
             "shapes": [s.name for s in shapes],
             "opt_in": impls.jcb.cpu_compiler_options() if opt_in_applies(config, device) else None,

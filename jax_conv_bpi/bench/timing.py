@@ -6,7 +6,10 @@ starting from a different one each time, so a burst of machine noise hits all
 of them alike. After warm-up, each sample is a batch of ``inner`` calls long
 enough to dwarf the timer's resolution (``inner`` is 1 for anything slower
 than ``min_sample_s``); the result per implementation is every sample in
-seconds per call.
+seconds per call. With ``settle``, each sample is preceded by one untimed
+call of the same implementation, so no sample pays for what the previous
+implementation left behind (PyTorch's OpenMP threads keep spinning for a
+while after a call, slowing whatever runs next on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def measure(
     warmup: int = 1,
     min_sample_s: float = 0.005,
     on_rep: Callable[[], None] | None = None,
+    settle: bool = False,
 ) -> dict[str, list[float]]:
     """Seconds per call of each callable, ``reps`` interleaved samples each."""
     if reps < 1:
@@ -44,6 +48,8 @@ def measure(
         k = rep % len(names)
         for name in names[k:] + names[:k]:
             fn, n = calls[name], inner[name]
+            if settle:
+                fn()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
