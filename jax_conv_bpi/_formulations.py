@@ -51,6 +51,25 @@ def conv(lhs, rhs, *, strides, padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1)
     )
 
 
+def conv_off_ynn(lhs, rhs, *, padding, rhs_dilation=(1, 1), groups=1):
+    """A stride-1 ``conv`` that XLA CPU does not hand to its YNNPACK convolution.
+
+    jaxlib 0.10.2's CPU compiler gives a convolution to YNNPACK only when every
+    padding is at most ``(extent - 1) // 2`` (up to "same" padding); on the
+    suite's stride-1 shapes that backend ran 1.2-1.7x slower than XLA's other
+    one (``docs/performance.md``). Raising the top padding one step past that
+    bound and cropping the extra rows keeps the result and costs a few rows
+    of work. A compiler that routes differently just computes those rows.
+    """
+    (top, bottom), cols = padding
+    extent = (rhs.shape[2] - 1) * rhs_dilation[0] + 1
+    extra = max(0, (extent - 1) // 2 + 1 - top) if extent > 1 else 0
+    out = conv(
+        lhs, rhs, strides=(1, 1), padding=((top + extra, bottom), cols), rhs_dilation=rhs_dilation, groups=groups
+    )
+    return out[:, :, extra:] if extra else out
+
+
 def _split_negative(pads):
     """Padding pairs -> (non-negative padding, crop slices) so XLA sees pads >= 0."""
     pos = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
@@ -441,10 +460,25 @@ def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
 
 
 def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
-    """Stride 1 only: the lhs-dilation-free flipped correlation (``backprop_input_default``)."""
+    """Stride 1 only: the flipped correlation of ``backprop_input_default`` (no lhs dilation).
+
+    Through ``conv_off_ynn``, so XLA CPU uses its faster convolution backend.
+    """
     if geom.stride != (1, 1):
         raise ValueError(f"the flipped_conv path needs stride (1, 1), got {geom.stride}")
-    return backprop_input_default(dout, w, geom=geom)
+    if 0 in (geom.x_shape[0], geom.y_shape[2], geom.y_shape[3]):
+        return jnp.zeros(geom.x_shape, dout.dtype)
+    pads = [
+        _padding.lhs_dilated_padding(
+            geom.x_shape[2 + a], geom.y_shape[2 + a], geom.kernel[a], 1, geom.dilation[a], geom.padding[2 * a]
+        )
+        for a in range(2)
+    ]
+    pos, crops = _split_negative(pads)
+    out = conv_off_ynn(
+        dout, flip_transpose_weight(w, geom.group), padding=pos, rhs_dilation=geom.dilation, groups=geom.group
+    )
+    return _crop(out, crops).astype(dout.dtype)
 
 
 PATHS = {
@@ -598,7 +632,17 @@ def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
     return out.astype(dout.dtype)
 
 
-CONV2D_PATHS = {"default": conv2d_default, "direct": conv2d_direct}
+def conv2d_off_ynn(x, w, *, geom: ConvGeometry):
+    """Forward convolution; stride 1 goes through ``conv_off_ynn`` (XLA CPU's faster backend)."""
+    if geom.stride != (1, 1) or 0 in geom.y_shape:
+        return conv2d_default(x, w, geom=geom)
+    pt, pb, pl, pr = geom.padding
+    pos, crops = _split_negative([(pt, pb), (pl, pr)])
+    y = conv_off_ynn(_crop(x, crops), w, padding=pos, rhs_dilation=geom.dilation, groups=geom.group)
+    return y.astype(x.dtype)
+
+
+CONV2D_PATHS = {"default": conv2d_default, "off_ynn": conv2d_off_ynn, "direct": conv2d_direct}
 BACKPROP_FILTER_PATHS = {"default": backprop_filter_default, "direct": backprop_filter_direct}
 
 
@@ -609,8 +653,9 @@ def select_cpu_path_dense(geom: ConvGeometry) -> str:
 
 
 def cpu_conv2d(x, w, *, geom: ConvGeometry):
-    """CPU lowering of ``conv2d``: ``CONV2D_PATHS[select_cpu_path_dense(geom)]``."""
-    return CONV2D_PATHS[select_cpu_path_dense(geom)](x, w, geom=geom)
+    """CPU lowering of ``conv2d``: ``direct`` for few channels per group, else ``off_ynn``."""
+    name = select_cpu_path_dense(geom)
+    return CONV2D_PATHS["off_ynn" if name == "default" else name](x, w, geom=geom)
 
 
 def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):

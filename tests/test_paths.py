@@ -282,21 +282,24 @@ def test_cpu_compiler_options_compile_and_keep_results():
     np.testing.assert_allclose(np.asarray(out), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
 
 
-def test_eager_call_compiles_with_the_cpu_options():
-    # Eager calls jit the primitive alone; on CPU with the options a stride-1
-    # 3x3 convolution leaves XLA's YNNPACK convolution fusion (which the
-    # default compilation of the same lowering uses for this shape).
+def test_eager_call_compiles_with_the_cpu_options(monkeypatch):
+    # Eager calls jit the primitive alone and, on CPU, pass cpu_compiler_options()
+    # to that compilation: an option value the compiler rejects must surface.
     from jax_conv_bpi import _ops
 
     geom = geometry(2, 32, 32, 8, 3, pad=1)
     d64, w64 = random_inputs(geom, seed=5)
     dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
     assert _ops._platform(dout, w) == jax.default_backend()
-    out = jcb.conv2d_backprop_input(dout, w, geom.x_shape, pad_mode="pad", pad=1)
-    np.testing.assert_allclose(np.asarray(out), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
+    call = functools.partial(jcb.conv2d_backprop_input, input_size=geom.x_shape, pad_mode="pad", pad=1)
+    np.testing.assert_allclose(np.asarray(call(dout, w)), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
     if jax.default_backend() != "cpu" or not jcb.cpu_compiler_options():
         return
-    default = jax.jit(functools.partial(_formulations.cpu_backprop_input, geom=geom)).lower(dout, w).compile()
-    eager = _ops._jitted(_ops.backprop_input_p, geom, "cpu").lower(dout, w).compile()
-    assert "__ynn_fusion" in default.as_text()
-    assert "__ynn_fusion" not in eager.as_text()
+    bogus = {_formulations.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
+    monkeypatch.setattr(_formulations, "cpu_compiler_options", lambda: dict(bogus))
+    _ops._jitted.cache_clear()
+    try:
+        with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
+            call(dout, w)
+    finally:
+        _ops._jitted.cache_clear()
