@@ -644,8 +644,37 @@ def conv2d_off_ynn(x, w, *, geom: ConvGeometry):
     return y.astype(x.dtype)
 
 
+def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
+    """Weight gradient as one matmul per tap: ``dout`` times that tap's strided input slice.
+
+    Each tap contracts batch and pixels: ``(C_out, N*Ho*Wo) x (N*Ho*Wo, C_in)``.
+    Ungrouped only. On the suite it ran 1.1-4.7x faster than XLA CPU's
+    backward-filter convolution up to 49 taps, slower at 256 (FCN ``k16``).
+    """
+    n, c_out, ho, wo = geom.y_shape
+    if 0 in (n, ho, wo):
+        return jnp.zeros(geom.w_shape, dout.dtype)
+    if geom.group != 1:
+        return backprop_filter_default(dout, x, geom=geom)
+    acc = _acc_dtype(dout.dtype)
+    _, c_in, kh, kw = geom.w_shape
+    tap = _tap_slices(x, geom)
+    prec = _precision(dout.dtype)
+    taps = [
+        jnp.einsum("nohw,nchw->oc", dout, tap(i, j), precision=prec, preferred_element_type=acc)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(dout.dtype)
+
+
 CONV2D_PATHS = {"default": conv2d_default, "off_ynn": conv2d_off_ynn, "direct": conv2d_direct}
-BACKPROP_FILTER_PATHS = {"default": backprop_filter_default, "direct": backprop_filter_direct}
+BACKPROP_FILTER_PATHS = {
+    "default": backprop_filter_default,
+    "gemm": backprop_filter_gemm,
+    "direct": backprop_filter_direct,
+}
+FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many taps (ungrouped)
 
 
 def select_cpu_path_dense(geom: ConvGeometry) -> str:
@@ -660,9 +689,18 @@ def cpu_conv2d(x, w, *, geom: ConvGeometry):
     return CONV2D_PATHS["off_ynn" if name == "default" else name](x, w, geom=geom)
 
 
+def select_cpu_filter_path(geom: ConvGeometry) -> str:
+    """CPU path of ``backprop_filter``: ``direct`` for few channels per group, ``gemm``
+    ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, else ``default``."""
+    name = select_cpu_path_dense(geom)
+    if name == "default" and geom.group == 1 and geom.kernel[0] * geom.kernel[1] <= FILTER_GEMM_MAX_TAPS:
+        return "gemm"
+    return name
+
+
 def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
-    """CPU lowering of ``backprop_filter``: ``BACKPROP_FILTER_PATHS[select_cpu_path_dense(geom)]``."""
-    return BACKPROP_FILTER_PATHS[select_cpu_path_dense(geom)](dout, x, geom=geom)
+    """CPU lowering of ``backprop_filter``: ``BACKPROP_FILTER_PATHS[select_cpu_filter_path(geom)]``."""
+    return BACKPROP_FILTER_PATHS[select_cpu_filter_path(geom)](dout, x, geom=geom)
 
 
 # -- XLA CPU compiler options ---------------------------------------------------

@@ -160,6 +160,11 @@ def test_dense_dispatcher_rule():
     assert select(GEOMETRIES["channel_mult"]) == "direct"
     assert select(geometry(1, 64, 64, 9, 3)) == "default"
     assert select(geometry(1, 64, 64, 9, 3, group=2)) == "default"
+    filt = _formulations.select_cpu_filter_path
+    assert filt(GEOMETRIES["depthwise"]) == "direct"
+    assert filt(geometry(1, 64, 64, 9, 3, stride=2)) == "gemm"
+    assert filt(geometry(1, 64, 64, 9, 3, group=2)) == "default"  # gemm is ungrouped only
+    assert filt(geometry(1, 16, 16, 40, 16, stride=8)) == "default"  # 256 taps > FILTER_GEMM_MAX_TAPS
 
 
 # -- golden sweep per path ----------------------------------------------------
