@@ -593,24 +593,28 @@ def _tap_slices(x, geom: ConvGeometry):
     return tap
 
 
+def _grouped_taps(x, geom: ConvGeometry):
+    """``(i, j, rows)`` per kernel tap: ``tap(i, j)`` as (N, g, 1, C_in/g, Ho, Wo), in the accumulation dtype."""
+    n, _, ho, wo = geom.y_shape
+    _, c_in_g, kh, kw = geom.w_shape
+    tap = _tap_slices(x.astype(_acc_dtype(x.dtype)), geom)
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, tap(i, j).reshape(n, geom.group, 1, c_in_g, ho, wo)
+
+
 def conv2d_direct(x, w, *, geom: ConvGeometry):
     """Forward convolution as a per-tap fused multiply-add (depthwise / small groups)."""
     n, c_out, ho, wo = geom.y_shape
     if 0 in (n, ho, wo):
         return jnp.zeros(geom.y_shape, x.dtype)
-    acc = _acc_dtype(x.dtype)
-    g = geom.group
-    _, c_in_g, kh, kw = geom.w_shape
-    og = c_out // g
-    tap = _tap_slices(x.astype(acc), geom)
-    w5 = w.astype(acc).reshape(g, og, c_in_g, kh, kw)
+    g, c_in_g = geom.group, geom.w_shape[1]
+    w5 = w.astype(_acc_dtype(x.dtype)).reshape(g, c_out // g, c_in_g, *geom.kernel)
     total = None
-    for i in range(kh):
-        for j in range(kw):
-            xs = tap(i, j).reshape(n, g, 1, c_in_g, ho, wo)
-            t = xs * w5[:, :, :, i, j][None, :, :, :, None, None]
-            t = t[:, :, :, 0] if c_in_g == 1 else t.sum(axis=3)
-            total = t if total is None else total + t
+    for i, j, xs in _grouped_taps(x, geom):
+        t = xs * w5[:, :, :, i, j][None, :, :, :, None, None]
+        t = t[:, :, :, 0] if c_in_g == 1 else t.sum(axis=3)
+        total = t if total is None else total + t
     return total.reshape(geom.y_shape).astype(x.dtype)
 
 
@@ -619,19 +623,9 @@ def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
     n, c_out, ho, wo = geom.y_shape
     if 0 in (n, ho, wo):
         return jnp.zeros(geom.w_shape, dout.dtype)
-    acc = _acc_dtype(dout.dtype)
-    g = geom.group
-    _, c_in_g, kh, kw = geom.w_shape
-    og = c_out // g
-    tap = _tap_slices(x.astype(acc), geom)
-    d6 = dout.astype(acc).reshape(n, g, og, 1, ho, wo)
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            xs = tap(i, j).reshape(n, g, 1, c_in_g, ho, wo)
-            taps.append((xs * d6).sum(axis=(0, 4, 5)))  # (g, og, c_in_g)
-    out = jnp.stack(taps, axis=-1).reshape(c_out, c_in_g, kh, kw)
-    return out.astype(dout.dtype)
+    d6 = dout.astype(_acc_dtype(dout.dtype)).reshape(n, geom.group, c_out // geom.group, 1, ho, wo)
+    taps = [(xs * d6).sum(axis=(0, 4, 5)) for _, _, xs in _grouped_taps(x, geom)]  # each (g, og, c_in_g)
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(dout.dtype)
 
 
 def conv2d_off_ynn(x, w, *, geom: ConvGeometry):
