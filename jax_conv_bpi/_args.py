@@ -83,6 +83,17 @@ class ConvGeometry:
     def extent(self) -> tuple[int, int]:
         return tuple(_padding.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
 
+    def axis(self, a: int) -> tuple[int, int, int, int, int, int]:
+        """Spatial axis ``a`` (0: H, 1: W): (input size, output size, kernel, stride, dilation, pad before)."""
+        return (
+            self.x_shape[2 + a],
+            self.y_shape[2 + a],
+            self.w_shape[2 + a],
+            self.stride[a],
+            self.dilation[a],
+            self.padding[2 * a],
+        )
+
     def with_shapes(self, x_shape, w_shape, y_shape, group=None) -> ConvGeometry:
         return dataclasses.replace(
             self,

@@ -108,17 +108,7 @@ def backprop_input_default(dout, w, *, geom: ConvGeometry):
     n, c_in, h, wd = geom.x_shape
     if 0 in (n, geom.y_shape[2], geom.y_shape[3]):
         return jnp.zeros(geom.x_shape, dout.dtype)
-    pads = [
-        _padding.lhs_dilated_padding(
-            geom.x_shape[2 + a],
-            geom.y_shape[2 + a],
-            geom.kernel[a],
-            geom.stride[a],
-            geom.dilation[a],
-            geom.padding[2 * a],
-        )
-        for a in range(2)
-    ]
+    pads = [_padding.lhs_dilated_padding(*geom.axis(a)) for a in range(2)]
     pos, crops = _split_negative(pads)
     out = conv(
         dout,
@@ -244,17 +234,7 @@ def _axis_plan(size: int, out: int, k: int, s: int, d: int, lo: int):
 
 
 def _plans(geom: ConvGeometry):
-    return [
-        _axis_plan(
-            geom.x_shape[2 + a],
-            geom.y_shape[2 + a],
-            geom.kernel[a],
-            geom.stride[a],
-            geom.dilation[a],
-            geom.padding[2 * a],
-        )
-        for a in range(2)
-    ]
+    return [_axis_plan(*geom.axis(a)) for a in range(2)]
 
 
 def _shift(x, axis: int, start: int, length: int):
