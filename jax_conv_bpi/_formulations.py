@@ -275,25 +275,26 @@ def _overlap_add(phase_taps, geom: ConvGeometry, acc):
     compute one phase's terms at a time).
     """
     plans = _plans(geom)
-    (q0h, q1h, th), (q0w, q1w, tw) = plans
-    n, c = geom.x_shape[:2]
+    (q0h, q1h, _), (q0w, q1w, _) = plans
     ln, m = q1h - q0h, q1w - q0w
-    phases = []
-    for taps_h in th:
-        row = []
-        for taps_w in tw:
-            if not taps_h or not taps_w:
-                row.append(jnp.zeros((n, c, ln, m), acc))
-                continue
-            tap = phase_taps(taps_h, taps_w)
-            total = None
-            for i, a in taps_h:
-                for j, b in taps_w:
-                    term = _shift(_shift(tap(i, j), 2, q0h - a, ln), 3, q0w - b, m)
-                    total = term if total is None else total + term
-            row.append(total)
-        phases.append(row)
-    return _interleave(phases, geom, plans)
+
+    def phase(taps_h, taps_w):
+        tap = phase_taps(taps_h, taps_w)
+        total = None
+        for i, a in taps_h:
+            for j, b in taps_w:
+                term = _shift(_shift(tap(i, j), 2, q0h - a, ln), 3, q0w - b, m)
+                total = term if total is None else total + term
+        return total
+
+    return _interleave(_phase_grid(geom, plans, acc, phase), geom, plans)
+
+
+def _phase_grid(geom: ConvGeometry, plans, acc, phase):
+    """The ``sh x sw`` phases: ``phase(taps_h, taps_w)``, or zeros for a phase with no tap."""
+    (q0h, q1h, th), (q0w, q1w, tw) = plans
+    zeros = jnp.zeros((*geom.x_shape[:2], q1h - q0h, q1w - q0w), acc)
+    return [[phase(taps_h, taps_w) if taps_h and taps_w else zeros for taps_w in tw] for taps_h in th]
 
 
 def _gemm_operands(dout, w, geom: ConvGeometry):
@@ -410,8 +411,7 @@ def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
         return jnp.zeros(geom.x_shape, dout.dtype)
     acc = _acc_dtype(dout.dtype)
     plans = _plans(geom)
-    (q0h, q1h, th), (q0w, q1w, tw) = plans
-    n, c = geom.x_shape[:2]
+    (q0h, q1h, _), (q0w, q1w, _) = plans
     ln, m = q1h - q0h, q1w - q0w
     ho, wo = geom.y_shape[2:]
 
@@ -424,21 +424,14 @@ def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
         hi = length + (a_max - a_min) - lo - out
         return idx, e, (lo, hi)
 
-    phases = []
-    for taps_h in th:
-        row = []
-        for taps_w in tw:
-            if not taps_h or not taps_w:
-                row.append(jnp.zeros((n, c, ln, m), acc))
-                continue
-            ih, eh, ph = axis_conv(taps_h, q0h, ln, ho)
-            iw, ew, pw = axis_conv(taps_w, q0w, m, wo)
-            v = _grouped_transpose(w[:, :, ih][:, :, :, iw], geom.group)
-            pos, crops = _split_negative([ph, pw])
-            d = _crop(dout, crops)
-            row.append(conv(d, v, strides=(1, 1), padding=pos, rhs_dilation=(eh, ew), groups=geom.group))
-        phases.append(row)
-    return _interleave(phases, geom, plans).astype(dout.dtype)
+    def phase(taps_h, taps_w):
+        ih, eh, ph = axis_conv(taps_h, q0h, ln, ho)
+        iw, ew, pw = axis_conv(taps_w, q0w, m, wo)
+        v = _grouped_transpose(w[:, :, ih][:, :, :, iw], geom.group)
+        pos, crops = _split_negative([ph, pw])
+        return conv(_crop(dout, crops), v, strides=(1, 1), padding=pos, rhs_dilation=(eh, ew), groups=geom.group)
+
+    return _interleave(_phase_grid(geom, plans, acc, phase), geom, plans).astype(dout.dtype)
 
 
 def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
