@@ -70,6 +70,12 @@ def conv_off_ynn(lhs, rhs, *, padding, rhs_dilation=(1, 1), groups=1):
     return out[:, :, extra:] if extra else out
 
 
+def _zero_result(geom: ConvGeometry) -> bool:
+    """No batch or no ``dout`` pixel: every result of the family is zeros."""
+    n, _, ho, wo = geom.y_shape
+    return 0 in (n, ho, wo)
+
+
 def _split_negative(pads):
     """Padding pairs -> (non-negative padding, crop slices) so XLA sees pads >= 0."""
     pos = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
@@ -105,8 +111,7 @@ def backprop_input_default(dout, w, *, geom: ConvGeometry):
 
     Padding from equations (4)-(5) of ``_padding``; negative parts become crops.
     """
-    n, c_in, h, wd = geom.x_shape
-    if 0 in (n, geom.y_shape[2], geom.y_shape[3]):
+    if _zero_result(geom):
         return jnp.zeros(geom.x_shape, dout.dtype)
     pads = [_padding.lhs_dilated_padding(*geom.axis(a)) for a in range(2)]
     pos, crops = _split_negative(pads)
@@ -129,7 +134,7 @@ def backprop_filter_default(dout, x, *, geom: ConvGeometry):
     whose feature dimension is the batch, with ``batch_group_count`` splitting
     the groups (the form XLA maps to backward-filter kernels).
     """
-    if 0 in (geom.x_shape[0], geom.y_shape[2], geom.y_shape[3]):
+    if _zero_result(geom):
         return jnp.zeros(geom.w_shape, dout.dtype)
     g = geom.group
     pt, pb, pl, pr = geom.padding
@@ -171,10 +176,19 @@ def phase_taps(k: int, s: int, d: int) -> tuple[int, list[list[int]]]:
     """
     taps = ((k - 1) * d) // s + 1
     table = [[k] * taps for _ in range(s)]
+    for rho, phase in enumerate(_phase_split(k, s, d)):
+        for i, a in phase:
+            table[rho][taps - 1 - a] = i
+    return taps, table
+
+
+def _phase_split(k: int, s: int, d: int) -> list[list[tuple[int, int]]]:
+    """Per phase ``rho``, its taps ``(i, a)`` with ``i * d = a * s + rho``, in increasing ``i``."""
+    phases: list[list[tuple[int, int]]] = [[] for _ in range(s)]
     for i in range(k):
         a, rho = divmod(i * d, s)
-        table[rho][taps - 1 - a] = i
-    return taps, table
+        phases[rho].append((i, a))
+    return phases
 
 
 def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
@@ -191,7 +205,7 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     n, c_in, h, wd = geom.x_shape
     c_out, c_in_g, kh, kw = geom.w_shape
     _, _, ho, wo = geom.y_shape
-    if 0 in (n, ho, wo):
+    if _zero_result(geom):
         return jnp.zeros(geom.x_shape, dout.dtype)
     g = geom.group
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
@@ -225,12 +239,7 @@ def _axis_plan(size: int, out: int, k: int, s: int, d: int, lo: int):
     ``[q0 * s, q1 * s)`` covers padded rows ``[lo, lo + size)``; the interleave
     is cropped to them afterwards.
     """
-    q0, q1 = lo // s, -(-(size + lo) // s)
-    taps: list[list[tuple[int, int]]] = [[] for _ in range(s)]
-    for i in range(k):
-        a, rho = divmod(i * d, s)
-        taps[rho].append((i, a))
-    return q0, q1, taps
+    return lo // s, -(-(size + lo) // s), _phase_split(k, s, d)
 
 
 def _plans(geom: ConvGeometry):
@@ -260,11 +269,6 @@ def _interleave(phases, geom: ConvGeometry, plans):
         out = out.reshape(n, c, ln * sh, m * sw)
     top, left = geom.padding[0] - q0h * sh, geom.padding[2] - q0w * sw
     return out[:, :, top : top + h, left : left + w]
-
-
-def _zero_result(geom: ConvGeometry) -> bool:
-    n, _, ho, wo = geom.y_shape
-    return 0 in (n, ho, wo)
 
 
 def _overlap_add(phase_taps, geom: ConvGeometry, acc):
@@ -441,7 +445,7 @@ def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
     """
     if geom.stride != (1, 1):
         raise ValueError(f"the flipped_conv path needs stride (1, 1), got {geom.stride}")
-    if 0 in (geom.x_shape[0], geom.y_shape[2], geom.y_shape[3]):
+    if _zero_result(geom):
         return jnp.zeros(geom.x_shape, dout.dtype)
     pads = [
         _padding.lhs_dilated_padding(
@@ -578,9 +582,9 @@ def _grouped_taps(x, geom: ConvGeometry):
 
 def conv2d_direct(x, w, *, geom: ConvGeometry):
     """Forward convolution as a per-tap fused multiply-add (depthwise / small groups)."""
-    n, c_out, ho, wo = geom.y_shape
-    if 0 in (n, ho, wo):
+    if _zero_result(geom):
         return jnp.zeros(geom.y_shape, x.dtype)
+    c_out = geom.y_shape[1]
     g, c_in_g = geom.group, geom.w_shape[1]
     w5 = w.astype(_acc_dtype(x.dtype)).reshape(g, c_out // g, c_in_g, *geom.kernel)
     total = None
@@ -594,7 +598,7 @@ def conv2d_direct(x, w, *, geom: ConvGeometry):
 def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
     """Weight gradient as one fused multiply-reduce per tap (depthwise / small groups)."""
     n, c_out, ho, wo = geom.y_shape
-    if 0 in (n, ho, wo):
+    if _zero_result(geom):
         return jnp.zeros(geom.w_shape, dout.dtype)
     d6 = dout.astype(_acc_dtype(dout.dtype)).reshape(n, geom.group, c_out // geom.group, 1, ho, wo)
     taps = [(xs * d6).sum(axis=(0, 4, 5)) for _, _, xs in _grouped_taps(x, geom)]  # each (g, og, c_in_g)
@@ -618,13 +622,12 @@ def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
     Ungrouped only. On the suite it ran 1.1-4.7x faster than XLA CPU's
     backward-filter convolution up to 49 taps, slower at 256 (FCN ``k16``).
     """
-    n, c_out, ho, wo = geom.y_shape
-    if 0 in (n, ho, wo):
+    if _zero_result(geom):
         return jnp.zeros(geom.w_shape, dout.dtype)
     if geom.group != 1:
         return backprop_filter_default(dout, x, geom=geom)
     acc = _acc_dtype(dout.dtype)
-    _, c_in, kh, kw = geom.w_shape
+    kh, kw = geom.kernel
     tap = _tap_slices(x, geom)
     prec = _precision(dout.dtype)
     taps = [
