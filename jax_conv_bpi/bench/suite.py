@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .._padding import effective_kernel, output_length
+
 SUITE_PATH = pathlib.Path(__file__).with_name("shapes.json")
 
 
@@ -64,13 +66,18 @@ class Shape:
 
     @property
     def extent(self) -> tuple[int, int]:
-        return ((self.KH - 1) * self.dilation[0] + 1, (self.KW - 1) * self.dilation[1] + 1)
+        return (effective_kernel(self.KH, self.dilation[0]), effective_kernel(self.KW, self.dilation[1]))
 
     @property
     def dout_hw(self) -> tuple[int, int]:
-        pt, pb, pl, pr = self.pad
-        eh, ew = self.extent
-        return ((self.H + pt + pb - eh) // self.stride[0] + 1, (self.W + pl + pr - ew) // self.stride[1] + 1)
+        """``dout``'s (height, width): the library's own output-size arithmetic, in pad mode.
+
+        Negative when the kernel does not fit (``__post_init__`` rejects that).
+        """
+        return tuple(  # type: ignore[return-value]
+            output_length(size, k, s, d, *self.pad[2 * a : 2 * a + 2])
+            for a, (size, k, s, d) in enumerate(zip((self.H, self.W), (self.KH, self.KW), self.stride, self.dilation))
+        )
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
