@@ -12,6 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def same_padding(size_hw, kernel_hw, stride, dilation) -> tuple[int, int, int, int]:
+    """MindSpore's ``same`` padding (top, bottom, left, right), spec section 4."""
+    out = []
+    for size, k, s, d in zip(size_hw, kernel_hw, stride, dilation):
+        need = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+        out += [need // 2, need - need // 2]
+    return tuple(out)
+
+
+def output_size(size, k, s, d, lo, hi) -> int:
+    """The forward convolution's output length on one axis, spec section 6 (floor division)."""
+    return (size + lo + hi - (k - 1) * d - 1) // s + 1
+
+
 def _padded_extent(size, out, k, s, d, lo, hi):
     return max(size + lo + hi, (out - 1) * s + (k - 1) * d + 1 if out > 0 else 0)
 

@@ -219,11 +219,7 @@ def spec_padding(pad_mode, pad, pad_list, size_hw, kernel_hw, stride, dilation):
         if isinstance(pad_list, (tuple, list)) and len(pad_list) == 4 and all(p >= 0 for p in pad_list):
             return tuple(pad_list)
         return (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    out = []
-    for size, k, s, d in zip(size_hw, kernel_hw, stride, dilation):
-        need = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
-        out += [need // 2, need - need // 2]
-    return tuple(out)
+    return reference.same_padding(size_hw, kernel_hw, stride, dilation)
 
 
 def reference_result(kwargs: dict, dout, weight, input_size) -> np.ndarray:

@@ -31,7 +31,6 @@ cases with default options and checks them against the chunked results.
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import jax
@@ -64,11 +63,7 @@ def spec_padding(kw: dict, input_hw, kernel_hw) -> tuple[int, int, int, int]:
             return tuple(pad_list)
         pad = kw["pad"]
         return (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    out = []
-    for size, k, s, d in zip(input_hw, kernel_hw, _hw(kw["stride"]), _hw(kw["dilation"])):
-        need = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-        out += [need // 2, need - need // 2]
-    return tuple(out)
+    return reference.same_padding(input_hw, kernel_hw, _hw(kw["stride"]), _hw(kw["dilation"]))
 
 
 def _nchw(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ and compares the numbers with the float64 NumPy reference.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import subprocess
@@ -91,18 +90,14 @@ def _geometry(x_shape, w_shape, kw):
         pad = kw["pad"]
         padding = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
     else:
-        padding = []
-        for size, k, s, d in zip(x_shape[2:], w_shape[2:], stride, dilation):
-            need = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            padding += [need // 2, need - need // 2]
-        padding = tuple(padding)
+        padding = reference.same_padding(x_shape[2:], w_shape[2:], stride, dilation)
     return stride, dilation, padding, kw.get("group", 1)
 
 
 def _dout_shape(x_shape, w_shape, geom):
     stride, dilation, p, _ = geom
     hw = [
-        (x_shape[2 + a] + p[2 * a] + p[2 * a + 1] - (w_shape[2 + a] - 1) * dilation[a] - 1) // stride[a] + 1
+        reference.output_size(x_shape[2 + a], w_shape[2 + a], stride[a], dilation[a], *p[2 * a : 2 * a + 2])
         for a in range(2)
     ]
     return (x_shape[0], w_shape[0], *hw)

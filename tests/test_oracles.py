@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import zlib
 
 import jax
@@ -82,11 +81,7 @@ class Geometry:
             return (2, 0, 1, 3)
         if self.mode == "pad-list":
             return (0, 2, 3, 1)
-        out = []
-        for size, k, s, d in zip(self.hw, self.kernel, _pair(self.stride), _pair(self.dilation)):
-            need = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            out += [need // 2, need - need // 2]
-        return tuple(out)
+        return reference.same_padding(self.hw, self.kernel, _pair(self.stride), _pair(self.dilation))
 
     def _slack(self) -> list[int]:
         """Per axis, padded rows beyond the last window (> 0: ambiguous input_size)."""

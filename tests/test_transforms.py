@@ -80,20 +80,15 @@ class Config:
             if self.pad_list is not None and all(p >= 0 for p in self.pad_list):
                 return tuple(self.pad_list)
             return (self.pad,) * 4 if isinstance(self.pad, int) else tuple(self.pad)
-        out = []
-        for a in range(2):
-            size, k, s, d = self.x_nchw[2 + a], self.w_oihw[2 + a], self.stride[a], self.dilation[a]
-            need = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
-            out += [need // 2, need - need // 2]
-        return tuple(out)
+        return reference.same_padding(self.x_nchw[2:], self.w_oihw[2:], self.stride, self.dilation)
 
     @property
     def dout_nchw(self):
         p = self.padding
         hw = [
-            (self.x_nchw[2 + a] + p[2 * a] + p[2 * a + 1] - (self.w_oihw[2 + a] - 1) * self.dilation[a] - 1)
-            // self.stride[a]
-            + 1
+            reference.output_size(
+                self.x_nchw[2 + a], self.w_oihw[2 + a], self.stride[a], self.dilation[a], *p[2 * a : 2 * a + 2]
+            )
             for a in range(2)
         ]
         return (self.x_nchw[0], self.w_oihw[0], *hw)

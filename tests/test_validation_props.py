@@ -39,15 +39,7 @@ def spec_padding(mode, pad4, size_hw, kernel_hw, stride, dilation):
         return (0, 0, 0, 0)
     if mode == "pad":
         return pad4
-    out = []
-    for size, k, s, d in zip(size_hw, kernel_hw, stride, dilation):
-        need = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
-        out += [need // 2, need - need // 2]
-    return tuple(out)
-
-
-def spec_out(size, k, s, d, lo, hi):
-    return (size + lo + hi - (k - 1) * d - 1) // s + 1
+    return reference.same_padding(size_hw, kernel_hw, stride, dilation)
 
 
 # ---------------------------------------------------------------------------
@@ -104,7 +96,10 @@ def valid_configs(draw):
     padding = spec_padding(mode, pad4, size_hw, kernel, stride, dilation)
     # The helper's ranges agree with the spec's forward formula, and conv2d_output_size inverts them.
     for a in range(2):
-        assert spec_out(size_hw[a], kernel[a], stride[a], dilation[a], *padding[2 * a : 2 * a + 2]) == dout_hw[a]
+        assert (
+            reference.output_size(size_hw[a], kernel[a], stride[a], dilation[a], *padding[2 * a : 2 * a + 2])
+            == dout_hw[a]
+        )
     assert jcb.conv2d_output_size(size_hw, kernel, stride=stride, dilation=dilation, pad_mode=mode, pad=pad4) == dout_hw
     n = draw(st.integers(0, 3))
     return dict(
