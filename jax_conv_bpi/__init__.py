@@ -1,7 +1,9 @@
-"""MindSpore's ``Conv2DBackpropInput`` (transposed convolution) for JAX.
+"""Transposed convolutions for JAX: MindSpore's convolution family, exact, and a JAX-native N-D op.
 
-Exact MindSpore semantics, a custom backward that stays inside the
-convolution family, and every JAX transformation.
+Exact MindSpore semantics for ``ops.Conv2DBackpropInput`` and its family, a
+JAX-native ``conv_transpose`` for 1, 2 and 3 spatial dimensions (groups,
+PyTorch-consistent padding and output size), a custom backward that stays
+inside the convolution family, and every JAX transformation.
 
 Example:
   >>> import jax.numpy as jnp
@@ -9,23 +11,24 @@ Example:
   >>> op = jcb.Conv2DBackpropInput(out_channel=32, kernel_size=3)
   >>> op(jnp.ones((10, 32, 30, 30)), jnp.ones((32, 32, 3, 3)), (10, 32, 32, 32)).shape
   (10, 32, 32, 32)
+  >>> jcb.conv_transpose(jnp.ones((1, 8, 5)), jnp.ones((8, 4, 4)), 2, [(1, 1)]).shape
+  (1, 4, 10)
 """
 
 from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
-from ._formulations import cpu_compiler_options
-from ._ops import (
-    backprop_filter_p,
-    backprop_input_p,
-    conv2d,
-    conv2d_backprop_filter,
-    conv2d_backprop_input,
-    conv2d_p,
-)
-from ._padding import conv2d_output_size, valid_input_sizes
+from ._conv_transpose import conv_transpose
+from ._dispatch import CPU_PATHS
+from ._functions import conv2d, conv2d_backprop_filter, conv2d_backprop_input
+from ._primitives import backprop_filter_p, backprop_input_p, conv_p
+from ._sizes import conv2d_output_size, conv_transpose_sizes, valid_input_sizes
+from ._xla_cpu import cpu_compiler_options
 
-__version__ = "0.1.0"
+conv2d_p = conv_p  # the forward primitive under its 2-D name (it serves every rank)
+
+__version__ = "0.2.0"
 
 __all__ = [
+    "CPU_PATHS",
     "Conv2D",
     "Conv2DBackpropFilter",
     "Conv2DBackpropInput",
@@ -37,6 +40,9 @@ __all__ = [
     "conv2d_backprop_input",
     "conv2d_output_size",
     "conv2d_p",
+    "conv_p",
+    "conv_transpose",
+    "conv_transpose_sizes",
     "cpu_compiler_options",
     "valid_input_sizes",
 ]

@@ -9,10 +9,14 @@ Two stages, both pure Python on static values, both run once at trace time:
   is accepted.
 * ``bind_*`` functions check the call-time inputs (array types, dtypes, ranks,
   ``input_size``, shape consistency) against the attributes and produce a
-  ``ConvGeometry``: every static number the formulations need, in NCHW/OIHW.
+  ``ConvGeometry``: every static number the formulations need, channels-first.
   Shape mistakes raise ``ValueError`` naming expected and actual shapes.
 
-The classes and the functional API both call these, so they cannot disagree.
+``bind_conv_transpose`` is the same gate for the JAX-native ``conv_transpose``
+(lax's vocabulary: strides, ``'SAME'``/``'VALID'``/pairs padding, dimension
+numbers), and the size helpers validate their arguments with the very
+checks the classes use. Every entry point goes through here, so they cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from . import _padding
+from ._geometry import ConvGeometry
 
-__all__ = ["ConvAttrs", "ConvGeometry", "normalize_attrs"]
+__all__ = ["ConvAttrs", "ConvGeometry", "bind_conv_transpose", "normalize_attrs"]
 
 _UNSET: Any = object()
 _FLOAT_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
@@ -56,52 +62,6 @@ class ConvAttrs:
     data_format: str  # "NCHW" | "NHWC"
     out_channel: int | None = None
     kernel_size: tuple[int, int] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvGeometry:
-    """Every static quantity of one convolution, in NCHW / OIHW order.
-
-    ``x`` is the convolution input (``input_size``), ``w`` the weight and
-    ``y`` the convolution output (``dout``). This is the parameter of the
-    three primitives; it is hashable, so it keys JAX's compilation caches.
-    """
-
-    x_shape: tuple[int, int, int, int]
-    w_shape: tuple[int, int, int, int]
-    y_shape: tuple[int, int, int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    padding: tuple[int, int, int, int]
-    group: int
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        return self.w_shape[2], self.w_shape[3]
-
-    @property
-    def extent(self) -> tuple[int, int]:
-        return tuple(_padding.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
-
-    def axis(self, a: int) -> tuple[int, int, int, int, int, int]:
-        """Spatial axis ``a`` (0: H, 1: W): (input size, output size, kernel, stride, dilation, pad before)."""
-        return (
-            self.x_shape[2 + a],
-            self.y_shape[2 + a],
-            self.w_shape[2 + a],
-            self.stride[a],
-            self.dilation[a],
-            self.padding[2 * a],
-        )
-
-    def with_shapes(self, x_shape, w_shape, y_shape, group=None) -> ConvGeometry:
-        return dataclasses.replace(
-            self,
-            x_shape=tuple(x_shape),
-            w_shape=tuple(w_shape),
-            y_shape=tuple(y_shape),
-            group=self.group if group is None else group,
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -387,11 +347,11 @@ def _geometry(
             f"{op}: {x_name} has {x[1]} channels but with group={g} the weight expects group * C_in/group = "
             f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
         )
-    padding = _padding.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
-    _check_limit(op, "padding (top, bottom, left, right)", padding)
+    pairs = (attrs.pad[0:2], attrs.pad[2:4])
+    padding = _padding.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
+    _check_limit(op, "padding (top, bottom, left, right)", padding[0] + padding[1])
     out = tuple(
-        _padding.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[2 * a : 2 * a + 2])
-        for a in range(2)
+        _padding.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(2)
     )
     geom = ConvGeometry(
         x_shape=x,
@@ -399,8 +359,9 @@ def _geometry(
         y_shape=(x[0], w[0], max(out[0], 0), max(out[1], 0)),
         stride=attrs.stride,
         dilation=attrs.dilation,
-        padding=padding,  # type: ignore[arg-type]
+        padding=padding,
         group=g,
+        precision=lax.Precision.HIGHEST,  # MindSpore computes float32 in full precision
     )
     _check_limit(op, "output", geom.y_shape)
     return geom, out  # type: ignore[return-value]
@@ -420,7 +381,7 @@ def _spatial_mismatch(attrs: ConvAttrs, geom: ConvGeometry, dout_hw, need_hw, x_
         if dout_hw[a] == need_hw[a] and need_hw[a] >= 0:
             continue
         k, s, d = geom.kernel[a], attrs.stride[a], attrs.dilation[a]
-        lo, hi = geom.padding[2 * a : 2 * a + 2]
+        lo, hi = geom.padding[a]
         rng = _padding.valid_input_range(attrs.pad_mode, dout_hw[a], k, s, d, lo, hi)
         fits = f"input {axis}s that give dout {axis} {dout_hw[a]} are " + (f"{rng[0]}..{rng[1]}" if rng else "none")
         need = f"it needs dout {axis} {need_hw[a]}" if need_hw[a] >= 0 else "the kernel does not fit at all"
@@ -472,10 +433,10 @@ def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.A
     w = _weight_to_oihw(weight.shape, fmt)
     geom, out = _geometry(attrs, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight")
     if min(out) < 0:
-        padded = tuple(geom.x_shape[2 + a] + geom.padding[2 * a] + geom.padding[2 * a + 1] for a in range(2))
+        padded = tuple(geom.x_shape[2 + a] + sum(geom.padding[a]) for a in range(2))
         raise ValueError(
             f"{op}: the kernel does not fit the padded input: padded x (height, width) {padded} with padding "
-            f"{geom.padding}, kernel {geom.kernel}, dilation {geom.dilation}, extent {geom.extent}, stride "
+            f"{geom.padding[0] + geom.padding[1]}, kernel {geom.kernel}, dilation {geom.dilation}, extent {geom.extent}, stride "
             f"{geom.stride}; it needs padded height/width >= extent - stride = "
             f"{tuple(e - s for e, s in zip(geom.extent, geom.stride))}"
         )
@@ -524,3 +485,244 @@ def _nchw(arr: Any, fmt: str) -> jax.Array:
 def from_nchw(arr: jax.Array, fmt: str) -> jax.Array:
     """Back from the internal NCHW/OIHW layout to the user's format."""
     return arr if fmt == "NCHW" else jnp.transpose(arr, _FROM_NCHW[fmt])
+
+
+# ---------------------------------------------------------------------------
+# The JAX-native transposed convolution (lax's vocabulary, 1-3 spatial dims)
+# ---------------------------------------------------------------------------
+
+_SPATIAL = {1: "H", 2: "HW", 3: "DHW"}
+
+
+def default_dimension_numbers(n: int) -> tuple[str, str, str]:
+    """Channels-first layouts for ``n`` spatial dims: ``("NCH", "OIH", "NCH")`` ... ``("NCDHW", "OIDHW", "NCDHW")``."""
+    sp = _SPATIAL[n]
+    return ("NC" + sp, "OI" + sp, "NC" + sp)
+
+
+def _is_index(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def spatial_ints(op: str, name: str, value: Any, n: int, *, minimum: int) -> tuple[int, ...]:
+    """An int (every axis) or a tuple/list of ``n`` ints, each ``>= minimum``."""
+    if _is_index(value):
+        items = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and all(_is_index(v) for v in value):
+        items = tuple(int(v) for v in value)
+    else:
+        raise TypeError(
+            f"{op}: '{name}' must be an int or a sequence of {n} ints (one per spatial axis), got {_got(value)}"
+        )
+    if len(items) != n:
+        raise ValueError(f"{op}: '{name}' needs {n} entries (one per spatial axis), got {len(items)}: {value!r}")
+    if min(items) < minimum:
+        raise ValueError(f"{op}: every entry of '{name}' must be >= {minimum}, got {value!r}")
+    _check_limit(op, f"'{name}'", items)
+    return items
+
+
+def padding_arg(op: str, padding: Any, n: int) -> str | tuple[tuple[int, int], ...]:
+    """``'SAME'`` / ``'VALID'`` (any case), an int, or ``n`` pairs ``(lo, hi)`` of ints >= 0."""
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID"):
+            raise ValueError(f"{op}: 'padding' as a string must be 'SAME' or 'VALID', got {padding!r}")
+        return mode
+    if _is_index(padding):
+        pairs = ((int(padding), int(padding)),) * n
+    elif isinstance(padding, (tuple, list)) and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_index(v) for v in p) for p in padding
+    ):
+        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+    else:
+        raise TypeError(
+            f"{op}: 'padding' must be 'SAME', 'VALID', an int or a sequence of {n} (lo, hi) pairs of ints, "
+            f"got {_got(padding)}"
+        )
+    if len(pairs) != n:
+        raise ValueError(f"{op}: 'padding' needs {n} (lo, hi) pairs (one per spatial axis), got {padding!r}")
+    if any(v < 0 for p in pairs for v in p):
+        raise ValueError(f"{op}: every padding must be >= 0, got {padding!r}")
+    _check_limit(op, "'padding'", [v for p in pairs for v in p])
+    return pairs
+
+
+def _dimension_numbers(op: str, dn: Any, ndim: int, y_shape, w_shape) -> lax.ConvDimensionNumbers:
+    if dn is None:
+        dn = default_dimension_numbers(ndim - 2)
+    try:
+        return lax.conv_dimension_numbers(tuple(y_shape), tuple(w_shape), dn)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ValueError(
+            f"{op}: invalid 'dimension_numbers' {dn!r} for rank-{ndim} operands: {e}; e.g. "
+            f"{default_dimension_numbers(ndim - 2)!r} (channels-first) or "
+            f"{('N' + _SPATIAL[ndim - 2] + 'C', _SPATIAL[ndim - 2] + 'IO', 'N' + _SPATIAL[ndim - 2] + 'C')!r}"
+        ) from None
+
+
+def _precision_arg(op: str, precision: Any) -> Any:
+    if precision is None or isinstance(precision, lax.Precision):
+        return precision
+    if isinstance(precision, str):
+        try:
+            return lax.Precision(precision)
+        except (ValueError, KeyError):
+            raise ValueError(
+                f"{op}: 'precision' must be None, a lax.Precision or one of 'default', 'high', 'highest', "
+                f"got {precision!r}"
+            ) from None
+    if isinstance(precision, (tuple, list)) and len(precision) == 2:
+        return tuple(_precision_arg(op, p) for p in precision)
+    raise TypeError(f"{op}: 'precision' must be None, a lax.Precision, a str or a pair of them, got {_got(precision)}")
+
+
+def _dtype_arg(op: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"{op}: '{name}' must be None or a floating dtype, got {_got(value)}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: '{name}' must be float16, bfloat16, float32 or float64, got {dtype}")
+    return jax.dtypes.canonicalize_dtype(dtype).name
+
+
+def _cpu_path_arg(op: str, cpu_path: Any, strides, dilation) -> str | None:
+    from ._dispatch import CPU_PATHS
+
+    if cpu_path is None:
+        return None
+    if not isinstance(cpu_path, str) or cpu_path not in CPU_PATHS:
+        raise ValueError(f"{op}: 'cpu_path' must be None or one of {CPU_PATHS}, got {cpu_path!r}")
+    if cpu_path == "flipped_conv" and set(strides) != {1}:
+        raise ValueError(f"{op}: cpu_path 'flipped_conv' needs stride 1 on every axis, got strides {strides}")
+    if cpu_path == "lhs_dilated" and set(strides) != {1} and set(dilation) != {1}:
+        raise ValueError(
+            f"{op}: cpu_path 'lhs_dilated' with strides {strides} and dilation {dilation}: XLA CPU may abort the "
+            f"process on strided + dilated lhs-dilated convolutions; choose another path"
+        )
+    return cpu_path
+
+
+def transpose_geometry(
+    op: str,
+    y_cf: Sequence[int],
+    w_cf: Sequence[int],
+    strides: Any,
+    padding: Any,
+    output_padding: Any,
+    rhs_dilation: Any,
+    feature_group_count: Any,
+) -> ConvGeometry:
+    """The geometry of ``conv_transpose`` from channels-first shapes of ``y`` and ``w`` (``_padding`` eq. (7))."""
+    n = len(y_cf) - 2
+    s = spatial_ints(op, "strides", strides, n, minimum=1)
+    d = spatial_ints(op, "rhs_dilation", rhs_dilation, n, minimum=1)
+    p_out = spatial_ints(op, "output_padding", output_padding, n, minimum=0)
+    pads = padding_arg(op, padding, n)
+    g = _check_int(op, "feature_group_count", feature_group_count, minimum=1)
+    if min(w_cf) < 1:
+        raise ValueError(f"{op}: every dimension of 'w' must be >= 1, got w shape (O, I, *kernel) {tuple(w_cf)}")
+    if y_cf[1] != w_cf[0]:
+        raise ValueError(
+            f"{op}: y has {y_cf[1]} channels but w has {w_cf[0]} output channels (O); they must be equal "
+            f"(y shape (N, C, *spatial) {tuple(y_cf)}, w shape (O, I, *kernel) {tuple(w_cf)})"
+        )
+    if w_cf[0] % g:
+        raise ValueError(
+            f"{op}: feature_group_count={g} must divide w's output channels {w_cf[0]}; accepted values are the "
+            f"divisors of {w_cf[0]}"
+        )
+    sizes, pairs = [], []
+    for a in range(n):
+        o, k = y_cf[2 + a], w_cf[2 + a]
+        limit = max(s[a], d[a])
+        if p_out[a] >= limit:
+            raise ValueError(
+                f"{op}: output_padding {p_out[a]} on spatial axis {a} must be < max(stride, dilation) = {limit} "
+                f"(stride {s[a]}, dilation {d[a]}); got output_padding {output_padding!r}"
+            )
+        if pads == "SAME":
+            if p_out[a]:
+                raise ValueError(
+                    f"{op}: output_padding must be 0 with padding='SAME' (it fixes the size to y's size times the "
+                    f"stride); for other sizes pass explicit (lo, hi) pairs, got output_padding {output_padding!r}"
+                )
+            size = o * s[a]
+            lo, hi = _padding.same_padding(size, k, s[a], d[a])
+        else:
+            lo, hi = (0, 0) if pads == "VALID" else pads[a]
+            size = _padding.transpose_input_length(o, k, s[a], d[a], lo, hi, p_out[a])
+        if size < 1:
+            raise ValueError(
+                f"{op}: spatial axis {a}: y size {o}, kernel {k}, stride {s[a]}, dilation {d[a]}, padding {(lo, hi)} "
+                f"and output_padding {p_out[a]} give an input size of {size}; it must be >= 1 (less padding)"
+            )
+        sizes.append(size)
+        pairs.append((lo, _padding.cropped_high(size, o, k, s[a], d[a], lo, hi)))
+    x = (y_cf[0], g * w_cf[1], *sizes)
+    _check_limit(op, "result shape", x)
+    return ConvGeometry(tuple(x), tuple(w_cf), tuple(y_cf), s, d, tuple(pairs), g)
+
+
+def bind_conv_transpose(
+    y: Any,
+    w: Any,
+    strides: Any,
+    padding: Any,
+    *,
+    output_padding: Any,
+    rhs_dilation: Any,
+    feature_group_count: Any,
+    dimension_numbers: Any,
+    precision: Any,
+    preferred_element_type: Any,
+    cpu_path: Any,
+) -> tuple[jax.Array, jax.Array, ConvGeometry, tuple[int, ...]]:
+    """Validate ``conv_transpose``; return channels-first ``y``, ``w``, the geometry and the result's permutation."""
+    op = "conv_transpose"
+    y = check_array(op, "y", y)
+    w = check_array(op, "w", w)
+    _same_dtype(op, ("y", "w"), y, w)
+    if y.ndim not in (3, 4, 5) or w.ndim != y.ndim:
+        raise ValueError(
+            f"{op}: y and w must both have rank 3, 4 or 5 (1, 2 or 3 spatial dims), got y shape {tuple(y.shape)} "
+            f"and w shape {tuple(w.shape)}"
+        )
+    dn = _dimension_numbers(op, dimension_numbers, y.ndim, y.shape, w.shape)
+    y_cf = tuple(y.shape[i] for i in dn.out_spec)
+    w_cf = tuple(w.shape[i] for i in dn.rhs_spec)
+    geom = transpose_geometry(op, y_cf, w_cf, strides, padding, output_padding, rhs_dilation, feature_group_count)
+    geom = geom.replace(
+        precision=_precision_arg(op, precision),
+        out_dtype=_dtype_arg(op, "preferred_element_type", preferred_element_type),
+        cpu_path=_cpu_path_arg(op, cpu_path, geom.stride, geom.dilation),
+    )
+    y_arr, w_arr = jnp.asarray(y), jnp.asarray(w)
+    if tuple(dn.out_spec) != tuple(range(y.ndim)):
+        y_arr = jnp.transpose(y_arr, dn.out_spec)
+    if tuple(dn.rhs_spec) != tuple(range(w.ndim)):
+        w_arr = jnp.transpose(w_arr, dn.rhs_spec)
+    return y_arr, w_arr, geom, tuple(int(i) for i in np.argsort(dn.lhs_spec))
+
+
+# ---------------------------------------------------------------------------
+# Size helpers: the classes' own checks
+# ---------------------------------------------------------------------------
+
+
+def size_pair(fn: str, name: str, value: Any, *, minimum: int) -> tuple[int, int]:
+    """A (height, width) size: an int or a tuple of 2 ints (not a list, as for ``kernel_size``)."""
+    if not (_is_int(value) or isinstance(value, tuple)):
+        raise TypeError(f"{fn}: '{name}' must be an int or a tuple (h, w) of ints (not a list), got {_got(value)}")
+    pair = (value, value) if _is_int(value) else value
+    if len(pair) != 2 or not all(_is_int(v) and v >= minimum for v in pair):
+        raise ValueError(f"{fn}: '{name}' must be an int >= {minimum} or a tuple (h, w) of such ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def helper_attrs(fn: str, kernel_size: Any, stride: Any, dilation: Any, pad_mode: Any, pad: Any) -> ConvAttrs:
+    """The size helpers' attributes, checked exactly as the classes check them."""
+    return normalize_attrs(fn, kernel_size=kernel_size, stride=stride, dilation=dilation, pad_mode=pad_mode, pad=pad)

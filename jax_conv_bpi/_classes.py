@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from . import _args, _ops
+from . import _args, _functions
 
 __all__ = ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2DTranspose"]
 
@@ -94,7 +94,7 @@ class Conv2DBackpropInput(_ConvOp):
         )
 
     def __call__(self, dout: jax.Array, weight: jax.Array, input_size: Any) -> jax.Array:
-        return _ops.apply_backprop_input(self._attrs, dout, weight, input_size)
+        return _functions.apply_backprop_input(self._attrs, dout, weight, input_size)
 
 
 class Conv2DTranspose(Conv2DBackpropInput):
@@ -147,7 +147,7 @@ class Conv2D(_ConvOp):
         )
 
     def __call__(self, x: jax.Array, weight: jax.Array) -> jax.Array:
-        return _ops.apply_conv2d(self._attrs, x, weight)
+        return _functions.apply_conv2d(self._attrs, x, weight)
 
 
 class Conv2DBackpropFilter(_ConvOp):
@@ -190,4 +190,4 @@ class Conv2DBackpropFilter(_ConvOp):
         )
 
     def __call__(self, dout: jax.Array, x: jax.Array, weight_shape: Any) -> jax.Array:
-        return _ops.apply_backprop_filter(self._attrs, dout, x, weight_shape)
+        return _functions.apply_backprop_filter(self._attrs, dout, x, weight_shape)

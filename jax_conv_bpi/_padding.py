@@ -1,4 +1,4 @@
-"""Padding and output-size arithmetic of MindSpore's 2-D convolution family.
+"""Padding and output-size arithmetic of the convolution family, per spatial axis.
 
 Everything in this module is plain Python integer arithmetic on static shapes.
 It runs once, at trace time; nothing here touches an array.
@@ -6,7 +6,8 @@ It runs once, at trace time; nothing here touches an array.
 Derivation
 ==========
 
-One spatial axis is enough: H and W are independent. Notation:
+One spatial axis is enough: the axes of a 1-, 2- or 3-D convolution are
+independent. Notation:
 
     S          input size (``input_size`` height or width)
     K, d, s    kernel size, dilation, stride
@@ -88,6 +89,26 @@ Weight gradient (``Conv2DBackpropFilter``)
 ``dw[i] = sum_o dout[o] * padded[o * s + i * d]`` only reads padded rows
 < (O - 1) * s + ek, so the formulation crops the padded input to that length
 (``hi`` may become negative, a crop) before correlating it with ``dout``.
+
+Transposed convolution in lax's vocabulary (``conv_transpose``)
+---------------------------------------------------------------
+
+``conv_transpose`` is given O (the size of ``y``), the forward padding
+(lo, hi) and an ``output_padding`` p, and must choose S. Solving (1) for the
+smallest S with output O gives S0 = (O - 1) * s + ek - lo - hi, and PyTorch's
+rule is
+
+    S = (O - 1) * s - lo - hi + ek + p,      0 <= p < max(s, d)           (7)
+
+For p < s, (6) says S still gives output O: the result is exactly the VJP of
+the forward convolution of an S-sized input. For s <= p < max(s, d) (only
+when d > s), (1) would give O + p // s outputs; the rows of those extra
+windows are no part of ``y``, so the operator is the VJP of the forward
+convolution cropped to its first O outputs, which is what (1) computes with
+hi reduced by s * (p // s) (``cropped_high``): a negative hi is a crop of
+rows no remaining window reads. ``'SAME'`` is lax's forward rule, O =
+ceil(S / s) with the padding of (2), and fixes S = O * s (p must be 0):
+the sizes stride times larger that ``lax.conv_transpose`` gives.
 """
 
 from __future__ import annotations
@@ -95,14 +116,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
-    "conv2d_output_size",
+    "cropped_high",
     "effective_kernel",
     "forward_padding",
     "lhs_dilated_padding",
     "output_length",
     "same_padding",
+    "transpose_input_length",
     "valid_input_range",
-    "valid_input_sizes",
 ]
 
 PAD_MODES = ("valid", "same", "pad")
@@ -122,24 +143,22 @@ def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 def forward_padding(
     mode: str,
-    size: tuple[int, int],
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pad: tuple[int, int, int, int],
-) -> tuple[int, int, int, int]:
-    """The (top, bottom, left, right) padding MindSpore applies to the input.
+    size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    pad: Sequence[tuple[int, int]],
+) -> tuple[tuple[int, int], ...]:
+    """The ``(lo, hi)`` padding per spatial axis that the forward convolution applies.
 
-    ``mode`` is the normalised pad mode; ``pad`` the explicit padding used in
-    ``pad`` mode (already resolved against ``pad_list``).
+    ``mode`` is the normalised pad mode; ``pad`` the explicit pairs used in
+    ``pad`` mode (already resolved against MindSpore's ``pad_list``).
     """
     if mode == "valid":
-        return (0, 0, 0, 0)
+        return tuple((0, 0) for _ in size)
     if mode == "pad":
-        return tuple(pad)  # type: ignore[return-value]
-    top, bottom = same_padding(size[0], kernel[0], stride[0], dilation[0])
-    left, right = same_padding(size[1], kernel[1], stride[1], dilation[1])
-    return (top, bottom, left, right)
+        return tuple(tuple(p) for p in pad)  # type: ignore[return-value]
+    return tuple(same_padding(*axis) for axis in zip(size, kernel, stride, dilation))
 
 
 def output_length(size: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
@@ -170,108 +189,12 @@ def valid_input_range(mode: str, out: int, k: int, s: int, d: int, lo: int, hi: 
     return (first, last) if last >= first else None
 
 
-def _pair(fn: str, value: int | Sequence[int], name: str, minimum: int = 1) -> tuple[int, int]:
-    if isinstance(value, (bool, str)) or not isinstance(value, (int, Sequence)):
-        raise TypeError(f"{fn}: '{name}' must be an int or a pair (h, w) of ints, got {value!r}")
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair):
-        raise ValueError(f"{fn}: '{name}' must be an int >= {minimum} or a pair (h, w) of such ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+def transpose_input_length(out: int, k: int, s: int, d: int, lo: int, hi: int, output_padding: int) -> int:
+    """Equation (7): the input size ``conv_transpose`` produces on one axis."""
+    return (out - 1) * s - lo - hi + effective_kernel(k, d) + output_padding
 
 
-def _helper_padding(
-    fn: str, mode: str, pad: int | Sequence[int], size: tuple[int, int] | None, kernel, stride, dilation
-) -> tuple[int, int, int, int]:
-    if not isinstance(mode, str) or mode.lower() not in PAD_MODES:
-        raise ValueError(f"{fn}: 'pad_mode' must be one of {PAD_MODES} (any letter case), got {mode!r}")
-    mode = mode.lower()
-    if isinstance(pad, (bool, str)) or not isinstance(pad, (int, Sequence)):
-        raise TypeError(f"{fn}: 'pad' must be an int or a 4-tuple (top, bottom, left, right), got {pad!r}")
-    pads = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    if len(pads) != 4 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pads):
-        raise ValueError(f"{fn}: 'pad' must be an int >= 0 or a 4-tuple of ints >= 0, got {pad!r}")
-    if mode != "pad" and any(pads):
-        raise ValueError(f"{fn}: 'pad' must be 0 when pad_mode is {mode!r}, got {pad!r}")
-    if mode == "same" and size is None:
-        return (0, 0, 0, 0)
-    return forward_padding(mode, size, kernel, stride, dilation, pads)  # type: ignore[arg-type]
-
-
-def conv2d_output_size(
-    input_size: tuple[int, int],
-    kernel_size: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    dilation: int | tuple[int, int] = 1,
-    pad_mode: str = "valid",
-    pad: int | tuple[int, int, int, int] = 0,
-) -> tuple[int, int]:
-    """Spatial (height, width) of MindSpore ``Conv2D``'s output, i.e. of ``dout``.
-
-    Args:
-      input_size: spatial (height, width) of the convolution input.
-      kernel_size: int or (kh, kw).
-      stride, dilation: int or (h, w) pairs.
-      pad_mode: ``"valid"``, ``"same"`` or ``"pad"`` (any letter case).
-      pad: int or (top, bottom, left, right), used in ``pad`` mode.
-
-    Returns:
-      The (height, width) of ``dout`` that ``conv2d_backprop_input`` expects
-      for this ``input_size``.
-
-    Example:
-      >>> import jax_conv_bpi as jcb
-      >>> jcb.conv2d_output_size((32, 32), 3)
-      (30, 30)
-      >>> jcb.conv2d_output_size((7, 8), 3, stride=2, pad_mode="same")
-      (4, 4)
-    """
-    fn = "conv2d_output_size"
-    size = _pair(fn, input_size, "input_size")
-    kernel = _pair(fn, kernel_size, "kernel_size")
-    s, d = _pair(fn, stride, "stride"), _pair(fn, dilation, "dilation")
-    p = _helper_padding(fn, pad_mode, pad, size, kernel, s, d)
-    out = tuple(output_length(size[a], kernel[a], s[a], d[a], p[2 * a], p[2 * a + 1]) for a in range(2))
-    if min(out) < 0:
-        raise ValueError(
-            f"{fn}: the kernel extent {tuple(effective_kernel(kernel[a], d[a]) for a in range(2))} does not fit "
-            f"the padded input {tuple(size[a] + p[2 * a] + p[2 * a + 1] for a in range(2))} (padding {p})"
-        )
-    return out  # type: ignore[return-value]
-
-
-def valid_input_sizes(
-    dout_size: tuple[int, int],
-    kernel_size: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    dilation: int | tuple[int, int] = 1,
-    pad_mode: str = "valid",
-    pad: int | tuple[int, int, int, int] = 0,
-) -> tuple[range, range]:
-    """Every input (height, width) whose convolution output is ``dout_size``.
-
-    Under a stride > 1 several input sizes give the same ``dout`` size, which
-    is why ``conv2d_backprop_input`` takes ``input_size`` explicitly. The rows
-    and columns beyond the smallest valid size receive no gradient (zeros).
-
-    Returns:
-      Two ``range`` objects (heights, widths); empty when nothing fits.
-
-    Example:
-      >>> import jax_conv_bpi as jcb
-      >>> heights, widths = jcb.valid_input_sizes((3, 3), 3, stride=2)
-      >>> list(heights), list(widths)
-      ([7, 8], [7, 8])
-    """
-    fn = "valid_input_sizes"
-    out = _pair(fn, dout_size, "dout_size", minimum=0)
-    kernel = _pair(fn, kernel_size, "kernel_size")
-    s, d = _pair(fn, stride, "stride"), _pair(fn, dilation, "dilation")
-    p = _helper_padding(fn, pad_mode, pad, None, kernel, s, d)
-    mode = pad_mode.lower()
-    ranges = []
-    for a in range(2):
-        r = valid_input_range(mode, out[a], kernel[a], s[a], d[a], p[2 * a], p[2 * a + 1])
-        ranges.append(range(0) if r is None else range(r[0], r[1] + 1))
-    return ranges[0], ranges[1]
+def cropped_high(size: int, out: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
+    """``hi`` lowered by whole strides until (1) gives ``out`` (no change when it already does)."""
+    extra = output_length(size, k, s, d, lo, hi) - out
+    return hi - s * max(extra, 0)

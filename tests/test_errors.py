@@ -497,7 +497,7 @@ def test_validation_runs_once_and_leaves_nothing_in_the_jaxpr(monkeypatch):
         f(d, w).block_until_ready()
     assert len(calls) == 1
     jaxpr = jax.make_jaxpr(lambda d, w: op(d, w, (2, 2, 7, 8)))(d, w).jaxpr
-    assert [e.primitive.name for e in jaxpr.eqns] == ["conv2d_backprop_input"]
+    assert [e.primitive.name for e in jaxpr.eqns] == ["conv_backprop_input"]
 
 
 def test_traced_input_size_is_a_type_error():

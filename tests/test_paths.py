@@ -1,6 +1,6 @@
 """Every CPU formulation of the input gradient, run explicitly, and the dispatcher's rules.
 
-Each path in ``_formulations.PATHS`` is checked on its own (not only where the
+Each path in ``_cpu_input_grad.PATHS`` is checked on its own (not only where the
 dispatcher would pick it) against the float64 NumPy reference on geometries
 covering strides, dilations (also strided + dilated), groups, depthwise and
 channel multipliers, pads larger than the kernel, ambiguous input sizes,
@@ -22,10 +22,10 @@ import reference
 from test_golden import compile_and_run
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _args, _formulations, _padding
-from jax_conv_bpi._args import ConvGeometry
+from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _dispatch, _padding, _primitives, _xla_cpu
+from jax_conv_bpi._geometry import ConvGeometry
 
-PATHS = sorted(_formulations.PATHS)
+PATHS = sorted(_cpu_input_grad.PATHS)
 
 
 def geometry(n, c_in, c_out, hw, k, stride=1, dilation=1, pad=0, group=1) -> ConvGeometry:
@@ -35,7 +35,13 @@ def geometry(n, c_in, c_out, hw, k, stride=1, dilation=1, pad=0, group=1) -> Con
     h, w = pair(hw)
     ho = max(_padding.output_length(h, k[0], s[0], d[0], p[0], p[1]), 0)
     wo = max(_padding.output_length(w, k[1], s[1], d[1], p[2], p[3]), 0)
-    return ConvGeometry((n, c_in, h, w), (c_out, c_in // group, *k), (n, c_out, ho, wo), s, d, p, group)
+    pairs = ((p[0], p[1]), (p[2], p[3]))
+    return ConvGeometry((n, c_in, h, w), (c_out, c_in // group, *k), (n, c_out, ho, wo), s, d, pairs, group)
+
+
+def flat(geom: ConvGeometry) -> tuple[int, ...]:
+    """The geometry's padding as the reference's (top, bottom, left, right)."""
+    return tuple(v for pair in geom.padding for v in pair)
 
 
 # id -> geometry; together they cover the features of the golden grid.
@@ -73,7 +79,7 @@ def applicable(name: str, geom: ConvGeometry) -> bool:
 
 @functools.cache
 def compiled(name: str, geom: ConvGeometry):
-    return jax.jit(functools.partial(_formulations.PATHS[name], geom=geom))
+    return jax.jit(functools.partial(_cpu_input_grad.PATHS[name], geom=geom))
 
 
 def random_inputs(geom: ConvGeometry, seed: int = 0):
@@ -84,7 +90,7 @@ def random_inputs(geom: ConvGeometry, seed: int = 0):
 def ref_of(geom: ConvGeometry, dout, w):
     if 0 in geom.y_shape:  # nothing to scatter: the reference's slicing needs a pixel
         return np.zeros(geom.x_shape)
-    return reference.backprop_input(dout, w, geom.x_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+    return reference.backprop_input(dout, w, geom.x_shape, geom.stride, geom.dilation, flat(geom), geom.group)
 
 
 @pytest.mark.parametrize("gid", sorted(GEOMETRIES))
@@ -135,7 +141,7 @@ def test_half_precision_accumulates_in_float32(dtype):
 def test_flipped_conv_rejects_a_stride():
     geom = GEOMETRIES["k4s2p1"]
     with pytest.raises(ValueError, match="stride"):
-        _formulations.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
+        _cpu_input_grad.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
 
 
 @pytest.mark.parametrize("gid", ["k3s1p1", "k3s2d2", "k5s3_asym", "group2", "depthwise", "channel_mult", "batch0"])
@@ -143,24 +149,24 @@ def test_forward_and_filter_paths_match_reference(gid):
     geom = GEOMETRIES[gid]
     rng = np.random.default_rng(2)
     x, w, dout = (rng.standard_normal(s) for s in (geom.x_shape, geom.w_shape, geom.y_shape))
-    conv_ref = reference.conv2d(x, w, geom.stride, geom.dilation, geom.padding, geom.group)
-    filt_ref = reference.backprop_filter(dout, x, geom.w_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+    conv_ref = reference.conv2d(x, w, geom.stride, geom.dilation, flat(geom), geom.group)
+    filt_ref = reference.backprop_filter(dout, x, geom.w_shape, geom.stride, geom.dilation, flat(geom), geom.group)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    for name, path in _formulations.CONV2D_PATHS.items():
+    for name, path in _cpu_dense.CONV_PATHS.items():
         out = jax.jit(functools.partial(path, geom=geom))(f32(x), f32(w))
         np.testing.assert_allclose(np.asarray(out), conv_ref, rtol=1e-5, atol=1e-5, err_msg=f"conv2d path {name}")
-    for name, path in _formulations.BACKPROP_FILTER_PATHS.items():
+    for name, path in _cpu_dense.BACKPROP_FILTER_PATHS.items():
         out = jax.jit(functools.partial(path, geom=geom))(f32(dout), f32(x))
         np.testing.assert_allclose(np.asarray(out), filt_ref, rtol=1e-5, atol=2e-5, err_msg=f"filter path {name}")
 
 
 def test_dense_dispatcher_rule():
-    select = _formulations.select_cpu_path_dense
+    select = _dispatch.select_forward_path
     assert select(GEOMETRIES["depthwise"]) == "direct"
     assert select(GEOMETRIES["channel_mult"]) == "direct"
-    assert select(geometry(1, 64, 64, 9, 3)) == "default"
-    assert select(geometry(1, 64, 64, 9, 3, group=2)) == "default"
-    filt = _formulations.select_cpu_filter_path
+    assert select(geometry(1, 64, 64, 9, 3)) == "off_ynn"
+    assert select(geometry(1, 64, 64, 9, 3, group=2)) == "off_ynn"
+    filt = _dispatch.select_filter_path
     assert filt(GEOMETRIES["depthwise"]) == "direct"
     assert filt(geometry(1, 64, 64, 9, 3, stride=2)) == "gemm"
     assert filt(geometry(1, 64, 64, 9, 3, group=2)) == "default"  # gemm is ungrouped only
@@ -201,7 +207,7 @@ def test_every_path_matches_the_whole_golden_suite(golden, name):
         if applicable(name, geom):
             prepared.append((case, attrs.data_format, dout, w, geom))
     assert len(prepared) >= 60, f"path {name} applies to only {len(prepared)} golden cases"
-    path = _formulations.PATHS[name]
+    path = _cpu_input_grad.PATHS[name]
     for start in range(0, len(prepared), 16):
         chunk = prepared[start : start + 16]
         geoms = [g for *_, g in chunk]
@@ -244,12 +250,12 @@ SUITE = {  # (N, C_in, C_out, H/W, K, stride, dilation, pad, group) of the bench
 @pytest.mark.parametrize("name", sorted(SUITE))
 def test_dispatcher_on_the_benchmark_suite(name):
     geom, path = SUITE[name]
-    assert _formulations.select_cpu_path(geom) == path
+    assert _dispatch.select_cpu_path(geom) == path
 
 
 def test_dispatcher_rules():
-    select = _formulations.select_cpu_path
-    limit = _formulations.DIRECT_MAX_CHANNEL_PRODUCT
+    select = _dispatch.select_cpu_path
+    limit = _dispatch.DIRECT_MAX_CHANNEL_PRODUCT
     # rule 1: few channels per group -> direct, whatever the stride
     assert select(geometry(1, 8, 16, 9, 3, stride=2, group=8)) == "direct"  # multiplier 2: 1*2 <= limit
     assert select(geometry(1, 4, 4, 9, 3, group=1)) == "direct"  # 4*4 == limit
@@ -270,7 +276,7 @@ def test_dispatcher_rules():
     # rule 5: wasted taps
     assert select(geometry(1, 4, 16, 16, 3, stride=2, pad=1)) == "phase_gemm"  # C_in < SMALL_C_IN
     assert select(geometry(1, 16, 16, 32, 7, stride=2, pad=3)) == "subpixel"  # 49 planes of 1/4 the size > 4
-    long_k = _formulations.GEMM_MIN_CONTRACTION
+    long_k = _dispatch.GEMM_MIN_CONTRACTION
     assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1)) == "gemm"  # 9/4 <= 4, long contraction
     assert select(geometry(1, 16, long_k - 1, 16, 3, stride=2, pad=1)) == "phase_conv"
     assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1, group=2)) == "phase_conv"  # per group
@@ -279,7 +285,7 @@ def test_dispatcher_rules():
 def test_cpu_lowering_uses_the_dispatcher_and_no_lhs_dilation():
     # The strided + dilated geometry that aborts XLA CPU through lhs dilation.
     geom = GEOMETRIES["k2x5s2x3d1x3"]
-    assert _formulations.select_cpu_path(geom) != "lhs_dilated"
+    assert _dispatch.select_cpu_path(geom) != "lhs_dilated"
     f = jax.jit(
         lambda d, w: jcb.conv2d_backprop_input(
             d, w, geom.x_shape, stride=(2, 3), pad_mode="pad", pad=1, dilation=(1, 3)
@@ -297,7 +303,7 @@ def test_cpu_compiler_options_compile_and_keep_results():
     # jaxlib's CPU compiler, and the op compiled with them gives the same result.
     options = jcb.cpu_compiler_options()
     assert options == jcb.cpu_compiler_options() and options is not jcb.cpu_compiler_options()
-    assert set(options) <= {_formulations.YNN_FUSION_OPTION}
+    assert set(options) <= {_xla_cpu.YNN_FUSION_OPTION}
     geom = GEOMETRIES["k3s1p1"]
     d64, w64 = random_inputs(geom, seed=4)
     dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
@@ -309,21 +315,19 @@ def test_cpu_compiler_options_compile_and_keep_results():
 def test_eager_call_compiles_with_the_cpu_options(monkeypatch):
     # Eager calls jit the primitive alone and, on CPU, pass cpu_compiler_options()
     # to that compilation: an option value the compiler rejects must surface.
-    from jax_conv_bpi import _ops
-
     geom = geometry(2, 32, 32, 8, 3, pad=1)
     d64, w64 = random_inputs(geom, seed=5)
     dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
-    assert _ops._platform(dout, w) == jax.default_backend()
+    assert _primitives._platform(dout, w) == jax.default_backend()
     call = functools.partial(jcb.conv2d_backprop_input, input_size=geom.x_shape, pad_mode="pad", pad=1)
     np.testing.assert_allclose(np.asarray(call(dout, w)), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
     if jax.default_backend() != "cpu" or not jcb.cpu_compiler_options():
         return
-    bogus = {_formulations.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
-    monkeypatch.setattr(_formulations, "cpu_compiler_options", lambda: dict(bogus))
-    _ops._jitted.cache_clear()
+    bogus = {_xla_cpu.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
+    monkeypatch.setattr(_xla_cpu, "cpu_compiler_options", lambda: dict(bogus))
+    _primitives._jitted.cache_clear()
     try:
         with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
             call(dout, w)
     finally:
-        _ops._jitted.cache_clear()
+        _primitives._jitted.cache_clear()

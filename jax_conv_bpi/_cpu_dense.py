@@ -1,0 +1,113 @@
+"""CPU formulations of the forward convolution and the weight gradient, for 1-3 spatial dims.
+
+The custom backward needs both (the cotangent of ``dout`` is the forward
+convolution, the cotangent of the weight the weight gradient). Depthwise and
+small groups get per-tap fused multiply-adds instead of XLA CPU's slow
+grouped convolution; the ungrouped weight gradient gets one matmul per tap;
+stride-1 forward convolutions avoid XLA CPU's slower convolution backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+from . import _lowering as L
+from ._geometry import ConvGeometry
+from ._xla_cpu import conv_off_ynn
+
+__all__ = ["BACKPROP_FILTER_PATHS", "CONV_PATHS"]
+
+
+def tap_slices(x, geom: ConvGeometry):
+    """Padded input sliced per tap: ``tap(idx)`` is (N, C_in, *out), row ``q*s + i*d`` on each axis."""
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in geom.padding])
+    n, c = x.shape[:2]
+    o = geom.y_shape[2:]
+
+    def tap(idx):
+        start = (0, 0, *(i * d for i, d in zip(idx, geom.dilation)))
+        limit = (n, c, *(i * d + (q - 1) * s + 1 for i, d, q, s in zip(idx, geom.dilation, o, geom.stride)))
+        return lax.slice(xp, start, limit, (1, 1, *geom.stride))
+
+    return tap
+
+
+def _kernel_taps(geom: ConvGeometry):
+    return itertools.product(*(range(k) for k in geom.kernel))
+
+
+def _grouped_taps(x, geom: ConvGeometry):
+    """``(idx, rows)`` per kernel tap: ``rows`` is (N, g, 1, C_in/g, *out), in the accumulation dtype."""
+    n, _, *o = geom.y_shape
+    c_in_g = geom.w_shape[1]
+    tap = tap_slices(x.astype(L.acc_dtype(x.dtype)), geom)
+    for idx in _kernel_taps(geom):
+        yield idx, tap(idx).reshape(n, geom.group, 1, c_in_g, *o)
+
+
+def conv_direct(x, w, *, geom: ConvGeometry):
+    """Forward convolution as a per-tap fused multiply-add (depthwise / small groups)."""
+    if 0 in geom.y_shape:
+        return L.zeros(geom.y_shape, geom, x)
+    nd = geom.ndim
+    c_out = geom.y_shape[1]
+    g, c_in_g = geom.group, geom.w_shape[1]
+    w5 = w.astype(L.acc_dtype(x.dtype)).reshape(g, c_out // g, c_in_g, *geom.kernel)
+    total = None
+    for idx, xs in _grouped_taps(x, geom):
+        t = xs * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
+        t = t[:, :, :, 0] if c_in_g == 1 else t.sum(axis=3)
+        total = t if total is None else total + t
+    return total.reshape(geom.y_shape).astype(L.out_dtype(geom, x))
+
+
+def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
+    """Weight gradient as one fused multiply-reduce per tap (depthwise / small groups)."""
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    n, c_out, *o = geom.y_shape
+    d = dout.astype(L.acc_dtype(dout.dtype)).reshape(n, geom.group, c_out // geom.group, 1, *o)
+    reduce_axes = (0, *range(4, 4 + geom.ndim))
+    taps = [(xs * d).sum(axis=reduce_axes) for _, xs in _grouped_taps(x, geom)]  # each (g, og, c_in_g)
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
+def conv_stride1_off_ynn(x, w, *, geom: ConvGeometry):
+    """Forward convolution; stride 1 goes through ``conv_off_ynn`` (XLA CPU's faster backend)."""
+    if set(geom.stride) != {1} or 0 in geom.y_shape:
+        return L.conv2d_default(x, w, geom=geom)
+    pos, crops = L.split_negative(geom.padding)
+    y = conv_off_ynn(L.crop(x, crops), w, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group)
+    return y.astype(L.out_dtype(geom, x))
+
+
+def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
+    """Weight gradient as one matmul per tap: ``dout`` times that tap's strided input slice.
+
+    Each tap contracts batch and pixels: ``(C_out, N*pixels) x (N*pixels, C_in)``.
+    Ungrouped only (grouped geometries fall back to the default form).
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    if geom.group != 1:
+        return L.backprop_filter_default(dout, x, geom=geom)
+    sp = "hwd"[: geom.ndim]
+    tap = tap_slices(x, geom)
+    taps = [L.einsum(f"no{sp},nc{sp}->oc", dout, tap(idx), geom) for idx in _kernel_taps(geom)]
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
+CONV_PATHS = {"default": L.conv2d_default, "off_ynn": conv_stride1_off_ynn, "direct": conv_direct}
+BACKPROP_FILTER_PATHS = {
+    "default": L.backprop_filter_default,
+    "gemm": backprop_filter_gemm,
+    "direct": backprop_filter_direct,
+}
+
+
+def kernel_taps(geom: ConvGeometry) -> int:
+    return math.prod(geom.kernel)

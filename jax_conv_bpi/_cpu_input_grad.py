@@ -1,0 +1,363 @@
+"""CPU formulations of the input gradient (transposed convolution), for 1-3 spatial dims.
+
+None uses lhs dilation: XLA CPU aborts the process on some strided + dilated
+lhs-dilated convolutions.
+
+Phase decomposition
+-------------------
+On one axis, row ``o`` of ``dout`` and tap ``i`` of the kernel land on row
+``r = o*s + i*d`` of the padded transposed output, i.e. on input row
+``r - lo``. Splitting ``r = q*s + rho`` gives ``s`` phases; tap ``i`` with
+``i*d = a*s + rho`` feeds phase ``rho`` at ``q = o + a``. Each phase is a plain
+(true) correlation of ``dout`` with its own taps, and the output interleaves
+the phases. In N-D a phase is one ``rho`` per axis, so the phases with taps
+are the product of each axis's phases with taps; the others are zeros. Only
+phases with taps are computed (``phase_split`` lists no others), and the
+interleave places zero blocks for whole runs of empty phases, so kernel 1
+under stride 300 costs one phase, not 90,000. The paths differ in how they
+compute a phase: one matmul for every tap (``gemm``), one matmul per phase
+(``phase_gemm``), one convolution per phase (``phase_conv``), per-tap
+multiply-adds (``direct``), or all phases as one convolution (``subpixel``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import _lowering as L
+from . import _padding
+from ._geometry import ConvGeometry
+from ._xla_cpu import conv_off_ynn
+
+__all__ = ["PATHS"]
+
+_SPATIAL_LETTERS = "hwd"
+_KERNEL_LETTERS = "ijk"
+
+
+def phase_split(k: int, s: int, d: int) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Phases ``rho`` with at least one tap, each with its taps ``(i, a)``, ``i * d = a * s + rho``, increasing ``i``."""
+    phases: dict[int, list[tuple[int, int]]] = {}
+    for i in range(k):
+        a, rho = divmod(i * d, s)
+        phases.setdefault(rho, []).append((i, a))
+    return {rho: tuple(phases[rho]) for rho in sorted(phases)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisPlan:
+    """One axis: phase rows ``[q0, q1)`` and the phases with taps.
+
+    ``[q0 * s, q1 * s)`` covers padded rows ``[lo, lo + size)``; the interleave
+    is cropped to them afterwards.
+    """
+
+    q0: int
+    q1: int
+    stride: int
+    phases: dict[int, tuple[tuple[int, int], ...]]
+
+    @property
+    def length(self) -> int:
+        return self.q1 - self.q0
+
+
+def plans(geom: ConvGeometry) -> list[AxisPlan]:
+    out = []
+    for a in range(geom.ndim):
+        size, _, k, s, d, (lo, _) = geom.axis(a)
+        out.append(AxisPlan(lo // s, -(-(size + lo) // s), s, phase_split(k, s, d)))
+    return out
+
+
+def interleave(phase, geom: ConvGeometry, axis_plans: list[AxisPlan], dtype):
+    """Assemble the cropped input gradient from ``phase(taps)`` (N, C, *lengths) per non-empty phase.
+
+    ``taps`` is one tuple of ``(i, a)`` per axis. The phases are laid out as
+    (N, C, L_0, s_0, L_1, s_1, ...), with one zero block per run of empty
+    phases on each axis, then reshaped to (N, C, L_0 * s_0, ...) and cropped.
+    """
+    nd = geom.ndim
+    lead = tuple(geom.x_shape[:2])
+    lengths = [p.length for p in axis_plans]
+
+    def build(a: int, taps: tuple):
+        if a == nd:
+            return phase(taps)
+        tail = []
+        for b in range(a + 1, nd):
+            tail += [lengths[b], axis_plans[b].stride]
+        piece_shape = (*lead, *lengths[: a + 1], 1, *tail)
+        pieces, nxt = [], 0
+        for rho, t in axis_plans[a].phases.items():
+            if rho > nxt:
+                pieces.append(jnp.zeros(piece_shape[: 3 + a] + (rho - nxt,) + piece_shape[4 + a :], dtype))
+            pieces.append(jnp.expand_dims(build(a + 1, (*taps, t)), 3 + a))
+            nxt = rho + 1
+        s = axis_plans[a].stride
+        if nxt < s:
+            pieces.append(jnp.zeros(piece_shape[: 3 + a] + (s - nxt,) + piece_shape[4 + a :], dtype))
+        return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=3 + a)
+
+    full = build(0, ())
+    full = full.reshape(*lead, *(lengths[a] * axis_plans[a].stride for a in range(nd)))
+    starts = [geom.padding[a][0] - axis_plans[a].q0 * axis_plans[a].stride for a in range(nd)]
+    idx = (slice(None), slice(None)) + tuple(slice(st, st + n) for st, n in zip(starts, geom.x_shape[2:]))
+    return full[idx]
+
+
+def _shift(x, starts, lengths):
+    """``x[start_a : start_a + length_a]`` on every spatial axis, zero-filled outside (starts may be < 0)."""
+    cfg = [(0, 0, 0), (0, 0, 0)] + [(-st, st + n - x.shape[2 + a], 0) for a, (st, n) in enumerate(zip(starts, lengths))]
+    if all(c == (0, 0, 0) for c in cfg):
+        return x
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+def overlap_add(phase_terms, geom: ConvGeometry, dtype):
+    """Phases as sums of shifted per-tap terms.
+
+    ``phase_terms(taps)`` returns ``tap(idx)``: the (N, C_in, *out) term of
+    kernel tap ``idx`` (one index per axis) of that phase, so a caller can
+    compute one phase's terms at a time.
+    """
+    axis_plans = plans(geom)
+    lengths = [p.length for p in axis_plans]
+
+    def phase(taps):
+        tap = phase_terms(taps)
+        total = None
+        for combo in itertools.product(*taps):
+            idx = tuple(i for i, _ in combo)
+            starts = [p.q0 - a for p, (_, a) in zip(axis_plans, combo)]
+            term = _shift(tap(idx), starts, lengths)
+            total = term if total is None else total + term
+        return total
+
+    return interleave(phase, geom, axis_plans, dtype)
+
+
+def _gemm_operands(dout, w, geom: ConvGeometry):
+    g = geom.group
+    n, c_out, *o = geom.y_shape
+    _, c_in_g, *k = geom.w_shape
+    return dout.reshape(n, g, c_out // g, *o), w.reshape(g, c_out // g, c_in_g, *k)
+
+
+def _gemm_spec(nd: int) -> str:
+    sp, kl = _SPATIAL_LETTERS[:nd], _KERNEL_LETTERS[:nd]
+    return f"ngo{sp},goc{kl}->ngc{kl}{sp}"
+
+
+def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
+    """One matmul for every tap of the kernel (``C_out`` contracted), then an overlap-add.
+
+    The matmul's result holds one (N, C_in, *out) plane per tap, about
+    ``prod(kernel) / prod(stride)`` times the input gradient's size; each
+    phase is the sum of its taps' shifted planes. For a kernel equal to the
+    stride (U-Net / V-Net ``k2s2``, 1x1 kernels at stride 1) every phase is one
+    unshifted tap: one matmul plus a transpose. Meant for few taps per phase.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    acc = L.acc_dtype(dout.dtype)
+    nd = geom.ndim
+    n, c_out, *o = geom.y_shape
+    c_in = geom.x_shape[1]
+    k = geom.kernel
+    if k == geom.stride and set(geom.dilation) == {1} and geom.group == 1:
+        # Tap idx is phase idx, unshifted: one (C_in*K, N*pixels) matmul
+        # contracting the weight's leading axis, both operands in place, then
+        # one transpose.
+        z = lax.dot_general(
+            w.reshape(c_out, c_in * math.prod(k)),
+            dout.reshape(n, c_out, math.prod(o)),
+            (((0,), (1,)), ((), ())),
+            precision=geom.precision,
+            preferred_element_type=acc,
+        )
+        z = z.reshape(c_in, *k, n, *o)
+        perm = [nd + 1, 0] + [ax for a in range(nd) for ax in (nd + 2 + a, 1 + a)]
+        full = z.transpose(perm).reshape(n, c_in, *(o[a] * k[a] for a in range(nd)))
+        starts = [lo for lo, _ in geom.padding]
+        return L.window(full, starts, geom.x_shape[2:]).astype(L.out_dtype(geom, dout))
+    d5, w5 = _gemm_operands(dout, w, geom)
+    z = L.einsum(_gemm_spec(nd), d5, w5, geom).reshape(n, c_in, *k, *o)
+    lead = (slice(None), slice(None))
+    return overlap_add(lambda taps: lambda idx: z[lead + idx], geom, acc).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_phase_gemm(dout, w, *, geom: ConvGeometry):
+    """Per phase, one matmul for that phase's taps, then its overlap-add.
+
+    Like ``gemm`` but only one phase's per-tap planes are live at a time (the
+    many-tap ``k7s2`` stem with few input channels).
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    acc = L.acc_dtype(dout.dtype)
+    nd = geom.ndim
+    n, _, *o = geom.y_shape
+    d5, w5 = _gemm_operands(dout, w, geom)
+    lead = (slice(None), slice(None))
+
+    def phase_terms(taps):
+        ids = [[i for i, _ in t] for t in taps]
+        wp = w5
+        for a, sel in enumerate(ids):
+            wp = jnp.take(wp, np.asarray(sel), axis=3 + a)
+        z = L.einsum(_gemm_spec(nd), d5, wp, geom).reshape(n, geom.x_shape[1], *map(len, ids), *o)
+        pos = [{i: p for p, i in enumerate(sel)} for sel in ids]
+        return lambda idx: z[lead + tuple(pos[a][i] for a, i in enumerate(idx))]
+
+    return overlap_add(phase_terms, geom, acc).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_direct(dout, w, *, geom: ConvGeometry):
+    """Per-tap fused multiply-add, no convolution and no matmul.
+
+    Every tap is ``dout`` times a per-channel weight, summed over the few
+    output channels of its group, shifted into its phase. XLA fuses each
+    phase into one loop: the form for depthwise and small groups, where XLA
+    CPU's grouped convolution (``feature_group_count``) is very slow.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    acc = L.acc_dtype(dout.dtype)
+    g, nd = geom.group, geom.ndim
+    n, c_out, *o = geom.y_shape
+    _, c_in_g, *k = geom.w_shape
+    og = c_out // g
+    d = dout.astype(acc).reshape(n, g, og, 1, *o)
+    w5 = w.astype(acc).reshape(g, og, c_in_g, *k)
+
+    def tap(idx):
+        t = d * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
+        t = t[:, :, 0] if og == 1 else t.sum(axis=2)
+        return t.reshape(n, g * c_in_g, *o)
+
+    return overlap_add(lambda taps: tap, geom, acc).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
+    """One stride-1 convolution per non-empty phase, each with only its own taps.
+
+    No wasted taps when the kernel is not a multiple of the stride (``k3s2``,
+    ``k7s2``), no work at all for empty phases (1x1 kernel under a stride).
+    A phase's taps are evenly spaced (``d / gcd(d, s)`` apart), so each phase
+    is an ordinary dilated correlation with a reversed tap order.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    acc = L.acc_dtype(dout.dtype)
+    axis_plans = plans(geom)
+    o = geom.y_shape[2:]
+
+    def axis_conv(taps, plan: AxisPlan, out: int):
+        idx = [i for i, _ in reversed(taps)]
+        a_min, a_max = taps[0][1], taps[-1][1]
+        e = taps[1][1] - taps[0][1] if len(taps) > 1 else 1
+        lo = a_max - plan.q0
+        return idx, e, (lo, plan.length + (a_max - a_min) - lo - out)
+
+    def phase(taps):
+        specs = [axis_conv(t, p, n) for t, p, n in zip(taps, axis_plans, o)]
+        v = w
+        for a, (ids, _, _) in enumerate(specs):
+            v = jnp.take(v, np.asarray(ids), axis=2 + a)
+        pos, crops = L.split_negative([p for _, _, p in specs])
+        return L.conv(
+            L.crop(dout, crops),
+            L.grouped_transpose(v, geom.group),
+            geom,
+            padding=pos,
+            rhs_dilation=[e for _, e, _ in specs],
+            groups=geom.group,
+        )
+
+    return interleave(phase, geom, axis_plans, acc).astype(L.out_dtype(geom, dout))
+
+
+def phase_table(k: int, s: int, d: int) -> tuple[int, np.ndarray]:
+    """Dense (s, A) table of the sub-pixel form: ``table[rho][A-1-a] = i``; ``k`` marks "no tap"."""
+    taps = ((k - 1) * d) // s + 1
+    table = np.full((s, taps), k, dtype=np.int64)
+    for rho, phase in phase_split(k, s, d).items():
+        for i, a in phase:
+            table[rho, taps - 1 - a] = i
+    return taps, table
+
+
+def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
+    """Input gradient as one stride-1 convolution plus a pixel interleave.
+
+    Output phase ``(rho_0, rho_1, ...)`` of the full transposed convolution is
+    a plain (true) convolution of ``dout`` with the taps of that phase. All
+    phases are one convolution with ``C_in * prod(stride)`` output channels
+    (taps a phase lacks are zeros); a reshape interleaves them and a window
+    cuts the input's rows (zero-filled below the last covered row).
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    nd, g = geom.ndim, geom.group
+    n, c_in, *_ = geom.x_shape
+    c_out, c_in_g, *_ = geom.w_shape
+    o = geom.y_shape[2:]
+    s = geom.stride
+    tables = [phase_table(k, st, d) for k, st, d in zip(geom.kernel, s, geom.dilation)]
+    a_len = [t for t, _ in tables]
+    wext = jnp.pad(w, [(0, 0), (0, 0)] + [(0, 1)] * nd)  # tap index k -> 0
+    index = []
+    for a, (_, table) in enumerate(tables):
+        shape = [1] * (2 * nd)
+        shape[2 * a], shape[2 * a + 1] = table.shape
+        index.append(table.reshape(shape))
+    v = wext[(slice(None), slice(None), *index)]  # (C_out, C_in/g, s0, A0, s1, A1, ...)
+    v = v.reshape(g, c_out // g, c_in_g, *v.shape[2:])
+    perm = [0, 2] + [3 + 2 * a for a in range(nd)] + [1] + [4 + 2 * a for a in range(nd)]
+    v = v.transpose(perm).reshape(c_in * math.prod(s), c_out // g, *a_len)
+    out = L.conv(dout, v, geom, padding=[(t - 1, t - 1) for t in a_len], groups=g)
+    q = [o[a] + a_len[a] - 1 for a in range(nd)]
+    out = out.reshape(n, c_in, *s, *q)
+    perm = [0, 1] + [ax for a in range(nd) for ax in (2 + nd + a, 2 + a)]
+    out = out.transpose(perm).reshape(n, c_in, *(q[a] * s[a] for a in range(nd)))
+    return L.window(out, [lo for lo, _ in geom.padding], geom.x_shape[2:]).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
+    """Stride 1 only: the flipped correlation of ``backprop_input_default`` (no lhs dilation).
+
+    Through ``conv_off_ynn``, so XLA CPU uses its faster convolution backend.
+    """
+    if set(geom.stride) != {1}:
+        raise ValueError(f"the flipped_conv path needs stride 1 on every axis, got {geom.stride}")
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    pads = [_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim)]
+    pos, crops = L.split_negative(pads)
+    out = conv_off_ynn(
+        dout, L.flip_transpose_weight(w, geom.group), geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group
+    )
+    return L.crop(out, crops).astype(L.out_dtype(geom, dout))
+
+
+PATHS = {
+    "lhs_dilated": L.backprop_input_default,
+    "flipped_conv": backprop_input_flipped_conv,
+    "subpixel": backprop_input_subpixel,
+    "phase_conv": backprop_input_phase_conv,
+    "gemm": backprop_input_gemm,
+    "phase_gemm": backprop_input_phase_gemm,
+    "direct": backprop_input_direct,
+}
+"""Every input-gradient formulation by name; each takes ``(dout, w, *, geom)``.
+
+``lhs_dilated`` is the GPU/TPU form; on CPU it is safe only without dilation
+under a stride. ``flipped_conv`` needs stride 1. The others accept every geometry.
+"""

@@ -1,0 +1,108 @@
+"""Which CPU formulation each primitive uses, per geometry, decided at trace time.
+
+The thresholds were measured on the benchmark suite (``docs/performance.md``);
+the rules read the geometry only, so one compiled program has one path. A
+forced path (``conv_transpose(..., cpu_path=...)``) overrides the rule for
+the input gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import _cpu_dense, _cpu_input_grad
+from ._geometry import ConvGeometry
+
+__all__ = ["CPU_PATHS", "cpu_lowering", "select_cpu_path", "select_filter_path", "select_forward_path"]
+
+CPU_PATHS = tuple(sorted(_cpu_input_grad.PATHS))
+"""Names of the input-gradient formulations ``conv_transpose(..., cpu_path=...)`` accepts."""
+
+DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
+SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin
+GEMM_MAX_EXPANSION = 4  # gemm's per-tap planes at most this many times the result
+GEMM_MIN_CONTRACTION = 256  # C_out/g below this: phase_conv beat gemm (k3s2, 128 channels)
+FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many taps (ungrouped)
+
+
+def _few_channels(geom: ConvGeometry) -> bool:
+    c_out, c_in_g = geom.w_shape[:2]
+    return c_in_g * (c_out // geom.group) <= DIRECT_MAX_CHANNEL_PRODUCT
+
+
+def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
+    """(taps of the largest phase per axis, taps zero-filled by the one-conv sub-pixel form)."""
+    most, used, dense = [], 1, 1
+    for a in range(geom.ndim):
+        _, _, k, s, d, _ = geom.axis(a)
+        counts = [len(t) for t in _cpu_input_grad.phase_split(k, s, d).values()]
+        most.append(max(counts))
+        used *= sum(counts)
+        dense *= max(counts) * s
+    return tuple(most), dense - used
+
+
+def select_cpu_path(geom: ConvGeometry) -> str:
+    """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``).
+
+    1. Few channels per group (depthwise, channel multipliers, small groups):
+       ``direct``.
+    2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
+    3. Every phase has at most one tap (kernel equal to the stride, kernel 1
+       under a stride): ``gemm`` (one matmul plus an interleave).
+    4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
+       stride): ``subpixel``, or ``gemm`` when ``C_in`` is small.
+    5. Otherwise: ``phase_gemm`` when ``C_in`` is small; ``subpixel`` when
+       ``gemm``'s per-tap planes would be more than ``GEMM_MAX_EXPANSION``
+       times the result; else ``gemm`` when its matmul contracts at least
+       ``GEMM_MIN_CONTRACTION`` channels, ``phase_conv`` when fewer.
+    """
+    if geom.cpu_path is not None:
+        return geom.cpu_path
+    c_out = geom.w_shape[0]
+    if _few_channels(geom):
+        return "direct"
+    if set(geom.stride) == {1}:
+        return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
+    most, wasted = phase_stats(geom)
+    if set(most) == {1}:
+        return "gemm"
+    small_c_in = geom.x_shape[1] < SMALL_C_IN
+    if wasted == 0:
+        return "gemm" if small_c_in else "subpixel"
+    if small_c_in:
+        return "phase_gemm"
+    if math.prod(geom.kernel) * math.prod(geom.y_shape[2:]) > GEMM_MAX_EXPANSION * math.prod(geom.x_shape[2:]):
+        return "subpixel"
+    return "gemm" if c_out // geom.group >= GEMM_MIN_CONTRACTION else "phase_conv"
+
+
+def select_forward_path(geom: ConvGeometry) -> str:
+    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``off_ynn``."""
+    return "direct" if _few_channels(geom) else "off_ynn"
+
+
+def select_filter_path(geom: ConvGeometry) -> str:
+    """CPU path of the weight gradient: ``direct`` for few channels per group, ``gemm``
+    ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, else ``default``."""
+    if _few_channels(geom):
+        return "direct"
+    if geom.group == 1 and math.prod(geom.kernel) <= FILTER_GEMM_MAX_TAPS:
+        return "gemm"
+    return "default"
+
+
+def cpu_backprop_input(dout, w, *, geom: ConvGeometry):
+    return _cpu_input_grad.PATHS[select_cpu_path(geom)](dout, w, geom=geom)
+
+
+def cpu_conv(x, w, *, geom: ConvGeometry):
+    return _cpu_dense.CONV_PATHS[select_forward_path(geom)](x, w, geom=geom)
+
+
+def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
+    return _cpu_dense.BACKPROP_FILTER_PATHS[select_filter_path(geom)](dout, x, geom=geom)
+
+
+cpu_lowering = {"conv": cpu_conv, "backprop_input": cpu_backprop_input, "backprop_filter": cpu_backprop_filter}
+"""The CPU lowering of each primitive, by role. None of them uses lhs dilation."""

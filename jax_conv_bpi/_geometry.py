@@ -1,0 +1,101 @@
+"""The static description of one convolution, for 1, 2 or 3 spatial dimensions.
+
+``ConvGeometry`` is the one parameter of the three primitives. It is frozen and
+hashable (it keys JAX's compilation caches) and holds, in channels-first order,
+
+    x  the forward convolution's input      (N, C_in, *spatial)
+    w  its kernel                           (C_out, C_in / group, *kernel)
+    y  its output (the transposed input)    (N, C_out, *out)
+
+with, per spatial axis, a stride, a dilation and a ``(lo, hi)`` padding pair of
+the forward convolution. The invariant checked on construction is the forward
+convolution's output-size rule on every axis,
+
+    out = (size + lo + hi - ((kernel - 1) * dilation + 1)) // stride + 1,
+
+so every formulation may rely on it. ``hi`` may be negative (a crop of rows no
+window reads): ``conv_transpose`` uses that for an ``output_padding`` of at
+least the stride, where PyTorch's rule allows sizes beyond the forward's
+natural input.
+
+Besides shapes, the geometry carries the numerics of the call (``precision``,
+``out_dtype``) and an optional forced CPU formulation (``cpu_path``), because
+those are static too and must survive differentiation and batching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from . import _padding
+
+__all__ = ["ConvGeometry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Every static quantity of one convolution, channels-first (NC..., OI...)."""
+
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    group: int = 1
+    # lax precision of every convolution / matmul (None: the backend default,
+    # ``jax.default_matmul_precision`` respected); the MindSpore shells use HIGHEST.
+    precision: Any = None
+    # dtype name of the result (None: the operands' dtype).
+    out_dtype: str | None = None
+    # forced CPU formulation of the input gradient (None: the dispatcher's choice).
+    cpu_path: str | None = None
+
+    def __post_init__(self):
+        n = self.ndim
+        if not 1 <= n <= 3:
+            raise ValueError(f"ConvGeometry: 1 to 3 spatial dimensions, got {n} (x shape {self.x_shape})")
+        lengths = (len(self.w_shape), len(self.y_shape), len(self.stride) + 2, len(self.dilation) + 2)
+        if any(v != n + 2 for v in lengths) or len(self.padding) != n:
+            raise ValueError(f"ConvGeometry: inconsistent ranks in {self}")
+        for a in range(n):
+            size, out, k, s, d, (lo, hi) = self.axis(a)
+            want = max(_padding.output_length(size, k, s, d, lo, hi), 0)
+            if out != want:
+                raise ValueError(
+                    f"ConvGeometry: spatial axis {a}: output size {out}, but size {size}, kernel {k}, stride {s}, "
+                    f"dilation {d}, padding {(lo, hi)} give {want}"
+                )
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions."""
+        return len(self.x_shape) - 2
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return tuple(self.w_shape[2:])
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        return tuple(_padding.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        """Positions of the spatial dimensions in a channels-first array."""
+        return tuple(range(2, 2 + self.ndim))
+
+    def axis(self, a: int) -> tuple[int, int, int, int, int, tuple[int, int]]:
+        """Spatial axis ``a``: (input size, output size, kernel, stride, dilation, (lo, hi))."""
+        return (
+            self.x_shape[2 + a],
+            self.y_shape[2 + a],
+            self.w_shape[2 + a],
+            self.stride[a],
+            self.dilation[a],
+            self.padding[a],
+        )
+
+    def replace(self, **changes) -> ConvGeometry:
+        return dataclasses.replace(self, **changes)
