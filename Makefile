@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench notebook-png lint
+.PHONY: demo test test-min-jax bench notebook-png lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,22 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest jax_conv_bpi tests README.md -q
+
+# The lowest JAX that pyproject.toml claims (jax>=0.4.36), in a venv of its own: the golden,
+# oracle and N-D tests run against it. `make test` runs this too (see .ci/run).
+MIN_VENV ?= .venv-min-jax
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_JAX := jax==0.4.36 jaxlib==0.4.36 numpy<2.2
+
+$(MIN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install --quiet --upgrade pip
+	$(MIN_PY) -m pip install --quiet $(foreach r,$(MIN_JAX),"$(r)") -e ".[test]"
+	touch $@
+
+test-min-jax: $(MIN_VENV)/.installed
+	$(MIN_PY) -c "import jax; assert jax.__version__ == '0.4.36', jax.__version__"
+	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_paths_nd.py -q -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench

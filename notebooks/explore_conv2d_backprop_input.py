@@ -477,4 +477,6 @@ plt.show()
 # * README, "Differences from MindSpore": every deliberate departure (error messages, case-insensitive
 #   `pad_mode`, `pad_list` in the gradients, NHWC everywhere, dtypes, zero-size inputs).
 # * `jax_conv_bpi/_padding.py`: the derivation of the padding and output-size arithmetic drawn above.
-# * `jax_conv_bpi/_ops.py`: the three primitives and how their transposes map into each other.
+# * `jax_conv_bpi/_primitives.py`: the three primitives and how their transposes map into each other.
+# * README, "`conv_transpose`": the same operator for 1-D and 3-D (and 2-D) in lax's vocabulary, with groups,
+#   PyTorch's `output_padding` rule and channels-last layouts.
