@@ -179,7 +179,8 @@ def _batch_rule(prim: Primitive, args, dims, *, geom: ConvGeometry):
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     res = _shape(geom, roles[2])
     if size == 0:
-        aval = _abstract_eval(prim, *(jax.core.ShapedArray(_shape(geom, r), a.dtype) for a, r in zip(args, roles[:2])))
+        unbatched = (jax.core.ShapedArray(_shape(geom, r), a.dtype) for a, r in zip(args, roles[:2]))
+        aval = _abstract_eval(prim, *unbatched, geom=geom)
         return jnp.zeros((0, *res), aval.dtype), 0
     x, w, y = geom.x_shape, geom.w_shape, geom.y_shape
     w_batched = any(r == "w" and d is not None for r, d in zip(roles, dims))

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import reference
 from conftest import golden_probes
+from helpers import as_nchw, enable_x64, from_nchw, mindspore_geometry
+from helpers import hw as _hw
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import _args
@@ -207,42 +209,17 @@ def _fault_argument(desc: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _hw(v):
-    return (v, v) if isinstance(v, int) else tuple(v[-2:])
-
-
-def spec_padding(pad_mode, pad, pad_list, size_hw, kernel_hw, stride, dilation):
-    mode = pad_mode.lower()
-    if mode == "valid":
-        return (0, 0, 0, 0)
-    if mode == "pad":
-        if isinstance(pad_list, (tuple, list)) and len(pad_list) == 4 and all(p >= 0 for p in pad_list):
-            return tuple(pad_list)
-        return (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    return reference.same_padding(size_hw, kernel_hw, stride, dilation)
-
-
 def reference_result(kwargs: dict, dout, weight, input_size) -> np.ndarray:
     """float64 NumPy reference of ``Op(**kwargs)(dout, weight, input_size)`` in the op's layout."""
     fmt = kwargs.get("data_format", "NCHW")
     dout = np.asarray(dout, np.float64)
     weight = np.asarray(weight, np.float64)
     size = tuple(int(v) for v in np.asarray(input_size).tolist())
+    dout, weight = as_nchw(dout, fmt), as_nchw(weight, fmt)
     if fmt == "NHWC":
-        dout, weight = dout.transpose(0, 3, 1, 2), weight.transpose(0, 3, 1, 2)
         size = (size[0], size[3], size[1], size[2])
-    stride, dilation = _hw(kwargs.get("stride", 1)), _hw(kwargs.get("dilation", 1))
-    padding = spec_padding(
-        kwargs.get("pad_mode", "valid"),
-        kwargs.get("pad", 0),
-        kwargs.get("pad_list"),
-        size[2:],
-        weight.shape[2:],
-        stride,
-        dilation,
-    )
-    out = reference.backprop_input(dout, weight, size, stride, dilation, padding, kwargs.get("group", 1))
-    return out.transpose(0, 2, 3, 1) if fmt == "NHWC" else out
+    out = reference.backprop_input(dout, weight, size, *mindspore_geometry(kwargs, size, weight.shape))
+    return from_nchw(out, fmt)
 
 
 def _tolerance(dtype) -> dict:
@@ -280,7 +257,7 @@ def _run(probe: dict):
 @pytest.mark.parametrize("probe", golden_probes())
 def test_probe(probe):
     outcome = decided(probe)
-    with jax.enable_x64(_needs_x64(probe)):
+    with enable_x64(_needs_x64(probe)):
         stage, result, args, kwargs, caught = _run(probe)
         if isinstance(outcome, Raise):
             assert stage == outcome.stage, f"expected {outcome.exc.__name__} at {outcome.stage}, got {result!r}"
@@ -359,7 +336,7 @@ def _raising_probes(p):
 
 @pytest.mark.parametrize("probe", golden_probes(_raising_probes))
 def test_class_and_function_messages_match(probe):
-    with jax.enable_x64(_needs_x64(probe)):
+    with enable_x64(_needs_x64(probe)):
         _, cls_err, _, kwargs, _ = _run(probe)
         fn_kwargs = {k: v for k, v in kwargs.items() if k not in _CLASS_ONLY}
         rng = np.random.default_rng(int(probe["id"][3:]))

@@ -30,66 +30,30 @@ cases with default options and checks them against the chunked results.
 
 from __future__ import annotations
 
-import functools
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
 from conftest import Golden, golden_cases
+from helpers import compile_and_run, enable_x64, from_nchw, hw, mindspore_geometry, to_nchw, to_nhwc
 
 import jax_conv_bpi
-
-# ---------------------------------------------------------------------------
-# The spec's geometry, written here independently of jax_conv_bpi._padding
-# ---------------------------------------------------------------------------
-
-
-def _hw(v) -> tuple[int, int]:
-    """stride / dilation as MindSpore's CPU kernel reads it: (h, w)."""
-    return (v, v) if isinstance(v, int) else (v[-2], v[-1])
-
-
-def spec_padding(kw: dict, input_hw, kernel_hw) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the forward convolution (spec section 4)."""
-    mode = kw["pad_mode"].lower()
-    if mode == "valid":
-        return (0, 0, 0, 0)
-    if mode == "pad":
-        pad_list = kw.get("pad_list")
-        if pad_list and all(p >= 0 for p in pad_list):
-            return tuple(pad_list)
-        pad = kw["pad"]
-        return (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    return reference.same_padding(input_hw, kernel_hw, _hw(kw["stride"]), _hw(kw["dilation"]))
-
-
-def _nchw(a: np.ndarray) -> np.ndarray:
-    """NHWC -> NCHW, and OHWI -> OIHW (the same permutation)."""
-    return np.transpose(a, (0, 3, 1, 2))
-
-
-def _nhwc(a):
-    """NCHW -> NHWC, and OIHW -> OHWI."""
-    return jnp.transpose(a, (0, 2, 3, 1))
 
 
 def reference_vjp(case: dict, kw: dict, dout, weight, cot):
     """Float64 forward and pull-backs of ``cot`` from tests/reference.py, in the case's layout."""
-    nhwc = case["data_format"] == "NHWC"
+    fmt = case["data_format"]
     size = tuple(int(v) for v in case["input_size"])
-    if nhwc:
-        dout, weight, cot = _nchw(dout), _nchw(weight), _nchw(cot)
+    if fmt == "NHWC":
+        dout, weight, cot = to_nchw(dout), to_nchw(weight), to_nchw(cot)
         size = (size[0], size[3], size[1], size[2])
-    geom = (_hw(kw["stride"]), _hw(kw["dilation"]), spec_padding(kw, size[2:], weight.shape[2:]), kw["group"])
+    geom = mindspore_geometry(kw, size, weight.shape)
     out = reference.backprop_input(dout, weight, size, *geom)
     # out = B(dout, weight) is bilinear: <cot, B(dout, w)> = <conv2d(cot, w), dout> = <bpf(dout, cot), w>.
     g_dout = reference.conv2d(cot, weight, *geom)
     g_weight = reference.backprop_filter(dout, cot, weight.shape, *geom)
-    back = (lambda a: np.transpose(a, (0, 2, 3, 1))) if nhwc else (lambda a: a)
-    return back(out), back(g_dout), back(g_weight)
+    return from_nchw(out, fmt), from_nchw(g_dout, fmt), from_nchw(g_weight, fmt)
 
 
 # ---------------------------------------------------------------------------
@@ -130,33 +94,6 @@ def _nhwc_input_size(size):
 # Compiled programs
 # ---------------------------------------------------------------------------
 
-_FAST_CPU_OPTIONS = {
-    "xla_backend_optimization_level": 0,
-    "xla_cpu_use_fusion_emitters": False,
-    "xla_cpu_parallel_codegen_split_count": 1,
-}
-
-
-@functools.cache
-def fast_compile_options() -> dict | None:
-    """Compile-time-only options for the CPU grid, or None where they are unknown."""
-    if jax.default_backend() != "cpu":
-        return None
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(_FAST_CPU_OPTIONS)
-    except Exception:  # an XLA without these options: default compilation
-        return None
-    return _FAST_CPU_OPTIONS
-
-
-def compile_and_run(fn, *args):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # attribute mismatches: checked in their own test
-        lowered = jax.jit(fn).lower(*args)
-    opts = fast_compile_options()
-    compiled = lowered.compile(opts) if opts else lowered.compile()
-    return jax.device_get(compiled(*args))
-
 
 def fwd_vjp(op, input_size, dout, weight, cot):
     """Forward output and both pull-backs of ``cot``, as in the golden README."""
@@ -173,7 +110,7 @@ def _case_program(case: dict):
     def program(dout, weight, cot):
         res = {"main": fwd_vjp(op, size, dout, weight, cot)}
         if op_nhwc is not None:
-            res["nhwc"] = fwd_vjp(op_nhwc, _nhwc_input_size(size), _nhwc(dout), _nhwc(weight), _nhwc(cot))
+            res["nhwc"] = fwd_vjp(op_nhwc, _nhwc_input_size(size), to_nhwc(dout), to_nhwc(weight), to_nhwc(cot))
         return res
 
     return program
@@ -274,7 +211,7 @@ def test_nhwc_is_transposed_nchw(golden, case):
     res = golden_results(golden, case)
     for what, nchw, nhwc in zip(("forward", "vjp_dout", "vjp_weight"), res["main"], res["nhwc"]):
         assert nhwc.dtype == nchw.dtype
-        _close(_nchw(nhwc), nchw, f"NHWC {what}", **_same_up_to_order(case, nchw))
+        _close(to_nchw(nhwc), nchw, f"NHWC {what}", **_same_up_to_order(case, nchw))
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +225,7 @@ _DTYPE_TAGS += ("pad_mode_case", "edge", "larger", "alias")
 
 def _strided_dilated(case: dict) -> bool:
     kw = _run_kwargs(case)
-    return max(_hw(kw["stride"])) > 1 and max(_hw(kw["dilation"])) > 1
+    return max(hw(kw["stride"])) > 1 and max(hw(kw["dilation"])) > 1
 
 
 def _subset(predicate, tags, strided_dilated: int) -> set[str]:
@@ -340,7 +277,7 @@ def _dtype_run(golden: Golden, dtype: str) -> dict[str, tuple]:
 
         x64 = jax.config.jax_enable_x64
         if dtype == "float64":
-            with jax.enable_x64(True):
+            with enable_x64(True):
                 outs = run()
         else:
             outs = run()

@@ -8,6 +8,15 @@ lowering never uses lhs dilation. This runs those shapes through the op, its
 input gradient and ``jax.grad`` w.r.t. both operands, all under ``jax.jit``, in
 a child process (an abort there fails this test instead of killing pytest),
 and compares the numbers with the float64 NumPy reference.
+
+The same child runs 1-D and 3-D strided + dilated geometries through
+``conv_transpose`` (dispatched CPU path) and ``jax.grad`` of it w.r.t. ``y``
+and ``w``, under ``jax.jit``, and reports whether any of those programs holds
+an lhs-dilated convolution. The 3-D ones are the 2-D abort with a third axis:
+``jax.vjp`` of lax aborts XLA CPU on them (checked by hand: SIGABRT, exit 134).
+No 1-D shape is known to abort (a random search of 400 strided + dilated 1-D
+geometries found none); the 1-D ones are the abort's W axis alone and a
+cropped ``output_padding >= stride`` variant.
 """
 
 from __future__ import annotations
@@ -18,8 +27,12 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import reference
+from helpers import dout_shape_2d, lhs_dilations, mindspore_geometry, transpose_sizes
+from jax import lax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,15 +59,72 @@ SHAPES = [
     ("same-s3-d2", (1, 2, 10, 8), (2, 2, 3, 2), dict(stride=3, dilation=2, pad_mode="same")),
 ]
 
+# (name, y shape, w shape, conv_transpose keywords), channels-first.
+ND_SHAPES = [
+    # The 2-D abort with a third axis (lax's vjp aborts on both).
+    (
+        "3d-known-abort",
+        (1, 1, 3, 3, 3),
+        (1, 2, 2, 2, 5),
+        dict(strides=[2, 2, 3], padding=[[1, 1]] * 3, output_padding=[0, 0, 2], rhs_dilation=[1, 1, 3]),
+    ),
+    (
+        "3d-known-abort-wide",
+        (1, 16, 3, 3, 3),
+        (16, 16, 2, 2, 5),
+        dict(strides=[2, 2, 3], padding=[[1, 1]] * 3, output_padding=[0, 0, 2], rhs_dilation=[1, 1, 3]),
+    ),
+    (
+        "3d-grouped-asym",
+        (2, 4, 2, 3, 3),
+        (4, 2, 2, 2, 3),
+        dict(
+            strides=[2, 1, 3],
+            padding=[[1, 0], [0, 1], [1, 1]],
+            output_padding=[1, 0, 2],
+            rhs_dilation=[1, 2, 3],
+            feature_group_count=2,
+        ),
+    ),
+    (
+        "1d-abort-w-axis",
+        (1, 1, 3),
+        (1, 2, 5),
+        dict(strides=[3], padding=[[1, 1]], output_padding=[2], rhs_dilation=[3]),
+    ),
+    (
+        "1d-wide-cropped",
+        (2, 16, 5),
+        (16, 16, 3),
+        dict(strides=[2], padding=[[1, 0]], output_padding=[2], rhs_dilation=[3]),
+    ),
+    (
+        "1d-depthwise",
+        (1, 6, 4),
+        (6, 1, 4),
+        dict(strides=[3], padding=[[2, 1]], output_padding=[1], rhs_dilation=[2], feature_group_count=6),
+    ),
+]
+
 CHILD = r"""
 import json, sys
 import numpy as np
 import jax, jax.numpy as jnp
 import jax_conv_bpi as jcb
+from helpers import lhs_dilated_convolutions, lhs_dilations  # tests/ is on the child's path
 
 shapes = json.loads(sys.argv[1])
 data = np.load(sys.argv[2])
 out = {}
+for name, y_shape, w_shape, kw in json.loads(sys.argv[4]):
+    y, w, cot = (jnp.asarray(data[f"{name}_{k}"]) for k in ("y", "weight", "cot"))
+    op = jax.jit(lambda y, w: jcb.conv_transpose(y, w, **kw))
+    grads = jax.jit(jax.grad(lambda y, w: jnp.sum(jcb.conv_transpose(y, w, **kw) * cot), argnums=(0, 1)))
+    hlo = op.lower(y, w).as_text() + grads.lower(y, w).as_text()
+    out[f"{name}_lhs_dilated_convolutions"] = np.asarray(lhs_dilated_convolutions(hlo))
+    out[f"{name}_convolution_count"] = np.asarray(len(lhs_dilations(hlo)))
+    out[f"{name}_forward"] = np.asarray(op(y, w))
+    out[f"{name}_grad_y"], out[f"{name}_grad_weight"] = (np.asarray(g) for g in grads(y, w))
 for name, x_shape, w_shape, kw in shapes:
     for key in ("stride", "dilation", "pad"):
         if isinstance(kw.get(key), list):
@@ -76,41 +146,39 @@ print("ok", len(out))
 """
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _nd_sizes(y_shape, w_shape, kw):
+    """Result spatial size (PyTorch's rule) and the forward padding pairs of one N-D shape."""
+    return transpose_sizes(
+        y_shape[2:], w_shape[2:], kw["strides"], kw["rhs_dilation"], kw["padding"], kw["output_padding"]
+    )
 
 
-def _geometry(x_shape, w_shape, kw):
-    """stride, dilation, (top, bottom, left, right) padding and group, from the spec's formulas."""
-    stride, dilation = _pair(kw.get("stride", 1)), _pair(kw.get("dilation", 1))
-    mode = kw.get("pad_mode", "valid")
-    if mode == "valid":
-        padding = (0, 0, 0, 0)
-    elif mode == "pad":
-        pad = kw["pad"]
-        padding = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-    else:
-        padding = reference.same_padding(x_shape[2:], w_shape[2:], stride, dilation)
-    return stride, dilation, padding, kw.get("group", 1)
+def test_lax_input_gradient_of_the_nd_shapes_is_lhs_dilated():
+    """What the child checks for is there in lax's own input gradient of the N-D shapes (lowered, never compiled)."""
+    for name, y_shape, w_shape, kw in ND_SHAPES:
+        x_spatial, pairs = _nd_sizes(y_shape, w_shape, kw)
+        group = kw.get("feature_group_count", 1)
+        x = jnp.zeros((y_shape[0], group * w_shape[1], *x_spatial), jnp.float32)
+        w = jnp.zeros(w_shape, jnp.float32)
 
+        def lax_input_grad(x, w, y, kw=kw, pairs=pairs, group=group):
+            conv = lambda a: lax.conv_general_dilated(  # noqa: E731
+                a, w, kw["strides"], pairs, rhs_dilation=kw["rhs_dilation"], feature_group_count=group
+            )
+            return jax.vjp(conv, x)[1](y)[0]
 
-def _dout_shape(x_shape, w_shape, geom):
-    stride, dilation, p, _ = geom
-    hw = [
-        reference.output_size(x_shape[2 + a], w_shape[2 + a], stride[a], dilation[a], *p[2 * a : 2 * a + 2])
-        for a in range(2)
-    ]
-    return (x_shape[0], w_shape[0], *hw)
+        hlo = jax.jit(lax_input_grad).lower(x, w, jnp.zeros(y_shape, jnp.float32)).as_text()
+        assert lhs_dilations(hlo) == [tuple(kw["strides"])], (name, lhs_dilations(hlo))
 
 
 def test_hazard_shapes_in_a_subprocess(tmp_path):
     rng = np.random.default_rng(2024)
     arrays, expected = {}, {}
     for name, x_shape, w_shape, kw in SHAPES:
-        geom = _geometry(x_shape, w_shape, kw)
-        stride, dilation, _, _ = geom
+        geom = mindspore_geometry(kw, x_shape, w_shape)
+        stride, dilation, padding, _ = geom
         assert max(stride) > 1 and max(dilation) > 1  # every shape here is strided + dilated
-        y_shape = _dout_shape(x_shape, w_shape, geom)
+        y_shape = dout_shape_2d(x_shape, w_shape, stride, dilation, padding)
         assert min(y_shape) >= 1
         dout, w = (rng.standard_normal(s).astype(np.float32) for s in (y_shape, w_shape))
         cot = rng.standard_normal(x_shape).astype(np.float32)
@@ -121,12 +189,33 @@ def test_hazard_shapes_in_a_subprocess(tmp_path):
         # loss = <op(dout, w), cot>: d/d dout = conv2d(cot, w), d/dw = backprop_filter(dout, cot).
         expected[f"{name}_grad_dout"] = reference.conv2d(cot, w, *geom)
         expected[f"{name}_grad_weight"] = reference.backprop_filter(dout, cot, w.shape, *geom)
+    for name, y_shape, w_shape, kw in ND_SHAPES:
+        stride, dilation, (x_spatial, pairs) = kw["strides"], kw["rhs_dilation"], _nd_sizes(y_shape, w_shape, kw)
+        assert max(stride) > 1 and max(dilation) > 1  # every shape here is strided + dilated
+        group = kw.get("feature_group_count", 1)
+        x_shape = (y_shape[0], group * w_shape[1], *x_spatial)
+        y, w, cot = (rng.standard_normal(s).astype(np.float32) for s in (y_shape, w_shape, x_shape))
+        arrays.update({f"{name}_y": y, f"{name}_weight": w, f"{name}_cot": cot})
+        geom = (stride, dilation, pairs, group)
+        expected[f"{name}_forward"] = reference.conv_transpose_nd(y, w, x_spatial, *geom)
+        # loss = <conv_transpose(y, w), cot>: d/dy = conv(cot, w), d/dw = backprop_filter(y, cot).
+        expected[f"{name}_grad_y"] = reference.conv_nd(cot, w, *geom)
+        expected[f"{name}_grad_weight"] = reference.backprop_filter_nd(y, cot, w_shape, *geom)
+        expected[f"{name}_lhs_dilated_convolutions"] = np.zeros(())
     np.savez(tmp_path / "inputs.npz", **arrays)
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(SHAPES), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            json.dumps(SHAPES),
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "out.npz"),
+            json.dumps(ND_SHAPES),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -135,7 +224,9 @@ def test_hazard_shapes_in_a_subprocess(tmp_path):
     assert proc.returncode == 0, f"child exited with {proc.returncode} (-6 is SIGABRT):\n{proc.stderr[-3000:]}"
 
     got = np.load(tmp_path / "out.npz")
-    assert sorted(got.files) == sorted(expected)
+    # The programs of the wide shapes hold convolutions (so "no lhs dilation" was read off real ones).
+    assert all(int(got[f"{name}_convolution_count"]) >= 1 for name, *_ in ND_SHAPES if "wide" in name)
+    assert sorted(k for k in got.files if not k.endswith("_convolution_count")) == sorted(expected)
     for key, ref in expected.items():
         actual = got[key].astype(np.float64)
         assert actual.shape == ref.shape, (key, actual.shape, ref.shape)

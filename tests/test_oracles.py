@@ -30,14 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from helpers import as_nchw, assert_close, compile_and_run, from_nchw, hw
 from jax import lax
-from test_golden import compile_and_run
 
 import jax_conv_bpi as jcb
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,14 +77,14 @@ class Geometry:
             return (2, 0, 1, 3)
         if self.mode == "pad-list":
             return (0, 2, 3, 1)
-        return reference.same_padding(self.hw, self.kernel, _pair(self.stride), _pair(self.dilation))
+        return reference.same_padding(self.hw, self.kernel, hw(self.stride), hw(self.dilation))
 
     def _slack(self) -> list[int]:
         """Per axis, padded rows beyond the last window (> 0: ambiguous input_size)."""
         p = self.padding
         return [
-            (self.hw[a] + p[2 * a] + p[2 * a + 1] - (self.kernel[a] - 1) * _pair(self.dilation)[a] - 1)
-            % _pair(self.stride)[a]
+            (self.hw[a] + p[2 * a] + p[2 * a + 1] - (self.kernel[a] - 1) * hw(self.dilation)[a] - 1)
+            % hw(self.stride)[a]
             for a in range(2)
         ]
 
@@ -96,8 +92,8 @@ class Geometry:
     def dout_hw(self) -> tuple[int, int]:
         p = self.padding
         return tuple(
-            (self.hw[a] + p[2 * a] + p[2 * a + 1] - (self.kernel[a] - 1) * _pair(self.dilation)[a] - 1)
-            // _pair(self.stride)[a]
+            (self.hw[a] + p[2 * a] + p[2 * a + 1] - (self.kernel[a] - 1) * hw(self.dilation)[a] - 1)
+            // hw(self.stride)[a]
             + 1
             for a in range(2)
         )
@@ -109,7 +105,7 @@ class Geometry:
     @property
     def hazard(self) -> bool:
         """Strided and dilated: lax autodiff of the input gradient may abort XLA CPU."""
-        return max(_pair(self.stride)) > 1 and max(_pair(self.dilation)) > 1
+        return max(hw(self.stride)) > 1 and max(hw(self.dilation)) > 1
 
     # -- shapes in the chosen layout --
 
@@ -188,7 +184,7 @@ def test_grid_covers_every_feature():
     assert {g.group for g in GRID} == {1, 2, 3} and any(g.group == g.c_in for g in GRID)
     for fmt in ("NCHW", "NHWC"):
         assert any(g.data_format == fmt and g.ambiguous for g in GRID)
-        assert any(g.data_format == fmt and not g.hazard and max(_pair(g.stride)) > 1 for g in GRID)
+        assert any(g.data_format == fmt and not g.hazard and max(hw(g.stride)) > 1 for g in GRID)
     assert any(h % 2 for g in GRID for h in g.hw)
     assert all(min(g.dout_hw) >= 1 for g in GRID)
 
@@ -203,9 +199,9 @@ def _lax_conv(g: Geometry, x, w):
     return lax.conv_general_dilated(
         x,
         w,
-        window_strides=_pair(g.stride),
+        window_strides=hw(g.stride),
         padding=((p[0], p[1]), (p[2], p[3])),
-        rhs_dilation=_pair(g.dilation),
+        rhs_dilation=hw(g.dilation),
         dimension_numbers=g.dn,
         feature_group_count=g.group,
         precision=lax.Precision.HIGHEST,
@@ -241,16 +237,6 @@ def _program(g: Geometry):
     return program
 
 
-def _to_nchw(g: Geometry, a):
-    return (
-        np.asarray(a, np.float64) if g.data_format == "NCHW" else np.transpose(np.asarray(a, np.float64), (0, 3, 1, 2))
-    )
-
-
-def _from_nchw(g: Geometry, a):
-    return a if g.data_format == "NCHW" else np.transpose(a, (0, 2, 3, 1))
-
-
 _cache: dict[Geometry, tuple] = {}
 
 
@@ -259,22 +245,16 @@ def results(g: Geometry):
     if g not in _cache:
         rng = np.random.default_rng(zlib.crc32(g.id.encode()))
         x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in (g.x_shape, g.w_shape, g.y_shape))
-        geom = (_pair(g.stride), _pair(g.dilation), g.padding, g.group)
-        xn, wn, dyn = (_to_nchw(g, a) for a in (x, w, dy))
+        geom = (hw(g.stride), hw(g.dilation), g.padding, g.group)
+        fmt = g.data_format
+        xn, wn, dyn = (as_nchw(np.asarray(a, np.float64), fmt) for a in (x, w, dy))
         ref = {
-            "bpi": _from_nchw(g, reference.backprop_input(dyn, wn, xn.shape, *geom)),
-            "conv2d": _from_nchw(g, reference.conv2d(xn, wn, *geom)),
-            "bpf": _from_nchw(g, reference.backprop_filter(dyn, xn, wn.shape, *geom)),
+            "bpi": from_nchw(reference.backprop_input(dyn, wn, xn.shape, *geom), fmt),
+            "conv2d": from_nchw(reference.conv2d(xn, wn, *geom), fmt),
+            "bpf": from_nchw(reference.backprop_filter(dyn, xn, wn.shape, *geom), fmt),
         }
         _cache[g] = ref, compile_and_run(_program(g), x, w, dy)
     return _cache[g]
-
-
-def _close(actual, expected, what: str, rtol=1e-5, scale_atol=1e-5):
-    actual = np.asarray(actual, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    atol = scale_atol * max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
 
 
 # ---------------------------------------------------------------------------
@@ -288,9 +268,9 @@ def test_backprop_input_is_the_adjoint_of_conv2d(g):
     ref, ours = results(g)
     bpi = np.asarray(ours["bpi"], np.float64)
     assert ours["bpi"].shape == g.x_shape and ours["bpi"].dtype == jnp.float32
-    _close(bpi, ref["bpi"], "conv2d_backprop_input vs reference")
+    assert_close(bpi, ref["bpi"], "conv2d_backprop_input vs reference")
     for key in ("bpi_class", "bpi_vjp_conv2d", "bpi_transpose_conv2d"):
-        _close(ours[key], bpi, f"{key} vs conv2d_backprop_input", rtol=1e-6, scale_atol=1e-6)
+        assert_close(ours[key], bpi, f"{key} vs conv2d_backprop_input", rtol=1e-6, scale_atol=1e-6)
 
 
 @pytest.mark.parametrize("g", PARAMS)
@@ -298,11 +278,11 @@ def test_conv2d_and_backprop_filter(g):
     """conv2d and conv2d_backprop_filter == their classes == float64 references == lax forward."""
     ref, ours = results(g)
     assert ours["conv2d"].shape == g.y_shape and ours["bpf"].shape == g.w_shape
-    _close(ours["conv2d"], ref["conv2d"], "conv2d vs reference")
-    _close(ours["lax_conv"], ref["conv2d"], "lax.conv_general_dilated vs reference (padding formulas)")
-    _close(ours["bpf"], ref["bpf"], "conv2d_backprop_filter vs reference")
-    _close(ours["conv2d_class"], np.asarray(ours["conv2d"], np.float64), "Conv2D vs conv2d", 1e-6, 1e-6)
-    _close(ours["bpf_class"], np.asarray(ours["bpf"], np.float64), "Conv2DBackpropFilter vs function", 1e-6, 1e-6)
+    assert_close(ours["conv2d"], ref["conv2d"], "conv2d vs reference")
+    assert_close(ours["lax_conv"], ref["conv2d"], "lax.conv_general_dilated vs reference (padding formulas)")
+    assert_close(ours["bpf"], ref["bpf"], "conv2d_backprop_filter vs reference")
+    assert_close(ours["conv2d_class"], np.asarray(ours["conv2d"], np.float64), "Conv2D vs conv2d", 1e-6, 1e-6)
+    assert_close(ours["bpf_class"], np.asarray(ours["bpf"], np.float64), "Conv2DBackpropFilter vs function", 1e-6, 1e-6)
 
 
 # Strided + dilated geometries are left out of this oracle: XLA CPU can abort the
@@ -312,5 +292,5 @@ def test_conv2d_and_backprop_filter(g):
 def test_lax_autodiff_oracle(g):
     """Our input and weight gradients == jax.vjp of plain lax.conv_general_dilated."""
     _, ours = results(g)
-    _close(ours["bpi"], np.asarray(ours["lax_bpi"], np.float64), "conv2d_backprop_input vs lax vjp")
-    _close(ours["bpf"], np.asarray(ours["lax_bpf"], np.float64), "conv2d_backprop_filter vs lax vjp")
+    assert_close(ours["bpi"], np.asarray(ours["lax_bpi"], np.float64), "conv2d_backprop_input vs lax vjp")
+    assert_close(ours["bpf"], np.asarray(ours["lax_bpf"], np.float64), "conv2d_backprop_filter vs lax vjp")

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import reference
 from absl.testing import parameterized
+from helpers import enable_x64
 from jax import lax
 
 import jax_conv_bpi as jcb
@@ -425,7 +426,7 @@ class NumericalGradsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*[(c.name, c) for c in CHEX_CONFIGS])
     def test_assert_numerical_grads(self, cfg):
-        with jax.enable_x64(True):
+        with enable_x64(True):
             d, w, c = inputs(cfg, seed=11, dtype=np.float64)
             loss = self.variant(scalar_loss(ours(cfg), c))
             args = (jnp.asarray(d), jnp.asarray(w))
@@ -438,7 +439,7 @@ class NumericalGradsTest(chex.TestCase):
 @pytest.mark.parametrize("cfg", _ids(ALL_CONFIGS))
 def test_check_grads(cfg):
     """``jax.test_util.check_grads`` with its default modes and tolerances, orders 1 and 2, in float64."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         d, w, c = inputs(cfg, seed=13, dtype=np.float64)
         args = (jnp.asarray(d), jnp.asarray(w))
         # order 2 checks orders 1 and 2

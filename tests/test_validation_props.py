@@ -8,6 +8,14 @@
     from the validation layer (``_args.py`` / ``_padding.py``), before anything
     is traced or compiled.
 (c) NaN and Inf in the data propagate as in the reference.
+(d) ``conv_transpose`` in 1 to 3 spatial dims: random valid configurations
+    (strides, dilations, groups incl. depthwise, ``'SAME'`` / ``'VALID'`` / int
+    / pair padding, ``output_padding`` up to ``max(stride, dilation) - 1``,
+    channels-first and channels-last layouts, batch 0..2) agree with
+    ``reference.conv_transpose_nd``; random invalid arguments raise a
+    TypeError or ValueError naming the argument, from ``_args.py``, before
+    anything compiles. The valid ones compile a program per example, so they
+    draw half of the profile's examples.
 
 Profiles (tests/conftest.py): "ci" (default, deterministic) and "dev"
 (``HYPOTHESIS_PROFILE=dev``, many more examples).
@@ -16,6 +24,7 @@ Profiles (tests/conftest.py): "ci" (default, deterministic) and "dev"
 from __future__ import annotations
 
 import pathlib
+import re
 import traceback
 import warnings
 
@@ -24,23 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from hypothesis import assume, given
+from helpers import enable_x64, from_nchw, mindspore_padding, to_nchw, transpose_sizes
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jax_conv_bpi as jcb
-
-# ---------------------------------------------------------------------------
-# Spec arithmetic, written independently of jax_conv_bpi (spec sections 4 and 6)
-# ---------------------------------------------------------------------------
-
-
-def spec_padding(mode, pad4, size_hw, kernel_hw, stride, dilation):
-    if mode == "valid":
-        return (0, 0, 0, 0)
-    if mode == "pad":
-        return pad4
-    return reference.same_padding(size_hw, kernel_hw, stride, dilation)
-
 
 # ---------------------------------------------------------------------------
 # (a) valid configurations
@@ -93,7 +90,7 @@ def valid_configs(draw):
     sizes = jcb.valid_input_sizes(dout_hw, kernel, stride=stride, dilation=dilation, pad_mode=mode, pad=pad4)
     assume(len(sizes[0]) and len(sizes[1]))
     size_hw = (draw(st.sampled_from(list(sizes[0]))), draw(st.sampled_from(list(sizes[1]))))
-    padding = spec_padding(mode, pad4, size_hw, kernel, stride, dilation)
+    padding = mindspore_padding(mode, pad4, None, size_hw, kernel, stride, dilation)
     # The helper's ranges agree with the spec's forward formula, and conv2d_output_size inverts them.
     for a in range(2):
         assert (
@@ -119,10 +116,6 @@ def valid_configs(draw):
     )
 
 
-def _to_user(a: np.ndarray, fmt: str) -> np.ndarray:
-    return a.transpose(0, 2, 3, 1) if fmt == "NHWC" else a
-
-
 def _size_arg(shape, kind):
     if kind == "tuple":
         return tuple(shape)
@@ -137,7 +130,7 @@ def _size_arg(shape, kind):
 
 def _operator(cfg):
     kw, fmt = dict(cfg["kwargs"]), cfg["kwargs"]["data_format"]
-    size = _size_arg(_to_user(np.empty(cfg["x"]), fmt).shape, cfg["size_kind"])
+    size = _size_arg(from_nchw(np.empty(cfg["x"]), fmt).shape, cfg["size_kind"])
     if cfg["api"] == "function":
         return lambda d, w: jcb.conv2d_backprop_input(d, w, size, **kw)
     cls = getattr(jcb, cfg["api"])
@@ -162,18 +155,18 @@ def test_valid_configurations_match_the_reference(cfg):
     rng = np.random.default_rng(cfg["seed"])
     dout, weight, cot = (rng.standard_normal(s) for s in (cfg["y"], cfg["w"], cfg["x"]))
     tol = dict(rtol=1e-5, atol=5e-5) if cfg["dtype"] == "float32" else dict(rtol=1e-10, atol=1e-10)
-    with jax.enable_x64(cfg["dtype"] == "float64"):
+    with enable_x64(cfg["dtype"] == "float64"):
         dtype = jnp.dtype(cfg["dtype"])
-        args = [jnp.asarray(_to_user(a, fmt), dtype) for a in (dout, weight, cot)]
+        args = [jnp.asarray(from_nchw(a, fmt), dtype) for a in (dout, weight, cot)]
         out, pull = jax.vjp(_operator(cfg), args[0], args[1])
         g_dout, g_weight = pull(args[2])
         assert out.dtype == g_dout.dtype == g_weight.dtype == dtype
         # The references see exactly the (rounded) values the op saw.
         dout, weight, cot = (np.asarray(a, np.float64) for a in args)
         if fmt == "NHWC":
-            dout, weight, cot = (a.transpose(0, 3, 1, 2) for a in (dout, weight, cot))
+            dout, weight, cot = (to_nchw(a) for a in (dout, weight, cot))
         for got, want in zip((out, g_dout, g_weight), _references(cfg, dout, weight, cot)):
-            np.testing.assert_allclose(np.asarray(got, np.float64), _to_user(want, fmt), **tol)
+            np.testing.assert_allclose(np.asarray(got, np.float64), from_nchw(want, fmt), **tol)
 
 
 # ---------------------------------------------------------------------------
@@ -228,9 +221,9 @@ def invalid_calls(draw):
     cfg = draw(valid_configs())
     fmt = cfg["kwargs"]["data_format"]
     rng = np.random.default_rng(cfg["seed"])
-    dout = _to_user(rng.standard_normal(cfg["y"]), fmt).astype(np.float32)
-    weight = _to_user(rng.standard_normal(cfg["w"]), fmt).astype(np.float32)
-    size = list(_to_user(np.empty(cfg["x"]), fmt).shape)
+    dout = from_nchw(rng.standard_normal(cfg["y"]), fmt).astype(np.float32)
+    weight = from_nchw(rng.standard_normal(cfg["w"]), fmt).astype(np.float32)
+    size = list(from_nchw(np.empty(cfg["x"]), fmt).shape)
     kwargs, ctor = dict(cfg["kwargs"]), dict(out_channel=cfg["w"][0], kernel_size=cfg["w"][2:])
     mode = kwargs["pad_mode"].lower()
     h_axis = 1 if fmt == "NHWC" else 2
@@ -391,11 +384,11 @@ def test_nan_and_inf_propagate_as_in_the_reference(cfg, where, count):
     if where in ("weight", "both"):
         weight = _poison(rng, weight, count)
     fmt = cfg["kwargs"]["data_format"]
-    with jax.enable_x64(True):
-        out = _operator(cfg)(jnp.asarray(_to_user(dout, fmt)), jnp.asarray(_to_user(weight, fmt)))
+    with enable_x64(True):
+        out = _operator(cfg)(jnp.asarray(from_nchw(dout, fmt)), jnp.asarray(from_nchw(weight, fmt)))
         out = np.asarray(out)
     with np.errstate(invalid="ignore"):
-        want = _to_user(reference.backprop_input(dout, weight, cfg["x"], *_geo(cfg)), fmt)
+        want = from_nchw(reference.backprop_input(dout, weight, cfg["x"], *_geo(cfg)), fmt)
     finite = np.isfinite(want)
     assert not np.isfinite(out[~finite]).any(), "a NaN/Inf of the reference came out finite"
     assert not np.isneginf(out[np.isposinf(want)]).any()
@@ -409,3 +402,250 @@ def test_nan_and_inf_propagate_as_in_the_reference(cfg, where, count):
 
 def _geo(cfg):
     return cfg["stride"], cfg["dilation"], cfg["padding"], cfg["group"]
+
+
+# ---------------------------------------------------------------------------
+# (d) conv_transpose in 1-3 spatial dims
+# ---------------------------------------------------------------------------
+
+_SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
+_FEW = settings(max_examples=max(1, settings.default.max_examples // 2))
+
+
+def _channels_last(n: int) -> tuple[str, str, str]:
+    sp = _SPATIAL[n]
+    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
+@st.composite
+def nd_configs(draw):
+    """A valid ``conv_transpose`` call, channels-first shapes, with its result size and forward padding."""
+    n = draw(st.integers(1, 3))
+    kind = draw(st.sampled_from(["plain", "grouped", "depthwise"]))
+    if kind == "plain":
+        group, c_in_g, c_out = 1, draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    elif kind == "grouped":
+        group, c_in_g, c_out = 2, draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2))
+    else:
+        group = draw(st.integers(2, 3))
+        c_in_g, c_out = 1, group * draw(st.integers(1, 2))
+    axes = st.lists(st.integers(1, 3), min_size=n, max_size=n)
+    kernel, stride, dilation = draw(axes), draw(axes), draw(axes)
+    y_sp = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    pad_kind = draw(st.sampled_from(["SAME", "VALID", "int", "pairs"]))
+    if pad_kind == "SAME":
+        padding = draw(st.sampled_from(["SAME", "same", "Same"]))
+        output_padding = 0
+        sizes = tuple(o * s for o, s in zip(y_sp, stride))
+        flat = reference.same_padding(sizes, kernel, stride, dilation)
+        pairs = tuple(flat[2 * a : 2 * a + 2] for a in range(n))
+    else:
+        if pad_kind == "VALID":
+            padding = draw(st.sampled_from(["VALID", "valid"]))
+            user_pairs = ((0, 0),) * n
+        elif pad_kind == "int":
+            padding = draw(st.integers(0, 2))
+            user_pairs = ((padding, padding),) * n
+        else:
+            user_pairs = tuple(draw(st.tuples(st.integers(0, 2), st.integers(0, 2))) for _ in range(n))
+            padding = draw(st.sampled_from([list, tuple]))(user_pairs)
+        output_padding = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+        sizes, pairs = transpose_sizes(y_sp, kernel, stride, dilation, user_pairs, output_padding)
+        if draw(st.booleans()) and len(set(output_padding)) == 1:
+            output_padding = output_padding[0]  # an int for every axis
+    assume(min(sizes) >= 1)
+    batch = draw(st.integers(0, 2))
+    return dict(
+        n=n,
+        y=(batch, c_out, *y_sp),
+        w=(c_out, c_in_g, *kernel),
+        x=(batch, group * c_in_g, *sizes),
+        strides=draw(st.sampled_from([tuple, list]))(stride) if len(set(stride)) > 1 else stride[0],
+        stride=tuple(stride),
+        dilation=tuple(dilation),
+        padding=padding,
+        pairs=pairs,
+        output_padding=output_padding,
+        group=group,
+        layout=draw(st.sampled_from(["first", "last"])),
+        cpu_path=draw(st.sampled_from([None, None, "gemm", "direct", "subpixel", "phase_conv", "phase_gemm"])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+def _nd_layout(cfg, y, w):
+    """Channels-first ``y``, ``w`` in the config's layout (channels-last: ``N...C`` and ``...IO``)."""
+    n = cfg["n"]
+    if cfg["layout"] == "last":
+        return y.transpose(0, *range(2, n + 2), 1), w.transpose(*range(2, n + 2), 1, 0)
+    return y, w
+
+
+def _nd_kwargs(cfg, **overrides) -> dict:
+    kw = dict(
+        strides=cfg["strides"],
+        padding=cfg["padding"],
+        output_padding=cfg["output_padding"],
+        rhs_dilation=list(cfg["dilation"]) if len(set(cfg["dilation"])) > 1 else cfg["dilation"][0],
+        feature_group_count=cfg["group"],
+        cpu_path=cfg["cpu_path"],
+    )
+    if cfg["layout"] == "last":
+        kw["dimension_numbers"] = _channels_last(cfg["n"])
+    kw.update(overrides)
+    return kw
+
+
+@_FEW
+@given(nd_configs())
+def test_conv_transpose_nd_matches_the_reference(cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    y, w = (rng.standard_normal(s).astype(np.float32) for s in (cfg["y"], cfg["w"]))
+    kw = _nd_kwargs(cfg)
+    out = jcb.conv_transpose(
+        *(jnp.asarray(a) for a in _nd_layout(cfg, y, w)), kw.pop("strides"), kw.pop("padding"), **kw
+    )
+    assert out.dtype == jnp.float32
+    if cfg["layout"] == "last":  # N...C -> NC...
+        out = out.transpose(0, cfg["n"] + 1, *range(1, cfg["n"] + 1))
+    want = reference.conv_transpose_nd(y, w, cfg["x"][2:], cfg["stride"], cfg["dilation"], cfg["pairs"], cfg["group"])
+    assert out.shape == want.shape == cfg["x"]
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=1e-5, atol=1e-5 * scale)
+
+
+@st.composite
+def invalid_nd_calls(draw):
+    """A valid N-D call with one argument made wrong: (description, thunk, pattern the message must match)."""
+    cfg = draw(nd_configs())
+    n = cfg["n"]
+    over: dict = {}
+    what = draw(
+        st.sampled_from(
+            [
+                "strides",
+                "rhs_dilation",
+                "padding",
+                "output_padding",
+                "feature_group_count",
+                "y",
+                "w",
+                "dtype",
+                "rank",
+                "channels",
+                "dimension_numbers",
+                "precision",
+                "preferred_element_type",
+                "cpu_path",
+            ]
+        )
+    )
+    name = what
+    y_shape = list(cfg["y"])
+    if what == "channels":
+        y_shape[1] += 1
+    y, w = _nd_layout(cfg, np.ones(y_shape, np.float32), np.ones(cfg["w"], np.float32))
+    if what in ("strides", "rhs_dilation"):
+        over[what] = draw(
+            st.sampled_from([0, -1, 1.5, "2", None, True, [1] * (n + 1), [0] * n, (2.0,) * n, 10**12, [1, 2, 3, 4]])
+        )
+    elif what == "padding":
+        over[what] = draw(
+            st.sampled_from(["FULL", "", -1, 1.5, None, [(1, 1)] * (n + 1), [(1, -1)] * n, [1] * n, [(1, 1, 1)] * n])
+        )
+    elif what == "output_padding":
+        if draw(st.booleans()):
+            over[what] = [max(s, d) for s, d in zip(cfg["stride"], cfg["dilation"])]  # one past the limit
+        else:
+            over[what] = draw(st.sampled_from([-1, 1.5, None, [0] * (n + 1)]))
+    elif what == "feature_group_count":
+        over[what] = draw(st.sampled_from([0, -2, 1.5, None, True, "1", np.int64(1)]))
+        if draw(st.booleans()) and cfg["w"][0] > 1:
+            over[what] = cfg["w"][0] + 1  # does not divide C_out
+    elif what in ("y", "w"):
+        bad = draw(st.sampled_from([None, 1.5, "list"]))
+        bad = (y if what == "y" else w).tolist() if bad == "list" else bad
+        y, w = (bad, w) if what == "y" else (y, bad)
+    elif what == "dtype":
+        dt = draw(st.sampled_from(["int32", "uint8", "bool", "complex64", "float16"]))
+        name = draw(st.sampled_from(["y", "w"]))
+        if name == "y":
+            y = y.astype(dt)
+        else:
+            w = w.astype(dt)
+    elif what == "rank":
+        name = "rank"
+        if draw(st.booleans()):
+            y = y[None]
+        else:
+            w = w[..., None] if n < 3 else w[..., 0]
+    elif what == "channels":
+        name = "channels"
+    elif what == "dimension_numbers":
+        over[what] = draw(st.sampled_from([("NCHW", "OIHW"), "NCW", ("NXC", "XIO", "NXC"), 3]))
+        if cfg["layout"] == "last" and over[what] == "NCW":
+            over[what] = 3
+    elif what == "precision":
+        over[what] = draw(st.sampled_from(["bogus", 3, ["highest"] * 3]))
+    elif what == "preferred_element_type":
+        over[what] = draw(st.sampled_from([jnp.int32, "int8", "complex64", "not-a-dtype"]))
+    else:  # cpu_path
+        if max(cfg["stride"]) > 1:
+            over[what] = draw(st.sampled_from(["fast", "", 3, "flipped_conv"]))
+            if max(cfg["dilation"]) > 1 and draw(st.booleans()):
+                over[what] = "lhs_dilated"
+        else:
+            over[what] = draw(st.sampled_from(["fast", "", 3, "GEMM"]))
+    # The arguments a message may name for each fault (the gate's wording: quoted names, or the
+    # sentence it writes for a shape that cannot be produced).
+    pattern = {
+        "strides": r"'strides'",
+        "rhs_dilation": r"'rhs_dilation'|dilation",
+        "padding": r"'padding'|padding",
+        "output_padding": r"output_padding",
+        "feature_group_count": r"feature_group_count",
+        "y": r"'y'",
+        "w": r"'w'",
+        "rank": r"rank",
+        "channels": r"\by has \d+ channels but w has",
+        "dimension_numbers": r"'dimension_numbers'",
+        "precision": r"'precision'",
+        "preferred_element_type": r"'preferred_element_type'",
+        "cpu_path": r"cpu_path",
+    }[name]
+    if what == "dtype":
+        pattern = rf"'y' and 'w' must have the same dtype|'{name}' must have a floating dtype"
+    if cfg["layout"] == "last" and what in ("rank", "dimension_numbers"):
+        pattern += r"|'dimension_numbers'"
+    y = jnp.asarray(y) if isinstance(y, np.ndarray) and draw(st.booleans()) else y
+    w = jnp.asarray(w) if isinstance(w, np.ndarray) and draw(st.booleans()) else w
+    desc = f"{what}: n={n} over={over} y={getattr(y, 'shape', y)} w={getattr(w, 'shape', w)} cfg={cfg}"
+    kw = _nd_kwargs(cfg, **over)
+    strides, padding = kw.pop("strides"), kw.pop("padding")
+    return desc, (lambda: jcb.conv_transpose(y, w, strides, padding, **kw)), pattern
+
+
+@given(invalid_nd_calls())
+def test_invalid_nd_arguments_are_rejected_by_the_gate(case):
+    desc, call, pattern = case
+    _COMPILE_EVENTS.clear()
+    _RECORDING[0] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = call()
+    except Exception as e:  # noqa: BLE001 - inspected below
+        err = e
+    else:
+        pytest.fail(f"no error, got a result of shape {getattr(result, 'shape', None)}: {desc}")
+    finally:
+        _RECORDING[0] = False
+    assert type(err) in (TypeError, ValueError), f"{type(err).__name__}: {err} ({desc})"
+    last = traceback.extract_tb(err.__traceback__)[-1]
+    assert last.filename == str(pathlib.Path(jcb.__file__).parent / "_args.py"), (
+        f"raised in {last.filename}:{last.lineno}: {err} ({desc})"
+    )
+    assert not _COMPILE_EVENTS, (_COMPILE_EVENTS, desc)
+    msg = str(err)
+    assert msg.startswith("conv_transpose: "), msg
+    assert re.search(pattern, msg), (pattern, msg, desc)

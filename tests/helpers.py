@@ -1,0 +1,239 @@
+"""Shared test helpers: layouts, the spec's padding arithmetic, geometries, compilation.
+
+Test modules import from here (and the independent float64 references from
+``tests/reference.py``), never from one another. Nothing here computes a
+result of the library: the padding and size arithmetic is the spec's, written
+independently of ``jax_conv_bpi._padding``, and the geometries are built from
+it (``ConvGeometry`` then checks its own invariant on construction).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+
+import jax
+import numpy as np
+import reference
+
+from jax_conv_bpi._geometry import ConvGeometry
+
+# ``jax.enable_x64`` (a context manager) is public from JAX 0.5; the claimed
+# lower bound 0.4.36 has it as ``jax.experimental.enable_x64``.
+if hasattr(jax, "enable_x64"):
+    enable_x64 = jax.enable_x64
+else:  # pragma: no cover - exercised by `make test-min-jax`
+    pass
+
+# ---------------------------------------------------------------------------
+# Layouts and MindSpore's attribute forms
+# ---------------------------------------------------------------------------
+
+
+def hw(v) -> tuple[int, int]:
+    """stride / dilation / kernel as MindSpore reads it: an int for both axes, else the last two entries."""
+    return (v, v) if isinstance(v, int) else (v[-2], v[-1])
+
+
+def to_nchw(a):
+    """NHWC -> NCHW, and OHWI -> OIHW (the same permutation); NumPy or JAX arrays."""
+    return a.transpose(0, 3, 1, 2)
+
+
+def to_nhwc(a):
+    """NCHW -> NHWC, and OIHW -> OHWI; NumPy or JAX arrays."""
+    return a.transpose(0, 2, 3, 1)
+
+
+def from_nchw(a, data_format: str):
+    """An NCHW array in ``data_format``'s layout."""
+    return a if data_format == "NCHW" else to_nhwc(a)
+
+
+def as_nchw(a, data_format: str):
+    """An array of ``data_format``'s layout in NCHW."""
+    return a if data_format == "NCHW" else to_nchw(a)
+
+
+def nhwc_shape(shape) -> tuple[int, ...]:
+    """An NCHW shape in NHWC order."""
+    n, c, h, w = shape
+    return (n, h, w, c)
+
+
+# ---------------------------------------------------------------------------
+# The spec's padding and size arithmetic (sections 4 and 6)
+# ---------------------------------------------------------------------------
+
+
+def mindspore_padding(pad_mode, pad, pad_list, size_hw, kernel_hw, stride, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) MindSpore pads the convolution input with.
+
+    ``pad_mode`` in any letter case; in pad mode a 4-entry ``pad_list`` of
+    entries >= 0 replaces ``pad``; ``same`` depends on the input size.
+    """
+    mode = pad_mode.lower()
+    if mode == "valid":
+        return (0, 0, 0, 0)
+    if mode == "pad":
+        if isinstance(pad_list, (tuple, list)) and len(pad_list) == 4 and all(p >= 0 for p in pad_list):
+            return tuple(pad_list)
+        return (pad,) * 4 if isinstance(pad, int) else tuple(pad)
+    return reference.same_padding(size_hw, kernel_hw, hw(stride), hw(dilation))
+
+
+def mindspore_geometry(kwargs: dict, x_nchw, w_oihw) -> tuple:
+    """(stride, dilation, padding (t, b, l, r), group) of MindSpore keyword attributes, for ``reference``."""
+    stride, dilation = hw(kwargs.get("stride", 1)), hw(kwargs.get("dilation", 1))
+    padding = mindspore_padding(
+        kwargs.get("pad_mode", "valid"),
+        kwargs.get("pad", 0),
+        kwargs.get("pad_list"),
+        x_nchw[2:],
+        w_oihw[2:],
+        stride,
+        dilation,
+    )
+    return stride, dilation, padding, kwargs.get("group", 1)
+
+
+def dout_shape_2d(x_nchw, w_oihw, stride, dilation, padding) -> tuple[int, int, int, int]:
+    """NCHW shape of the forward convolution's output (possibly with a negative size: nothing fits)."""
+    out = [
+        reference.output_size(x_nchw[2 + a], w_oihw[2 + a], stride[a], dilation[a], *padding[2 * a : 2 * a + 2])
+        for a in range(2)
+    ]
+    return (x_nchw[0], w_oihw[0], *out)
+
+
+def flat_padding(pairs) -> tuple[int, ...]:
+    """``((lo, hi), ...)`` pairs as the 2-D reference's flat (top, bottom, left, right)."""
+    return tuple(v for pair in pairs for v in pair)
+
+
+def transpose_sizes(y_spatial, kernel, stride, dilation, padding, output_padding) -> tuple[tuple, tuple]:
+    """Spatial size of ``conv_transpose``'s result (PyTorch's rule) and the forward padding it implies.
+
+    Per axis ``size = (o - 1) * s - lo - hi + (k - 1) * d + 1 + p``; when that
+    size would give more than ``o`` forward outputs (``p >= s``, only with
+    ``d > s``), ``hi`` drops by whole strides until it gives ``o`` (a negative
+    ``hi`` crops rows no remaining window reads).
+    """
+    sizes, pairs = [], []
+    for o, k, s, d, (lo, hi), p in zip(y_spatial, kernel, stride, dilation, padding, output_padding):
+        size = (o - 1) * s - lo - hi + (k - 1) * d + 1 + p
+        extra = max(reference.output_size(size, k, s, d, lo, hi) - o, 0)
+        sizes.append(size)
+        pairs.append((lo, hi - s * extra))
+    return tuple(sizes), tuple(pairs)
+
+
+# ---------------------------------------------------------------------------
+# Geometries
+# ---------------------------------------------------------------------------
+
+
+def _per_axis(v, n: int) -> tuple[int, ...]:
+    return (v,) * n if isinstance(v, int) else tuple(v)
+
+
+def geometry_nd(n, c_in, c_out, spatial, kernel, stride=1, dilation=1, padding=0, group=1) -> ConvGeometry:
+    """A channels-first ``ConvGeometry``; ints apply to every axis of ``spatial``.
+
+    ``padding``: an int, or ``(lo, hi)`` pairs (``hi`` may be negative: a crop).
+    The output size is the spec's forward rule (clamped at 0).
+    """
+    spatial = tuple(spatial)
+    nd = len(spatial)
+    k, s, d = (_per_axis(v, nd) for v in (kernel, stride, dilation))
+    pairs = ((padding, padding),) * nd if isinstance(padding, int) else tuple(tuple(p) for p in padding)
+    out = tuple(max(reference.output_size(spatial[a], k[a], s[a], d[a], *pairs[a]), 0) for a in range(nd))
+    return ConvGeometry((n, c_in, *spatial), (c_out, c_in // group, *k), (n, c_out, *out), s, d, pairs, group)
+
+
+def geometry(n, c_in, c_out, hw_size, k, stride=1, dilation=1, pad=0, group=1) -> ConvGeometry:
+    """A 2-D geometry in MindSpore's terms: ints or (h, w) pairs, ``pad`` an int or (top, bottom, left, right)."""
+    p = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
+    size = (hw_size, hw_size) if isinstance(hw_size, int) else tuple(hw_size)
+    return geometry_nd(n, c_in, c_out, size, k, stride, dilation, ((p[0], p[1]), (p[2], p[3])), group)
+
+
+def ref_input_grad(geom: ConvGeometry, dout, w) -> np.ndarray:
+    """float64 reference of the geometry's input gradient (any rank)."""
+    return reference.conv_transpose_nd(dout, w, geom.x_shape[2:], geom.stride, geom.dilation, geom.padding, geom.group)
+
+
+def ref_conv(geom: ConvGeometry, x, w) -> np.ndarray:
+    """float64 reference of the geometry's forward convolution (any rank)."""
+    return reference.conv_nd(x, w, geom.stride, geom.dilation, geom.padding, geom.group)
+
+
+def ref_filter(geom: ConvGeometry, dout, x) -> np.ndarray:
+    """float64 reference of the geometry's weight gradient (any rank)."""
+    return reference.backprop_filter_nd(dout, x, geom.w_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+
+
+def random_arrays(seed: int, *shapes, dtype=np.float64) -> list[np.ndarray]:
+    """Standard normal arrays of ``shapes`` from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def assert_close(actual, expected, what: str, rtol=1e-5, scale_atol=1e-5):
+    """Same shape, and values within ``rtol`` plus an absolute tolerance relative to the largest expected value."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    atol = scale_atol * max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def lhs_dilations(hlo_text: str) -> list[tuple[int, ...]]:
+    """The ``lhs_dilate`` of every convolution in a lowered program's text (StableHLO prints all-ones too)."""
+    return [tuple(int(v) for v in m.split(",")) for m in re.findall(r"lhs_dilate = \[([0-9, ]*)\]", hlo_text)]
+
+
+def lhs_dilated_convolutions(hlo_text: str) -> int:
+    """How many convolutions of a lowered program dilate their input (a stride of the transposed convolution)."""
+    return sum(any(v != 1 for v in d) for d in lhs_dilations(hlo_text))
+
+
+# ---------------------------------------------------------------------------
+# Compilation: several cases in one program, compiled for speed of compilation
+# ---------------------------------------------------------------------------
+
+_FAST_CPU_OPTIONS = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
+
+
+@functools.cache
+def fast_compile_options() -> dict | None:
+    """Compile-time-only CPU options (results unchanged: the convolutions are library calls), or None.
+
+    None off CPU and where this XLA does not know the options.
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(_FAST_CPU_OPTIONS)
+    except Exception:  # an XLA without these options: default compilation
+        return None
+    return _FAST_CPU_OPTIONS
+
+
+def compile_and_run(fn, *args):
+    """``jax.jit(fn)(*args)`` compiled with ``fast_compile_options``, results on the host.
+
+    Batch many cases into one ``fn`` (a list or dict of results): compile time
+    dominates, and one program of several cases costs less than one each.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # attribute mismatches: checked in their own test
+        lowered = jax.jit(fn).lower(*args)
+    opts = fast_compile_options()
+    compiled = lowered.compile(opts) if opts else lowered.compile()
+    return jax.device_get(compiled(*args))
