@@ -8,6 +8,7 @@ the input gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from . import _cpu_dense, _cpu_input_grad
@@ -104,5 +105,27 @@ def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
     return _cpu_dense.BACKPROP_FILTER_PATHS[select_filter_path(geom)](dout, x, geom=geom)
 
 
-cpu_lowering = {"conv": cpu_conv, "backprop_input": cpu_backprop_input, "backprop_filter": cpu_backprop_filter}
+def _one_d_as_two_d(lowering):
+    """Run a 1-D geometry through the 2-D formulations, as height 1.
+
+    XLA CPU's convolution kernels are 2-D; this makes a 1-D problem exactly the
+    program of the same problem in 2-D with height 1 (the reshapes are free), so
+    1-D is never slower than 2-D. Every path selection reads the same numbers
+    from the lifted geometry (a unit axis has one tap, stride 1, no padding).
+    """
+
+    @functools.wraps(lowering)
+    def lowered(a, b, *, geom: ConvGeometry):
+        if geom.ndim != 1:
+            return lowering(a, b, geom=geom)
+        return lowering(a[:, :, None], b[:, :, None], geom=geom.with_unit_axis())[:, :, 0]
+
+    return lowered
+
+
+cpu_lowering = {
+    "conv": _one_d_as_two_d(cpu_conv),
+    "backprop_input": _one_d_as_two_d(cpu_backprop_input),
+    "backprop_filter": _one_d_as_two_d(cpu_backprop_filter),
+}
 """The CPU lowering of each primitive, by role. None of them uses lhs dilation."""

@@ -99,3 +99,19 @@ class ConvGeometry:
 
     def replace(self, **changes) -> ConvGeometry:
         return dataclasses.replace(self, **changes)
+
+    def with_unit_axis(self) -> ConvGeometry:
+        """The same convolution with a leading spatial axis of size 1 (kernel 1, stride 1, no padding).
+
+        A 1-D geometry becomes the 2-D one of height 1, whose arrays are the 1-D
+        arrays with a unit axis inserted after the channels: the CPU lowering runs
+        1-D problems as 2-D ones.
+        """
+        return self.replace(
+            x_shape=(*self.x_shape[:2], 1, *self.x_shape[2:]),
+            w_shape=(*self.w_shape[:2], 1, *self.w_shape[2:]),
+            y_shape=(*self.y_shape[:2], 1, *self.y_shape[2:]),
+            stride=(1, *self.stride),
+            dilation=(1, *self.dilation),
+            padding=((0, 0), *self.padding),
+        )

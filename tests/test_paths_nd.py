@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (
@@ -292,3 +294,51 @@ def test_forward_and_filter_paths(rank):
             assert_close(got, conv_ref, f"{rank}-D {cid}: conv path {name}")
         for name, got in filters.items():
             assert_close(got, filt_ref, f"{rank}-D {cid}: filter path {name}", scale_atol=2e-5)
+
+
+_ONE_D = [  # (y, w, stride, padding, dilation, group): the 1-D suite's kinds of layer, small
+    ((2, 8, 9), (8, 4, 16), 8, (4, 4), 1, 1),  # HiFi-GAN k16 s8 p4
+    ((2, 6, 11), (6, 3, 4), 2, (1, 1), 1, 1),  # HiFi-GAN k4 s2 p1
+    ((1, 32, 7), (32, 1, 16), 8, (0, 0), 1, 1),  # Conv-TasNet decoder, one output channel
+    ((2, 24, 10), (24, 4, 3), 1, (2, 0), 2, 3),  # stride 1, dilated, grouped
+]
+
+
+def _hlo_op_counts(fn, *args) -> dict[str, int]:
+    """Ops of the optimised CPU program, without the layout-only ``bitcast`` / ``reshape`` / ``copy``."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    counts: dict[str, int] = {}
+    for op in re.findall(r"= \S+ ([a-z][\w-]*)\(", text):
+        if op not in ("bitcast", "reshape", "copy", "parameter", "tuple", "get-tuple-element"):
+            counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("case", range(len(_ONE_D)))
+def test_one_d_compiles_to_the_two_d_program_of_height_1(case):
+    """1-D is never slower than 2-D of height 1: on CPU both compile to the same operations.
+
+    For the op, every operation; for the gradient of a loss through it (which
+    adds the forward convolution and the weight gradient) the convolutions and
+    matmuls (the loss's own elementwise code fuses differently per rank).
+    """
+    y_shape, w_shape, s, pad, d, g = _ONE_D[case]
+    y, w = (jnp.asarray(a) for a in random_arrays(case, y_shape, w_shape, dtype=np.float32))
+
+    def one(y, w):
+        return jcb.conv_transpose(y, w, s, [pad], rhs_dilation=d, feature_group_count=g)
+
+    def two(y, w):
+        return jcb.conv_transpose(y, w, (1, s), [(0, 0), pad], rhs_dilation=(1, d), feature_group_count=g)
+
+    def loss(f):
+        return jax.grad(lambda y, w: (f(y, w) ** 2).sum(), argnums=(0, 1))
+
+    y2, w2 = y[:, :, None], w[:, :, None]
+    assert _hlo_op_counts(one, y, w) == _hlo_op_counts(two, y2, w2)
+    heavy = [
+        {op: n for op, n in _hlo_op_counts(loss(f), *a).items() if op in ("convolution", "dot")}
+        for f, a in ((one, (y, w)), (two, (y2, w2)))
+    ]
+    assert heavy[0] == heavy[1] and heavy[0], heavy
+    np.testing.assert_array_equal(np.asarray(one(y, w)), np.asarray(two(y2, w2))[:, :, 0])
