@@ -21,10 +21,10 @@ from jax_conv_bpi._geometry import ConvGeometry
 
 # ``jax.enable_x64`` (a context manager) is public from JAX 0.5; the claimed
 # lower bound 0.4.36 has it as ``jax.experimental.enable_x64``.
-if hasattr(jax, "enable_x64"):
-    enable_x64 = jax.enable_x64
-else:  # pragma: no cover - exercised by `make test-min-jax`
-    pass
+try:
+    from jax import enable_x64  # noqa: F401 - re-exported to the test modules
+except ImportError:  # exercised by `make test-min-jax`
+    from jax.experimental import enable_x64  # noqa: F401
 
 # ---------------------------------------------------------------------------
 # Layouts and MindSpore's attribute forms
