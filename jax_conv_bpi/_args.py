@@ -569,8 +569,8 @@ def _precision_arg(op: str, precision: Any) -> Any:
             return lax.Precision(precision)
         except (ValueError, KeyError):
             raise ValueError(
-                f"{op}: 'precision' must be None, a lax.Precision or one of 'default', 'high', 'highest', "
-                f"got {precision!r}"
+                f"{op}: 'precision' must be None, a lax.Precision or one of its names ('default', 'high', "
+                f"'highest', or the aliases 'fastest', 'bfloat16', 'tensorfloat32', 'float32'), got {precision!r}"
             ) from None
     if isinstance(precision, (tuple, list)) and len(precision) == 2:
         return tuple(_precision_arg(op, p) for p in precision)

@@ -1,7 +1,8 @@
 """Plumbing of the benchmark runner (``python -m jax_conv_bpi.bench``) on tiny shapes.
 
-No timing is asserted: these tests check the suite arithmetic, that the
-runner's own correctness check passes, and the structure of its JSON.
+No timing is asserted: these tests check the suite arithmetic (2-D and N-D),
+that the runner's own correctness check passes, and the structure of its
+JSON, per-rank summaries included.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import bench
 from jax_conv_bpi.bench import impls, runner, timing
-from jax_conv_bpi.bench.suite import Shape
+from jax_conv_bpi.bench.suite import Shape, ShapeND
 
 TINY = [
     # Strided, grouped, asymmetric padding, and a last input row no window reaches (H=11).
@@ -47,6 +50,47 @@ TINY = [
 ]
 
 
+TINY_ND = [
+    # 1-D: strided, grouped, asymmetric padding, an input row no window reaches (spatial 12: output_padding 1).
+    {
+        "name": "tiny1_s3_g2_asym",
+        "N": 2,
+        "C_in": 4,
+        "C_out": 6,
+        "spatial": [12],
+        "kernel": [4],
+        "stride": [3],
+        "pad": [[2, 0]],
+        "dilation": [1],
+        "group": 2,
+    },
+    # 1-D dilated, asymmetric padding (PyTorch needs a crop).
+    {
+        "name": "tiny1_dil",
+        "N": 1,
+        "C_in": 3,
+        "C_out": 5,
+        "spatial": [9],
+        "kernel": [3],
+        "pad": [[1, 3]],
+        "dilation": [2],
+    },
+    # 3-D: a different stride, padding and output_padding per axis.
+    {
+        "name": "tiny3_s2_op",
+        "N": 1,
+        "C_in": 3,
+        "C_out": 4,
+        "spatial": [6, 5, 7],
+        "kernel": [3, 2, 3],
+        "stride": [2, 1, 2],
+        "pad": [[1, 1], [0, 1], [1, 1]],
+    },
+    # 3-D depthwise.
+    {"name": "tiny3_dw", "N": 2, "C_in": 4, "C_out": 4, "spatial": [4, 5, 3], "kernel": [3, 3, 1], "group": 4},
+]
+
+
 def test_suite_geometry_matches_the_library():
     suite = bench.load_suite()
     assert len(suite) == 13 and len({s.name for s in suite}) == 13
@@ -61,6 +105,70 @@ def test_suite_geometry_matches_the_library():
     assert [s.name for s in suite if s.depthwise] == ["mobilenetv2_dw_k3s2p1_b32"]
     with pytest.raises(ValueError, match="unknown shape"):
         bench.select(suite, ["nope"])
+
+
+def _nd_shapes() -> list[ShapeND]:
+    return bench.load_suite_nd() + [ShapeND.from_dict(d) for d in TINY_ND]
+
+
+def test_suite_nd_geometry_matches_the_library():
+    suite = bench.load_suite_nd()
+    assert len(suite) == 8 and sorted(s.rank for s in suite) == [1] * 4 + [3] * 4
+    names = [s.name for s in bench.load_suite() + suite]
+    assert len(set(names)) == len(names)
+    for s in _nd_shapes():
+        # dout's size: lax's own forward convolution; the result's: the reachable sizes of conv_transpose.
+        x = jax.ShapeDtypeStruct(s.x_shape, np.float32)
+        w = jax.ShapeDtypeStruct(s.w_shape, np.float32)
+        assert jax.eval_shape(lambda x, w, s=s: impls.lax_conv(x, w, s), x, w).shape == s.dout_shape, s.name
+        sizes = jcb.conv_transpose_sizes(s.dout_spatial, s.kernel, s.stride, s.pad, rhs_dilation=s.dilation)
+        assert all(n in r and n - r.start == op for n, r, op in zip(s.spatial, sizes, s.output_padding)), s.name
+        y = jax.ShapeDtypeStruct(s.dout_shape, np.float32)
+        assert jax.eval_shape(impls.ours_nd_fn(s), y, w).shape == s.x_shape, s.name
+        assert ShapeND.from_dict(s.to_dict()) == s
+        small = s.scaled_down(8)  # --quick's shapes: the same output padding, ~1/8 of the work where it fits
+        assert small.output_padding == s.output_padding and small.rank == s.rank
+        assert small.flops * 7 <= s.flops if s in suite else small.flops <= s.flops
+    by = {s.name: s for s in suite}
+    assert by["unet3d_deconv_k3s2p1_b1"].output_padding == (1, 1, 1)
+    hifigan = by["hifigan_up1_k16s8p4_b16"]
+    assert hifigan.dout_shape == (16, 512, 32) and hifigan.flops == 2 * 16 * 32 * 16 * 512 * 256
+    assert [s.name for s in _nd_shapes() if s.depthwise] == ["tiny3_dw"]
+    with pytest.raises(ValueError, match="pad needs 3"):
+        ShapeND.from_dict({**TINY_ND[3], "name": "bad", "pad": [[0, 0]]})
+    with pytest.raises(ValueError, match="unknown N-D shape keys"):
+        bench.shape_from_dict({**TINY_ND[0], "H": 3})
+
+
+def test_conv_transpose_padding_arithmetic_nd():
+    by = {s.name: s for s in _nd_shapes()}
+    assert impls.conv_transpose_args(by["unet3d_deconv_k3s2p1_b1"]) == {
+        "padding": (1, 1, 1),
+        "output_padding": (1, 1, 1),
+    }
+    assert impls.conv_transpose_args(by["hifigan_up1_k16s8p4_b16"]) == {"padding": (4,), "output_padding": (0,)}
+    assert impls.conv_transpose_args(by["tiny1_dil"]) is None  # asymmetric: cropped instead
+    assert impls.op_impls(3) == ("ours", "jax_vjp", "torch_conv_transpose3d", "torch_conv3d_input")
+
+
+def test_torch_peers_agree_on_tiny_shapes():
+    """The PyTorch peers (padding, output_padding, crops) against jax.vjp; the training step on one shape per rank."""
+    torch = pytest.importorskip("torch")
+    device = jax.devices("cpu")[0]
+    shapes = [Shape.from_dict(TINY[0])] + [ShapeND.from_dict(d) for d in TINY_ND]
+    for s in shapes:
+        dout, w = s.arrays(0)
+        ref = impls.prepare_jax_op(s, "jax_vjp", dout, w, device)
+        want = ref.to_numpy(ref.call())
+        for name in impls.torch_op_impls(s.rank):
+            p = impls.prepare_torch_op(torch, s, name, dout, w, "cpu")
+            assert runner.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
+    for s in (shapes[0], shapes[1], shapes[3]):
+        dout, w = s.arrays(0)
+        x = np.random.default_rng(1).standard_normal(s.x_shape, dtype=np.float32)
+        ref = impls.prepare_jax_train(s, "jax_grad", x, w, dout, device)
+        p = impls.prepare_torch_train(torch, s, x, w, dout, "cpu")
+        assert runner.rel_error(p.to_numpy(p.call())[1], ref.to_numpy(ref.call())[1]) < 1e-5, s.name
 
 
 def test_conv_transpose2d_padding_arithmetic():
@@ -90,8 +198,11 @@ def test_measure_is_interleaved_and_counts_samples():
 def test_run_in_process_checks_and_json(tmp_path, capsys):
     suite_path = tmp_path / "tiny.json"
     suite_path.write_text(json.dumps(TINY))
+    nd_path = tmp_path / "tiny_nd.json"
+    nd_path.write_text(json.dumps(TINY_ND))
     out_json = tmp_path / "result.json"
-    argv = ["--suite", str(suite_path), "--reps", "1", "--warmup", "1", "--no-torch", "--no-progress"]
+    argv = ["--suite", str(suite_path), "--suite-nd", str(nd_path), "--reps", "1", "--warmup", "1"]
+    argv += ["--no-torch", "--no-progress"]
     with pytest.warns(UserWarning, match="fewer than 7"):
         rc = bench.main([*argv, "--json", str(out_json), "--png", str(tmp_path / "chart.png")])
     assert rc == 0
@@ -103,11 +214,13 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
         assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "tiny_s2_g2_asym" in printed and "training step" in printed and "GFLOP/s" in printed
+    assert "tiny3_s2_op" in printed and "N-D training step" in printed and "geomean per rank" in printed
 
     result = json.loads(out_json.read_text())
     assert result["schema"] == runner.SCHEMA
     assert result["checks_ok"] is True
-    assert result["config"]["torch"] is False and result["config"]["shapes"] == [d["name"] for d in TINY]
+    names_nd = [d["name"] for d in TINY_ND]
+    assert result["config"]["torch"] is False and result["config"]["shapes"] == [d["name"] for d in TINY] + names_nd
     for key in ("cpu", "cores", "jax", "jaxlib", "jax_platform", "platform"):
         assert result["machine"][key]
     assert result["peak"]["gflops"] > 0
@@ -140,6 +253,48 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert mem["shape"] == big.name and mem["io_bytes"] == big.io_bytes
     assert set(mem["impls"]) == {"ours", "jax_vjp"}
 
+    # The N-D suite: its own entries, and per-rank geomeans over both suites.
+    assert [e["name"] for e in result["ops_nd"]] == names_nd
+    assert [e["name"] for e in result["training_nd"]] == names_nd
+    for e in result["ops_nd"] + result["training_nd"]:
+        assert e["check"]["reference"] == "jax_vjp" if "io_bytes" in e else "jax_grad"
+        assert e["check"]["ok"] is True and set(e["times"]) == {"ours", "jax_vjp" if "io_bytes" in e else "jax_grad"}
+    by_op = {e["name"]: e for e in result["ops_nd"]}
+    assert by_op["tiny1_s3_g2_asym"]["output_padding"] == [1] and by_op["tiny3_s2_op"]["input_size"] == [1, 3, 6, 5, 7]
+    by_rank = summ["by_rank"]
+    assert list(by_rank) == ["1d", "2d", "3d"]
+    assert by_rank["2d"]["shapes"] == [d["name"] for d in TINY]
+    assert by_rank["2d"]["op"]["jax_vjp"] == summ["op"]["jax_vjp"]
+    assert set(by_rank["3d"]["op"]) == {"jax_vjp", "torch_conv_transpose3d", "torch_conv3d_input"}
+    assert by_rank["3d"]["op"]["torch_conv3d_input"] is None  # --no-torch
+    ones = [by_op[n]["speedup"]["jax_vjp"] for n in ("tiny1_s3_g2_asym", "tiny1_dil")]
+    assert by_rank["1d"]["op"]["jax_vjp"]["geomean"] == pytest.approx(math.sqrt(ones[0] * ones[1]))
+    assert by_rank["1d"]["training"]["jax_grad"]["count"] == 2 and by_rank["1d"]["training"]["torch_autograd"] is None
+    assert result["memory_nd"]["shape"] == max(_nd_shapes()[8:], key=lambda s: s.io_bytes).name
+
+
+def test_cli_suites_and_selection(tmp_path):
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([TINY[0], TINY_ND[0]]))
+    assert [type(s) for s in bench.load_suite(mixed)] == [Shape, ShapeND]
+    nd = tmp_path / "nd.json"
+    nd.write_text(json.dumps(TINY_ND[:1]))
+    with pytest.raises(ValueError, match="unique across the suites"):
+        runner.config_from_args(runner.build_parser().parse_args(["--suite", str(mixed), "--suite-nd", str(nd)]))
+
+    def shapes(*argv):
+        return runner.config_from_args(runner.build_parser().parse_args(list(argv))).shapes
+
+    both = shapes()
+    assert [type(s) for s in both] == [Shape] * 13 + [ShapeND] * 8
+    assert all(isinstance(s, Shape) for s in shapes("--no-nd"))
+    picked = shapes("--quick", "--shapes", "vnet_up_k2s2_b1,ms_doc_k3s1_valid")
+    assert [s.name for s in picked] == ["vnet_up_k2s2_b1", "ms_doc_k3s1_valid"] and picked[0].spatial == (8, 8, 8)
+    quick = runner.Config.quick_config(bench.load_suite() + bench.load_suite_nd())
+    assert set(runner.QUICK_TRAINING) == set(quick.training_shapes)
+    one_each = runner.quick_training([ShapeND.from_dict(d) for d in TINY_ND])
+    assert one_each == ("tiny1_s3_g2_asym", "tiny3_s2_op")
+
 
 def test_rel_error_flags_a_wrong_result():
     import numpy as np
@@ -154,6 +309,11 @@ def test_hazard_probe_reports_a_failing_child():
     hazard = Shape.from_dict({**TINY[0], "name": "h", "dilation": [1, 2]})
     assert runner.baseline_may_abort(hazard, impls.jax.devices("cpu")[0])
     assert not runner.baseline_may_abort(Shape.from_dict(TINY[1]), impls.jax.devices("cpu")[0])
+    hazard_nd = ShapeND.from_dict({**TINY_ND[0], "name": "h1", "dilation": [2]})
+    assert runner.baseline_may_abort(hazard_nd, impls.jax.devices("cpu")[0])
+    assert not runner.baseline_may_abort(ShapeND.from_dict(TINY_ND[1]), impls.jax.devices("cpu")[0])
+    # The child's entry point reads an N-D shape as well (run here in-process: a shape that cannot abort).
+    assert runner._run_probe(json.dumps(ShapeND.from_dict(TINY_ND[2]).to_dict())) == 0
     # A child that fails (here: an invalid shape) is reported, never raised.
     survived, detail = runner.run_probe_process({"name": "not_a_shape"}, timeout=120)
     assert survived is False and "status 1" in detail

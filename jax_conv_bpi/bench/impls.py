@@ -5,20 +5,25 @@ that runs the computation once and waits for it (``block_until_ready`` /
 ``torch.cuda.synchronize``), a ``to_numpy`` for the correctness check, and
 the compiled executable's memory footprint where it can be read.
 
-Input gradient (the operator itself):
-  * ``ours``: ``jax.jit(jax_conv_bpi.conv2d_backprop_input)`` in ``pad`` mode.
+Input gradient (the operator itself), for a 2-D ``Shape`` and, with the
+rank's names (``1d``, ``3d``), for a ``ShapeND``:
+  * ``ours``: ``jax.jit(jax_conv_bpi.conv2d_backprop_input)`` in ``pad`` mode
+    (2-D ``Shape``); ``jax.jit(jax_conv_bpi.conv_transpose)`` with the
+    ``output_padding`` that gives exactly the shape's input size (``ShapeND``).
   * ``jax_vjp``: ``jax.jit`` of ``jax.vjp`` of ``lax.conv_general_dilated``
     w.r.t. ``x``, what plain JAX gives.
-  * ``torch_conv_transpose2d``: ``F.conv_transpose2d`` with the padding and
-    ``output_padding`` that give exactly ``input_size`` (asymmetric padding:
-    ``padding=0`` and a crop).
-  * ``torch_conv2d_input``: ``torch.nn.grad.conv2d_input``.
+  * ``torch_conv_transpose{1,2,3}d``: ``F.conv_transpose{1,2,3}d`` with the
+    padding and ``output_padding`` that give exactly the input size
+    (asymmetric padding: ``padding=0`` and a crop).
+  * ``torch_conv{1,2,3}d_input``: ``torch.nn.grad.conv{1,2,3}d_input``.
 
-Training step (forward ``conv2d`` + gradients w.r.t. input and weight of
-``sum(conv2d(x, w) * r)``): ``jax_conv_bpi.conv2d`` under ``jax.grad`` (its
-backward is this project's ``conv2d_backprop_input`` and
-``conv2d_backprop_filter``), plain ``lax.conv_general_dilated`` under
-``jax.grad``, and PyTorch autograd of ``F.conv2d``.
+Training step (forward convolution + gradients w.r.t. input and weight of
+``sum(conv(x, w) * r)``): the library's forward under ``jax.grad`` (its
+backward is this project's input- and weight-gradient primitives):
+``jax_conv_bpi.conv2d`` for a ``Shape``, ``jax_conv_bpi.conv_p`` bound on the
+shape's geometry (the primitive ``conv2d`` binds, of any rank) for a
+``ShapeND``; plain ``lax.conv_general_dilated`` under ``jax.grad``; and
+PyTorch autograd of ``F.conv{1,2,3}d``.
 
 All float32 computations run at full float32 precision (``Precision.HIGHEST``
 in JAX, TF32 off in PyTorch), so GPU numbers compare like with like.
@@ -37,16 +42,28 @@ import numpy as np
 from jax import lax
 
 import jax_conv_bpi as jcb
+from jax_conv_bpi._args import default_dimension_numbers
+from jax_conv_bpi._geometry import ConvGeometry
 
-from .suite import Shape
+from .suite import AnyShape, Shape, ShapeND
 
-OP_IMPLS = ("ours", "jax_vjp", "torch_conv_transpose2d", "torch_conv2d_input")
+
+def torch_op_impls(rank: int) -> tuple[str, str]:
+    """The PyTorch peers of the input gradient for ``rank`` spatial dims: (conv_transpose, grad.conv_input)."""
+    return (f"torch_conv_transpose{rank}d", f"torch_conv{rank}d_input")
+
+
+def op_impls(rank: int) -> tuple[str, ...]:
+    return ("ours", "jax_vjp", *torch_op_impls(rank))
+
+
+OP_IMPLS = op_impls(2)
 TRAIN_IMPLS = ("ours", "jax_grad", "torch_autograd")
 LABELS = {
     "ours": "jax_conv_bpi",
     "jax_vjp": "jax.vjp(lax.conv)",
-    "torch_conv_transpose2d": "torch conv_transpose2d",
-    "torch_conv2d_input": "torch grad.conv2d_input",
+    **{f"torch_conv_transpose{r}d": f"torch conv_transpose{r}d" for r in (1, 2, 3)},
+    **{f"torch_conv{r}d_input": f"torch grad.conv{r}d_input" for r in (1, 2, 3)},
     "jax_grad": "jax.grad(lax.conv)",
     "torch_autograd": "torch autograd(conv2d)",
     "ours_opt": "jax_conv_bpi + cpu_compiler_options()",
@@ -54,7 +71,6 @@ LABELS = {
 }
 # The opt-in section: the same functions compiled with ``jax_conv_bpi.cpu_compiler_options()``.
 OPT_IN_IMPLS = {"ours_opt": "ours", "jax_vjp_opt": "jax_vjp"}
-_DN = ("NCHW", "OIHW", "NCHW")
 
 
 @dataclasses.dataclass
@@ -67,7 +83,11 @@ class Prepared:
 # -- JAX ----------------------------------------------------------------------
 
 
-def ours_fn(shape: Shape) -> Callable:
+def ours_fn(shape: AnyShape) -> Callable:
+    """This library's input gradient: the MindSpore API for a 2-D ``Shape``, ``conv_transpose`` for a ``ShapeND``."""
+    if isinstance(shape, ShapeND):
+        return ours_nd_fn(shape)
+
     def ours(dout, w):
         return jcb.conv2d_backprop_input(
             dout,
@@ -83,21 +103,65 @@ def ours_fn(shape: Shape) -> Callable:
     return ours
 
 
-def lax_conv(x, w, shape: Shape):
-    pt, pb, pl, pr = shape.pad
+def ours_nd_fn(shape: ShapeND) -> Callable:
+    """``jax_conv_bpi.conv_transpose`` giving exactly ``shape.x_shape`` (channels-first, full float32)."""
+
+    def ours(dout, w):
+        return jcb.conv_transpose(
+            dout,
+            w,
+            shape.stride,
+            shape.pad,
+            output_padding=shape.output_padding,
+            rhs_dilation=shape.dilation,
+            feature_group_count=shape.group,
+            precision=lax.Precision.HIGHEST,
+        )
+
+    return ours
+
+
+def lax_conv(x, w, shape: AnyShape):
+    """The forward convolution in plain lax, channels-first, at full float32 precision."""
     return lax.conv_general_dilated(
         x,
         w,
         window_strides=shape.stride,
-        padding=((pt, pb), (pl, pr)),
+        padding=shape.pad_pairs,
         rhs_dilation=shape.dilation,
-        dimension_numbers=_DN,
+        dimension_numbers=default_dimension_numbers(shape.rank),
         feature_group_count=shape.group,
         precision=lax.Precision.HIGHEST,
     )
 
 
-def jax_vjp_fn(shape: Shape) -> Callable:
+def geometry(shape: AnyShape) -> ConvGeometry:
+    """The library's geometry of ``shape``'s forward convolution (full float32, as ``conv2d`` asks)."""
+    return ConvGeometry(
+        x_shape=shape.x_shape,
+        w_shape=shape.w_shape,
+        y_shape=shape.dout_shape,
+        stride=shape.stride,
+        dilation=shape.dilation,
+        padding=shape.pad_pairs,
+        group=shape.group,
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def library_conv(x, w, shape: AnyShape):
+    """The library's forward convolution: ``conv2d`` for a 2-D ``Shape``, ``conv_p`` on its geometry otherwise.
+
+    Either way its derivatives are the library's own input- and weight-gradient primitives.
+    """
+    if isinstance(shape, Shape):
+        return jcb.conv2d(
+            x, w, stride=shape.stride, pad_mode="pad", pad=shape.pad, dilation=shape.dilation, group=shape.group
+        )
+    return jcb.conv_p.bind(x, w, geom=geometry(shape))
+
+
+def jax_vjp_fn(shape: AnyShape) -> Callable:
     def baseline(dout, w):
         x = jnp.zeros(shape.x_shape, dout.dtype)
         _, vjp = jax.vjp(lambda x: lax_conv(x, w, shape), x)
@@ -106,14 +170,12 @@ def jax_vjp_fn(shape: Shape) -> Callable:
     return baseline
 
 
-def train_fn(shape: Shape, impl: str) -> Callable:
-    """``(x, w, r) -> (loss, (dx, dw))`` for ``loss = sum(conv2d(x, w) * r)``."""
+def train_fn(shape: AnyShape, impl: str) -> Callable:
+    """``(x, w, r) -> (loss, (dx, dw))`` for ``loss = sum(conv(x, w) * r)``."""
     if impl == "ours":
 
         def forward(x, w):
-            return jcb.conv2d(
-                x, w, stride=shape.stride, pad_mode="pad", pad=shape.pad, dilation=shape.dilation, group=shape.group
-            )
+            return library_conv(x, w, shape)
     elif impl == "jax_grad":
 
         def forward(x, w):
@@ -152,13 +214,13 @@ def prepare_jax(fn: Callable, args: tuple, device, compiler_options: dict | None
     return Prepared(call=call, to_numpy=lambda out: jax.tree.map(np.asarray, out), memory=memory_of(compiled))
 
 
-def prepare_jax_op(shape: Shape, impl: str, dout: np.ndarray, w: np.ndarray, device) -> Prepared:
+def prepare_jax_op(shape: AnyShape, impl: str, dout: np.ndarray, w: np.ndarray, device) -> Prepared:
     options = jcb.cpu_compiler_options() if impl in OPT_IN_IMPLS else None
     fn = {"ours": ours_fn, "jax_vjp": jax_vjp_fn}[OPT_IN_IMPLS.get(impl, impl)](shape)
     return prepare_jax(fn, (dout, w), device, options)
 
 
-def prepare_jax_train(shape: Shape, impl: str, x, w, r, device) -> Prepared:
+def prepare_jax_train(shape: AnyShape, impl: str, x, w, r, device) -> Prepared:
     return prepare_jax(train_fn(shape, impl), (x, w, r), device)
 
 
@@ -203,69 +265,95 @@ def configure_torch(torch, device: str) -> dict:
     }
 
 
-def _crop_rows(out, start: tuple[int, int], size: tuple[int, int], F):
-    """``out[..., h0:h0+H, w0:w0+W]``, zero-filled past the end (rows no window reaches)."""
-    out = out[:, :, start[0] : start[0] + size[0], start[1] : start[1] + size[1]]
-    short_h, short_w = size[0] - out.shape[2], size[1] - out.shape[3]
-    if short_h or short_w:
-        out = F.pad(out, (0, short_w, 0, short_h))
+def _crop(out, start: tuple[int, ...], size: tuple[int, ...], F):
+    """``out[:, :, start:start+size]`` on every spatial axis, zero-filled past the end (rows no window reaches)."""
+    out = out[(slice(None), slice(None), *(slice(a, a + n) for a, n in zip(start, size)))]
+    short = [n - m for n, m in zip(size, out.shape[2:])]
+    if any(short):
+        out = F.pad(out, [v for m in reversed(short) for v in (0, m)])
     return out
 
 
-def conv_transpose2d_args(shape: Shape) -> dict | None:
-    """Symmetric ``padding`` / ``output_padding`` giving exactly ``input_size``, or ``None``."""
-    pt, pb, pl, pr = shape.pad
-    if pt != pb or pl != pr:
+def _symmetric(shape: AnyShape) -> bool:
+    return all(lo == hi for lo, hi in shape.pad_pairs)
+
+
+def _lows(shape: AnyShape) -> tuple[int, ...]:
+    return tuple(lo for lo, _ in shape.pad_pairs)
+
+
+def _torch_pad(shape: AnyShape) -> list[int]:
+    """``F.pad``'s argument for the forward padding: (lo, hi) pairs, last spatial axis first."""
+    return [v for pair in reversed(shape.pad_pairs) for v in pair]
+
+
+def _common(shape: AnyShape) -> dict:
+    return {"stride": shape.stride, "dilation": shape.dilation, "groups": shape.group}
+
+
+def conv_transpose_args(shape: AnyShape) -> dict | None:
+    """Symmetric ``padding`` / ``output_padding`` giving exactly the input size, or ``None``.
+
+    ``None`` for asymmetric padding, or where PyTorch's ``output_padding <
+    max(stride, dilation)`` rule forbids the size.
+    """
+    if not _symmetric(shape):
         return None
-    ho, wo = shape.dout_hw
-    out_pad = []
-    for a, (p, size) in enumerate(((pt, shape.H), (pl, shape.W))):
-        full = (((ho, wo)[a]) - 1) * shape.stride[a] + (shape.extent[a])
-        op = size - (full - 2 * p)
-        if not 0 <= op < max(shape.stride[a], shape.dilation[a]):
-            return None
-        out_pad.append(op)
-    return {"padding": (pt, pl), "output_padding": tuple(out_pad)}
+    out_pad = shape.output_padding
+    if not all(0 <= op < max(s, d) for op, s, d in zip(out_pad, shape.stride, shape.dilation)):
+        return None
+    return {"padding": _lows(shape), "output_padding": out_pad}
 
 
-def torch_conv_transpose2d(torch, shape: Shape) -> Callable:
+conv_transpose2d_args = conv_transpose_args  # the 2-D name the tests and docs use
+
+
+def torch_conv_transpose(torch, shape: AnyShape) -> Callable:
+    """``F.conv_transpose{1,2,3}d`` giving exactly the input size (``padding=0`` and a crop when it must)."""
     F = torch.nn.functional
-    common = {"stride": shape.stride, "dilation": shape.dilation, "groups": shape.group}
-    args = conv_transpose2d_args(shape)
+    conv_t = getattr(F, f"conv_transpose{shape.rank}d")
+    common = _common(shape)
+    args = conv_transpose_args(shape)
     if args is not None:
-        return lambda dout, w: F.conv_transpose2d(dout, w, **common, **args)
+        return lambda dout, w: conv_t(dout, w, **common, **args)
 
     def cropped(dout, w):
-        full = F.conv_transpose2d(dout, w, **common)
-        return _crop_rows(full, (shape.pad[0], shape.pad[2]), (shape.H, shape.W), F)
+        return _crop(conv_t(dout, w, **common), _lows(shape), shape.spatial, F)
 
     return cropped
 
 
-def torch_conv2d_input(torch, shape: Shape) -> Callable:
-    pt, pb, pl, pr = shape.pad
-    common = {"stride": shape.stride, "dilation": shape.dilation, "groups": shape.group}
-    conv2d_input = torch.nn.grad.conv2d_input
-    if pt == pb and pl == pr:
-        return lambda dout, w: conv2d_input(shape.x_shape, w, dout, padding=(pt, pl), **common)
-    padded = (shape.N, shape.C_in, shape.H + pt + pb, shape.W + pl + pr)
-    return lambda dout, w: conv2d_input(padded, w, dout, **common)[:, :, pt : pt + shape.H, pl : pl + shape.W]
+torch_conv_transpose2d = torch_conv_transpose
 
 
-def torch_train(torch, shape: Shape) -> Callable:
+def torch_conv_input(torch, shape: AnyShape) -> Callable:
+    """``torch.nn.grad.conv{1,2,3}d_input`` (asymmetric padding: the padded input's gradient, cropped)."""
+    conv_input = getattr(torch.nn.grad, f"conv{shape.rank}d_input")
+    common = _common(shape)
+    if _symmetric(shape):
+        return lambda dout, w: conv_input(shape.x_shape, w, dout, padding=_lows(shape), **common)
+    padded = (shape.N, shape.C_in, *(n + lo + hi for n, (lo, hi) in zip(shape.spatial, shape.pad_pairs)))
+    window = (slice(None), slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(shape.spatial, shape.pad_pairs)))
+    return lambda dout, w: conv_input(padded, w, dout, **common)[window]
+
+
+torch_conv2d_input = torch_conv_input
+
+
+def torch_train(torch, shape: AnyShape) -> Callable:
+    """Autograd of ``sum(F.conv{1,2,3}d(x, w) * r)`` w.r.t. ``x`` and ``w``."""
     F = torch.nn.functional
-    pt, pb, pl, pr = shape.pad
-    symmetric = pt == pb and pl == pr
-    common = {"stride": shape.stride, "dilation": shape.dilation, "groups": shape.group}
+    conv = getattr(F, f"conv{shape.rank}d")
+    symmetric, common = _symmetric(shape), _common(shape)
 
     def step(x, w, r):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             w = w.detach().requires_grad_(True)
             if symmetric:
-                y = F.conv2d(x, w, padding=(pt, pl), **common)
+                y = conv(x, w, padding=_lows(shape), **common)
             else:
-                y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), w, **common)
+                y = conv(F.pad(x, _torch_pad(shape)), w, **common)
             loss = (y * r).sum()
             dx, dw = torch.autograd.grad(loss, (x, w))
         return loss.detach(), (dx, dw)
@@ -301,12 +389,12 @@ def prepare_torch(torch, fn: Callable, args: tuple, device: str, *, grad: bool =
     return Prepared(call=call, to_numpy=to_numpy, memory=memory)
 
 
-def prepare_torch_op(torch, shape: Shape, impl: str, dout, w, device: str) -> Prepared:
-    fn = {"torch_conv_transpose2d": torch_conv_transpose2d, "torch_conv2d_input": torch_conv2d_input}[impl](
-        torch, shape
-    )
+def prepare_torch_op(torch, shape: AnyShape, impl: str, dout, w, device: str) -> Prepared:
+    """``impl`` is one of ``torch_op_impls(shape.rank)``."""
+    conv_t, conv_input = torch_op_impls(shape.rank)
+    fn = {conv_t: torch_conv_transpose, conv_input: torch_conv_input}[impl](torch, shape)
     return prepare_torch(torch, fn, (dout, w), device)
 
 
-def prepare_torch_train(torch, shape: Shape, x, w, r, device: str) -> Prepared:
+def prepare_torch_train(torch, shape: AnyShape, x, w, r, device: str) -> Prepared:
     return prepare_torch(torch, torch_train(torch, shape), (x, w, r), device, grad=True)

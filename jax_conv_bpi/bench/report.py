@@ -1,8 +1,13 @@
-"""Rendering of a benchmark result: text tables and a bar chart."""
+"""Rendering of a benchmark result: text tables and a bar chart.
+
+The 2-D suite's tables (op, opt-in, training step) read ``ops`` and
+``training``; the N-D suite's read ``ops_nd`` and ``training_nd``, and the
+per-rank table reads ``summary['by_rank']``.
+"""
 
 from __future__ import annotations
 
-from .impls import LABELS
+from .impls import LABELS, torch_op_impls
 
 _OP_PEERS = ("torch_conv_transpose2d", "torch_conv2d_input", "jax_vjp")
 _SHORT = {
@@ -65,8 +70,16 @@ def machine_lines(result: dict) -> list[str]:
     return lines
 
 
+def _check(entry: dict) -> str:
+    ck = entry["check"]
+    err = ck["rel_err"].get("ours")
+    return "-" if ck["ok"] is None else (f"{err:.0e}" if ck["ok"] else "FAIL")
+
+
 def op_table(result: dict) -> list[str]:
     ops = result["ops"]
+    if not ops:
+        return []
     width = max([len(e["name"]) for e in ops] + [5])
     head = (
         f"{'shape':<{width}} {'ours ms':>9} {'convT ms':>9} {'c2d_in ms':>9} {'jax.vjp ms':>10}"
@@ -146,28 +159,83 @@ def opt_in_table(result: dict) -> list[str]:
     return lines
 
 
-def train_table(result: dict) -> list[str]:
-    train = result["training"]
+def op_nd_table(result: dict) -> list[str]:
+    """The N-D suite's input gradient: ours (``conv_transpose``) vs the rank's PyTorch functions and jax.vjp."""
+    ops = result.get("ops_nd") or []
+    if not ops:
+        return []
+    width = max([len(e["name"]) for e in ops] + [5])
+    head = (
+        f"{'N-D shape':<{width}} {'rank':>4} {'ours ms':>9} {'convT ms':>9} {'c_in ms':>9} {'jax.vjp ms':>10}"
+        f" {'vs convT':>8} {'vs c_in':>8} {'vs vjp':>8} {'GFLOP/s':>8} {'%peak':>6} {'check':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for e in ops:
+        conv_t, conv_input = torch_op_impls(e["rank"])
+        s = e["speedup"]
+        lines.append(
+            f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_ms(e, 'ours')} {_ms(e, conv_t)} {_ms(e, conv_input)}"
+            f" {_ms(e, 'jax_vjp'):>10} {_x(s.get(conv_t))} {_x(s.get(conv_input))} {_x(s.get('jax_vjp'))}"
+            f" {e['gflops']['ours']:8.1f} {100 * e['peak_share']['ours']:5.1f}% {_check(e):>9}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        "ours = jax.jit(conv_transpose); convT = torch conv_transpose{1,2,3}d, c_in = torch grad.conv{1,2,3}d_input"
+    )
+    return lines
+
+
+def rank_table(result: dict) -> list[str]:
+    """Geomean speedups per rank (1-D, 2-D, 3-D), the op and the training step, over both suites."""
+    by_rank = result["summary"].get("by_rank") or {}
+    if not by_rank:
+        return []
+    head = (
+        f"{'geomean per rank':<16} {'shapes':>6} {'vs convT':>8} {'vs c_in':>8} {'vs vjp':>8}"
+        f" {'train':>5} {'vs torch':>8} {'vs jax.grad':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for key, r in by_rank.items():
+        conv_t, conv_input = torch_op_impls(int(key[:-1]))
+        op, tr = r["op"], r["training"]
+        lines.append(
+            f"{key[:-1] + '-D':<16} {len(r['shapes']):>6} {_geo(op.get(conv_t))} {_geo(op.get(conv_input))}"
+            f" {_geo(op.get('jax_vjp'))} {len(r['training_shapes']):>5} {_geo(tr.get('torch_autograd'))}"
+            f" {_geo(tr.get('jax_grad')):>11}"
+        )
+    lines.append(
+        "convT / c_in = the rank's torch conv_transpose{r}d / grad.conv{r}d_input; train = training-step shapes"
+    )
+    return lines
+
+
+def train_table(result: dict, key: str = "training") -> list[str]:
+    """The training steps of ``result[key]`` (``training``: the 2-D suite, with its geomean; ``training_nd``)."""
+    train = result.get(key) or []
     if not train:
         return []
     width = max(len(e["name"]) for e in train)
+    title = "training step" if key == "training" else "N-D training step"
     head = (
-        f"{'training step':<{width}} {'ours ms':>9} {'jax.grad ms':>11} {'torch ms':>9}"
+        f"{title:<{width}} {'ours ms':>9} {'jax.grad ms':>11} {'torch ms':>9}"
         f" {'vs jax.grad':>11} {'vs torch':>8} {'check':>9}"
     )
     lines = [head, "-" * len(head)]
     for e in train:
-        s, ck = e["speedup"], e["check"]
-        err = ck["rel_err"].get("ours")
-        check = "-" if ck["ok"] is None else (f"{err:.0e}" if ck["ok"] else "FAIL")
+        s = e["speedup"]
         lines.append(
             f"{e['name']:<{width}} {_ms(e, 'ours')} {_ms(e, 'jax_grad'):>11} {_ms(e, 'torch_autograd')}"
-            f" {_x(s.get('jax_grad')):>11} {_x(s.get('torch_autograd'))} {check:>9}"
+            f" {_x(s.get('jax_grad')):>11} {_x(s.get('torch_autograd'))} {_check(e):>9}"
         )
-    summ = result["summary"].get("training", {})
     lines.append("-" * len(head))
-    lines.append(f"{'geomean':<{width + 32}} {_geo(summ.get('jax_grad')):>11} {_geo(summ.get('torch_autograd'))}")
-    lines.append("training step = forward conv2d + gradients w.r.t. input and weight (jax.value_and_grad)")
+    if key == "training":
+        summ = result["summary"].get("training", {})
+        lines.append(f"{'geomean':<{width + 32}} {_geo(summ.get('jax_grad')):>11} {_geo(summ.get('torch_autograd'))}")
+        lines.append("training step = forward conv2d + gradients w.r.t. input and weight (jax.value_and_grad)")
+    else:
+        lines.append(
+            "N-D training step = forward conv (jax_conv_bpi.conv_p / lax / torch conv{1,2,3}d) + both gradients"
+        )
     return lines
 
 
@@ -178,12 +246,14 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def memory_lines(result: dict) -> list[str]:
-    mem = result.get("memory")
+def memory_lines(result: dict, key: str = "memory") -> list[str]:
+    """Peak memory on the largest shape of the 2-D suite (``memory``) or the N-D suite (``memory_nd``)."""
+    mem = result.get(key)
     if not mem or not mem["impls"]:
         return []
+    suite = "N-D shape" if key == "memory_nd" else "shape"
     lines = [
-        f"peak memory on the largest shape ({mem['shape']}): inputs + output = {_bytes(mem['io_bytes'])}",
+        f"peak memory on the largest {suite} ({mem['shape']}): inputs + output = {_bytes(mem['io_bytes'])}",
     ]
     for name, m in mem["impls"].items():
         lines.append(f"  {LABELS.get(name, name):<24} {_bytes(m['bytes']):>10}  {m['ratio']:5.2f}x inputs+output")
@@ -192,18 +262,23 @@ def memory_lines(result: dict) -> list[str]:
 
 
 def format_report(result: dict) -> str:
-    parts = machine_lines(result) + [""] + op_table(result)
-    ot = opt_in_table(result)
-    if ot:
-        parts += [""] + ot
-    tt = train_table(result)
-    if tt:
-        parts += [""] + tt
-    ml = memory_lines(result)
-    if ml:
-        parts += [""] + ml
+    parts = machine_lines(result)
+    sections = (
+        op_table(result),
+        opt_in_table(result),
+        train_table(result),
+        op_nd_table(result),
+        train_table(result, "training_nd"),
+        rank_table(result),
+        memory_lines(result),
+        memory_lines(result, "memory_nd"),
+    )
+    for lines in sections:
+        if lines:
+            parts += [""] + lines
     notes = list(result.get("notes", []))
-    for e in result["ops"] + result["training"]:
+    entries = result["ops"] + result["training"] + result.get("ops_nd", []) + result.get("training_nd", [])
+    for e in entries:
         notes += [f"{e['name']}: {n}" for n in e.get("notes", [])]
         ck = e["check"]
         if ck.get("peers_ok") is False:
@@ -212,6 +287,21 @@ def format_report(result: dict) -> str:
     if notes:
         parts += [""] + [f"note: {n}" for n in notes]
     return "\n".join(parts)
+
+
+_ND_ROLES = ("torch_conv_transpose", "torch_conv_input", "jax_vjp")
+LABELS_ND = {
+    "torch_conv_transpose": "torch conv_transpose{1,2,3}d",
+    "torch_conv_input": "torch grad.conv{1,2,3}d_input",
+    "torch_autograd": "torch autograd(conv{1,2,3}d)",
+}
+
+
+def _by_role(entry: dict) -> dict:
+    """An N-D entry with its speedups under rank-free peer names (one bar colour per kind of peer)."""
+    conv_t, conv_input = torch_op_impls(entry["rank"])
+    roles = {conv_t: "torch_conv_transpose", conv_input: "torch_conv_input"}
+    return {**entry, "speedup": {roles.get(p, p): v for p, v in entry["speedup"].items()}}
 
 
 def plot(result: dict, path: str) -> None:
@@ -224,17 +314,21 @@ def plot(result: dict, path: str) -> None:
 
     ops = result["ops"]
     train = result["training"]
-    names = [e["name"] for e in ops]
-    peers = [p for p in _OP_PEERS if any(p in e["speedup"] for e in ops)]
-    rows = 2 if train else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(max(8, 0.9 * len(names) + 3), 4.2 * rows), squeeze=False)
+    ops_nd = [_by_role(e) for e in result.get("ops_nd", [])]
+    train_nd = result.get("training_nd", [])
+    panels = [p for p in (ops, train, ops_nd, train_nd) if p]
+    if not panels:
+        return
+    names = max((len(p) for p in panels), default=1)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.9 * names + 3), 4.2 * len(panels)), squeeze=False)
+    row = iter(ax[0] for ax in axes)
 
-    def bars(ax, entries, peer_names, title):
+    def bars(ax, entries, peer_names, title, labels=LABELS):
         width = 0.8 / max(1, len(peer_names))
         for k, peer in enumerate(peer_names):
             vals = [e["speedup"].get(peer, float("nan")) for e in entries]
             xs = [i + (k - (len(peer_names) - 1) / 2) * width for i in range(len(entries))]
-            ax.bar(xs, vals, width, label=f"vs {LABELS.get(peer, peer)}")
+            ax.bar(xs, vals, width, label=f"vs {labels.get(peer, LABELS.get(peer, peer))}")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x")
@@ -247,11 +341,21 @@ def plot(result: dict, path: str) -> None:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
 
+    def peers_of(entries, names):
+        return [p for p in names if any(p in e["speedup"] for e in entries)]
+
     m = result["machine"]
-    bars(axes[0][0], ops, peers, f"conv2d_backprop_input, float32 - {m['cpu']}, {m['cores']} cores, JAX {m['jax']}")
+    machine = f"float32 - {m['cpu']}, {m['cores']} cores, JAX {m['jax']}"
+    tpeers = ("jax_grad", "torch_autograd")
+    if ops:
+        bars(next(row), ops, peers_of(ops, _OP_PEERS), f"conv2d_backprop_input, {machine}")
     if train:
-        tpeers = [p for p in ("jax_grad", "torch_autograd") if any(p in e["speedup"] for e in train)]
-        bars(axes[1][0], train, tpeers, "training step: forward conv2d + both gradients")
+        bars(next(row), train, peers_of(train, tpeers), "training step: forward conv2d + both gradients")
+    if ops_nd:
+        bars(next(row), ops_nd, peers_of(ops_nd, _ND_ROLES), f"N-D conv_transpose, {machine}", LABELS_ND)
+    if train_nd:
+        title = "N-D training step: forward conv + both gradients"
+        bars(next(row), train_nd, peers_of(train_nd, tpeers), title, LABELS_ND)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -2,11 +2,16 @@
 
 ``run(config)`` returns a JSON-ready dict (see ``report`` for its rendering);
 ``main(argv)`` is the command line (``python -m jax_conv_bpi.bench --help``).
+The 2-D ``Shape`` entries land in ``ops`` / ``training`` (as before the N-D
+suite existed), the ``ShapeND`` entries in ``ops_nd`` / ``training_nd``; the
+summary has the 2-D geomeans and, under ``by_rank``, the geomeans of each
+rank over both kinds.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import gc
@@ -23,19 +28,27 @@ import jax
 import numpy as np
 
 from . import impls, report, timing
-from .suite import Shape, load_suite, select
+from .suite import AnyShape, Shape, ShapeND, load_suite, load_suite_nd, select, shape_from_dict
 
-SCHEMA = "jax_conv_bpi.bench/1"
+SCHEMA = "jax_conv_bpi.bench/2"
 # --quick times the training step on one shape per kind of layer only (compiling
-# three gradients per shape is most of a quick run's time).
-QUICK_TRAINING = ("dcgan_g_k4s2p1_b32", "resnet50_l1_k3s1p1_b32", "unet_up_k2s2_b1", "mobilenetv2_dw_k3s2p1_b32")
+# three gradients per shape is most of a quick run's time), and on at least one
+# shape of every rank that was selected.
+QUICK_TRAINING = (
+    "dcgan_g_k4s2p1_b32",
+    "resnet50_l1_k3s1p1_b32",
+    "unet_up_k2s2_b1",
+    "mobilenetv2_dw_k3s2p1_b32",
+    "hifigan_up2_k16s8p4_b16",
+    "unet3d_deconv_k3s2p1_b1",
+)
 
 
 @dataclasses.dataclass
 class Config:
     """What to run. ``quick()`` gives the settings of ``--quick``."""
 
-    shapes: list[Shape]
+    shapes: list[AnyShape]  # 2-D ``Shape`` and ``ShapeND`` entries, timed in this order
     reps: int = 7
     warmup: int = 2
     torch: bool = True
@@ -53,11 +66,10 @@ class Config:
     opt_in: bool = True  # on CPU, also time ours and jax.vjp with jax_conv_bpi.cpu_compiler_options()
 
     @classmethod
-    def quick_config(cls, shapes: list[Shape], **overrides) -> Config:
+    def quick_config(cls, shapes: list[AnyShape], **overrides) -> Config:
         """Every suite shape at about 1/8 of its work, 3 repetitions, a smaller peak matmul."""
         small = [s.scaled_down(8) for s in shapes]
-        names = [s.name for s in shapes]
-        training = tuple(n for n in QUICK_TRAINING if n in names) or tuple(names[:1])
+        training = quick_training(shapes)
         settings = {
             "reps": 3,
             "warmup": 1,
@@ -67,6 +79,27 @@ class Config:
         }
         settings.update(overrides)
         return cls(shapes=small, **settings)
+
+
+def quick_training(shapes: list[AnyShape]) -> tuple[str, ...]:
+    """``QUICK_TRAINING``'s selected shapes, plus the first shape of each kind and rank that has none."""
+    names = [s.name for s in shapes]
+    chosen = [n for n in QUICK_TRAINING if n in names]
+    covered = {_kind(s) for s in shapes if s.name in chosen}
+    for s in shapes:
+        if _kind(s) not in covered:
+            chosen.append(s.name)
+            covered.add(_kind(s))
+    return tuple(chosen)
+
+
+def _kind(shape: AnyShape) -> tuple[str, int]:
+    return (type(shape).__name__, shape.rank)
+
+
+def rank_key(rank: int) -> str:
+    """The JSON key of a rank's summary: ``'1d'``, ``'2d'``, ``'3d'``."""
+    return f"{rank}d"
 
 
 # -- machine ------------------------------------------------------------------
@@ -160,15 +193,15 @@ def pick_device(platform: str | None):
 # -- the XLA CPU hazard of the plain-JAX baseline -------------------------------
 
 
-def baseline_may_abort(shape: Shape, device) -> bool:
+def baseline_may_abort(shape: AnyShape, device) -> bool:
     """Strided + dilated shapes whose lax-autodiff input gradient may abort XLA CPU."""
     return device.platform == "cpu" and max(shape.stride) > 1 and max(shape.dilation) > 1
 
 
-_PROBES: dict[Shape, tuple[bool, str]] = {}
+_PROBES: dict[AnyShape, tuple[bool, str]] = {}
 
 
-def probe_baseline(shape: Shape, timeout: float = 300) -> tuple[bool, str]:
+def probe_baseline(shape: AnyShape, timeout: float = 300) -> tuple[bool, str]:
     """Run the plain-JAX baselines of ``shape`` in a child process; ``(survived, detail)``.
 
     Cached per shape for the life of the process.
@@ -178,7 +211,7 @@ def probe_baseline(shape: Shape, timeout: float = 300) -> tuple[bool, str]:
     return _PROBES[shape]
 
 
-def _probe(shape: Shape, timeout: float) -> tuple[bool, str]:
+def _probe(shape: AnyShape, timeout: float) -> tuple[bool, str]:
     return run_probe_process(shape.to_dict(), timeout)
 
 
@@ -205,7 +238,7 @@ def run_probe_process(shape_dict: dict, timeout: float) -> tuple[bool, str]:
 
 
 def _run_probe(shape_json: str) -> int:
-    shape = Shape.from_dict(json.loads(shape_json))
+    shape = shape_from_dict(json.loads(shape_json))
     dout, w = shape.arrays(0)
     jax.block_until_ready(jax.jit(impls.jax_vjp_fn(shape))(dout, w))
     x = np.zeros(shape.x_shape, np.float32)
@@ -277,10 +310,11 @@ def _peak(device, n: int, config: Config) -> dict:
     return {"n": n, "gflops": flops / best / 1e9, "median_ms": 1e3 * float(np.median(samples["dot"]))}
 
 
-def run_op_shape(shape: Shape, config: Config, device, torch, torch_device, progress) -> dict:
+def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
     dout, w = shape.arrays(config.seed)
     entry: dict = {"name": shape.name, "shape": shape.to_dict(), "describe": shape.describe()}
     entry.update(
+        rank=shape.rank,
         dout_shape=list(shape.dout_shape),
         weight_shape=list(shape.w_shape),
         input_size=list(shape.x_shape),
@@ -288,6 +322,9 @@ def run_op_shape(shape: Shape, config: Config, device, torch, torch_device, prog
         io_bytes=shape.io_bytes,
         depthwise=shape.depthwise,
     )
+    if isinstance(shape, ShapeND):
+        entry["output_padding"] = list(shape.output_padding)
+    conv_t, conv_input = impls.torch_op_impls(shape.rank)
     notes = []
     use_baseline = True
     if config.probe_hazards and baseline_may_abort(shape, device):
@@ -297,15 +334,18 @@ def run_op_shape(shape: Shape, config: Config, device, torch, torch_device, prog
     if use_baseline:
         prepared["jax_vjp"] = impls.prepare_jax_op(shape, "jax_vjp", dout, w, device)
     if torch is not None:
-        for name in ("torch_conv_transpose2d", "torch_conv2d_input"):
+        for name in (conv_t, conv_input):
             prepared[name] = impls.prepare_torch_op(torch, shape, name, dout, w, torch_device)
+    # The opt-in section is the 2-D suite's (it keeps a --quick run short).
     opt_in = (
-        [n for n in impls.OPT_IN_IMPLS if impls.OPT_IN_IMPLS[n] in prepared] if opt_in_applies(config, device) else []
+        [n for n in impls.OPT_IN_IMPLS if impls.OPT_IN_IMPLS[n] in prepared]
+        if opt_in_applies(config, device) and isinstance(shape, Shape)
+        else []
     )
     for name in opt_in:
         prepared[name] = impls.prepare_jax_op(shape, name, dout, w, device)
     outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
-    reference = "jax_vjp" if use_baseline else ("torch_conv2d_input" if torch is not None else None)
+    reference = "jax_vjp" if use_baseline else (conv_input if torch is not None else None)
     entry["check"] = check_outputs(outputs, reference, config.check_rtol)
     del outputs
     # Everything, opt-in included, is timed in one interleaved section; the
@@ -334,10 +374,10 @@ def opt_in_applies(config: Config, device) -> bool:
     return config.opt_in and device.platform == "cpu" and bool(jax_conv_bpi.cpu_compiler_options())
 
 
-def run_train_shape(shape: Shape, config: Config, device, torch, torch_device, progress) -> dict:
+def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
     dout, w = shape.arrays(config.seed)
     x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
-    entry: dict = {"name": shape.name, "flops": 3 * shape.flops, "notes": []}
+    entry: dict = {"name": shape.name, "rank": shape.rank, "flops": 3 * shape.flops, "notes": []}
     use_baseline = True
     if config.probe_hazards and baseline_may_abort(shape, device):
         use_baseline, detail = probe_baseline(shape)
@@ -419,12 +459,11 @@ def run(config: Config) -> dict:
         progress.step_done(f"op {shape.name} done")
         gc.collect()
     train = []
-    if train_shapes:
-        for shape in train_shapes:
-            progress.set(f"training {shape.name}")
-            train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
-            progress.step_done(f"training {shape.name} done")
-            gc.collect()
+    for shape in train_shapes:
+        progress.set(f"training {shape.name}")
+        train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
+        progress.step_done(f"training {shape.name} done")
+        gc.collect()
 
     progress.set("matmul peak")
     peaks.append(_peak(device, peak_n, config))
@@ -436,36 +475,63 @@ def run(config: Config) -> dict:
     result["peak"] = {"gflops": peak, "n": peak_n, "runs": peaks}
     for e in ops:
         e["peak_share"] = {name: g / peak for name, g in e["gflops"].items()}
-    result["ops"] = ops
-    result["training"] = train
-    result["summary"] = summarize(ops, train)
-    result["memory"] = memory_summary(shapes, ops)
+    # The 2-D suite keeps its keys (and tables); the N-D shapes get their own.
+    for key, entries, of in (("ops", ops, shapes), ("training", train, train_shapes)):
+        result[key] = [e for e, s in zip(entries, of) if not isinstance(s, ShapeND)]
+        result[f"{key}_nd"] = [e for e, s in zip(entries, of) if isinstance(s, ShapeND)]
+    result["summary"] = summarize(result["ops"], result["training"])
+    result["summary"]["by_rank"] = summarize_by_rank(ops, train)
+    result["memory"] = memory_summary([s for s in shapes if not isinstance(s, ShapeND)], result["ops"])
+    result["memory_nd"] = memory_summary([s for s in shapes if isinstance(s, ShapeND)], result["ops_nd"])
     result["checks_ok"] = all(e["check"]["ok"] is not False for e in ops + train)
     return result
 
 
-def summarize(ops: list[dict], train: list[dict]) -> dict:
-    def geo(entries, peer, only=None):
-        vals = [e["speedup"].get(peer) for e in entries if only is None or only(e)]
-        g = timing.geomean(vals)
-        return None if g is None else {"geomean": g, "min": min(v for v in vals if v), "count": len(vals)}
+def _geo(entries: list[dict], peer: str, only=None) -> dict | None:
+    """Geomean, minimum and count of the speedups over ``peer`` (``None`` when none was timed)."""
+    vals = [e["speedup"].get(peer) for e in entries if only is None or only(e)]
+    g = timing.geomean(vals)
+    return None if g is None else {"geomean": g, "min": min(v for v in vals if v), "count": len(vals)}
 
+
+def summarize(ops: list[dict], train: list[dict]) -> dict:
     peers = sorted({p for e in ops for p in e["speedup"]})
     out = {
-        "op": {p: geo(ops, p) for p in peers},
-        "op_depthwise": {p: geo(ops, p, lambda e: e["depthwise"]) for p in peers},
+        "op": {p: _geo(ops, p) for p in peers},
+        "op_depthwise": {p: _geo(ops, p, lambda e: e["depthwise"]) for p in peers},
     }
     opt = [e["opt_in"] | {"depthwise": e["depthwise"]} for e in ops if "opt_in" in e]
     if opt:
         peers = sorted({p for e in opt for p in e["speedup"]})
-        out["op_opt_in"] = {p: geo(opt, p) for p in peers}
-        out["op_opt_in_depthwise"] = {p: geo(opt, p, lambda e: e["depthwise"]) for p in peers}
+        out["op_opt_in"] = {p: _geo(opt, p) for p in peers}
+        out["op_opt_in_depthwise"] = {p: _geo(opt, p, lambda e: e["depthwise"]) for p in peers}
     if train:
-        out["training"] = {p: geo(train, p) for p in sorted({p for e in train for p in e["speedup"]})}
+        out["training"] = {p: _geo(train, p) for p in sorted({p for e in train for p in e["speedup"]})}
     return out
 
 
-def memory_summary(shapes: list[Shape], ops: list[dict]) -> dict | None:
+def summarize_by_rank(ops: list[dict], train: list[dict]) -> dict:
+    """Per rank (``'1d'``, ``'2d'``, ``'3d'``, only those run): geomean speedups of the op and of the training step.
+
+    The op's peers are ``jax_vjp`` and the rank's PyTorch functions
+    (``torch_conv_transpose{r}d``, ``torch_conv{r}d_input``); the training
+    step's ``jax_grad`` and ``torch_autograd``. 2-D ``Shape`` and 2-D
+    ``ShapeND`` entries count together.
+    """
+    out = {}
+    for rank in sorted({e["rank"] for e in ops + train}):
+        rank_ops = [e for e in ops if e["rank"] == rank]
+        rank_train = [e for e in train if e["rank"] == rank]
+        out[rank_key(rank)] = {
+            "shapes": [e["name"] for e in rank_ops],
+            "training_shapes": [e["name"] for e in rank_train],
+            "op": {p: _geo(rank_ops, p) for p in ("jax_vjp", *impls.torch_op_impls(rank))},
+            "training": {p: _geo(rank_train, p) for p in ("jax_grad", "torch_autograd")},
+        }
+    return out
+
+
+def memory_summary(shapes: list[AnyShape], ops: list[dict]) -> dict | None:
     """Peak memory of every implementation on the largest shape, vs inputs + output."""
     if not ops:
         return None
@@ -485,15 +551,30 @@ def memory_summary(shapes: list[Shape], ops: list[dict]) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jax_conv_bpi.bench",
-        description="Time jax_conv_bpi.conv2d_backprop_input against plain JAX autodiff and PyTorch.",
+        description=(
+            "Time jax_conv_bpi's transposed convolution (conv2d_backprop_input on the 2-D suite, conv_transpose on "
+            "the 1-D/3-D suite) against plain JAX autodiff and PyTorch."
+        ),
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a run under a minute: shapes at ~1/8 of their work (batch/8 or half H, W), 3 repetitions",
+        help="a run under a minute: shapes at ~1/8 of their work (batch/8, else halved sizes), 3 repetitions",
     )
-    p.add_argument("--shapes", help="comma-separated shape names (default: the whole suite)")
-    p.add_argument("--suite", help="a shapes JSON file instead of the bundled suite")
+    p.add_argument(
+        "--shapes", help="comma-separated shape names, from either suite (default: every shape of both suites)"
+    )
+    p.add_argument(
+        "--suite",
+        metavar="PATH",
+        help="a shapes JSON file instead of the bundled 2-D suite (entries with 'spatial' are read as N-D shapes)",
+    )
+    p.add_argument(
+        "--suite-nd",
+        metavar="PATH",
+        help="an N-D shapes JSON file instead of the bundled 1-D/3-D suite (shapes_nd.json)",
+    )
+    p.add_argument("--no-nd", action="store_true", help="leave out the N-D suite (only the --suite / 2-D shapes)")
     p.add_argument("--reps", type=int, help="timed repetitions per implementation (default 7, quick 3)")
     p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2, quick 1)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
@@ -517,8 +598,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def suite_from_args(args: argparse.Namespace) -> list[AnyShape]:
+    """The 2-D suite (``--suite`` or bundled), then the N-D one (``--suite-nd`` or bundled, unless ``--no-nd``)."""
+    shapes = load_suite(args.suite) + ([] if args.no_nd else load_suite_nd(args.suite_nd))
+    dup = sorted(name for name, n in collections.Counter(s.name for s in shapes).items() if n > 1)
+    if dup:
+        raise ValueError(f"shape names must be unique across the suites, got duplicates {dup}")
+    return shapes
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    shapes = select(load_suite(args.suite), args.shapes.split(",") if args.shapes else None)
+    shapes = select(suite_from_args(args), args.shapes.split(",") if args.shapes else None)
     overrides = {
         "torch": not args.no_torch,
         "training": not args.no_training,
