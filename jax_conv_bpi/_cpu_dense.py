@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _lowering as L
+from . import _xla_cpu
 from ._geometry import ConvGeometry
-from ._xla_cpu import conv_off_ynn
 
 __all__ = ["BACKPROP_FILTER_PATHS", "CONV_PATHS"]
 
@@ -76,12 +76,21 @@ def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
     return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
 
 
-def conv_stride1_off_ynn(x, w, *, geom: ConvGeometry):
-    """Forward convolution; stride 1 goes through ``conv_off_ynn`` (XLA CPU's faster backend)."""
-    if set(geom.stride) != {1} or 0 in geom.y_shape:
+def conv_routed(x, w, *, geom: ConvGeometry):
+    """Forward convolution through ``_xla_cpu.conv``: stride 1 off YNNPACK (1-D / 2-D), 3-D depth-folded."""
+    if 0 in geom.y_shape or (geom.ndim < 3 and set(geom.stride) != {1}):
         return L.conv2d_default(x, w, geom=geom)
     pos, crops = L.split_negative(geom.padding)
-    y = conv_off_ynn(L.crop(x, crops), w, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group)
+    y = _xla_cpu.conv(
+        L.crop(x, crops),
+        w,
+        geom,
+        padding=pos,
+        strides=geom.stride,
+        rhs_dilation=geom.dilation,
+        groups=geom.group,
+        off_ynn=True,
+    )
     return y.astype(L.out_dtype(geom, x))
 
 
@@ -101,7 +110,7 @@ def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
     return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
 
 
-CONV_PATHS = {"default": L.conv2d_default, "off_ynn": conv_stride1_off_ynn, "direct": conv_direct}
+CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}
 BACKPROP_FILTER_PATHS = {
     "default": L.backprop_filter_default,
     "gemm": backprop_filter_gemm,

@@ -31,9 +31,8 @@ import numpy as np
 from jax import lax
 
 from . import _lowering as L
-from . import _padding
+from . import _padding, _xla_cpu
 from ._geometry import ConvGeometry
-from ._xla_cpu import conv_off_ynn
 
 __all__ = ["PATHS"]
 
@@ -272,7 +271,7 @@ def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
         for a, (ids, _, _) in enumerate(specs):
             v = jnp.take(v, np.asarray(ids), axis=2 + a)
         pos, crops = L.split_negative([p for _, _, p in specs])
-        return L.conv(
+        return _xla_cpu.conv(
             L.crop(dout, crops),
             L.grouped_transpose(v, geom.group),
             geom,
@@ -322,7 +321,7 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     v = v.reshape(g, c_out // g, c_in_g, *v.shape[2:])
     perm = [0, 2] + [3 + 2 * a for a in range(nd)] + [1] + [4 + 2 * a for a in range(nd)]
     v = v.transpose(perm).reshape(c_in * math.prod(s), c_out // g, *a_len)
-    out = L.conv(dout, v, geom, padding=[(t - 1, t - 1) for t in a_len], groups=g)
+    out = _xla_cpu.conv(dout, v, geom, padding=[(t - 1, t - 1) for t in a_len], groups=g)
     q = [o[a] + a_len[a] - 1 for a in range(nd)]
     out = out.reshape(n, c_in, *s, *q)
     perm = [0, 1] + [ax for a in range(nd) for ax in (2 + nd + a, 2 + a)]
@@ -333,7 +332,7 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
 def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
     """Stride 1 only: the flipped correlation of ``backprop_input_default`` (no lhs dilation).
 
-    Through ``conv_off_ynn``, so XLA CPU uses its faster convolution backend.
+    Through ``_xla_cpu.conv`` (off YNNPACK in 1-D / 2-D, depth-folded in 3-D).
     """
     if set(geom.stride) != {1}:
         raise ValueError(f"the flipped_conv path needs stride 1 on every axis, got {geom.stride}")
@@ -341,9 +340,8 @@ def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
         return L.zeros(geom.x_shape, geom, dout)
     pads = [_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim)]
     pos, crops = L.split_negative(pads)
-    out = conv_off_ynn(
-        dout, L.flip_transpose_weight(w, geom.group), geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group
-    )
+    w_flipped = L.flip_transpose_weight(w, geom.group)
+    out = _xla_cpu.conv(dout, w_flipped, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group, off_ynn=True)
     return L.crop(out, crops).astype(L.out_dtype(geom, dout))
 
 

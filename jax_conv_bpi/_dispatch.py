@@ -79,8 +79,8 @@ def select_cpu_path(geom: ConvGeometry) -> str:
 
 
 def select_forward_path(geom: ConvGeometry) -> str:
-    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``off_ynn``."""
-    return "direct" if _few_channels(geom) else "off_ynn"
+    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``routed`` (``_xla_cpu.conv``)."""
+    return "direct" if _few_channels(geom) else "routed"
 
 
 def select_filter_path(geom: ConvGeometry) -> str:

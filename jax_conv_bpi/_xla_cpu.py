@@ -14,6 +14,14 @@ plain ``conv`` and ``cpu_compiler_options`` return ``{}``.
 * ``cpu_compiler_options()`` is the per-compilation option that sends every
   convolution of a user's own ``jax.jit`` to the other backend; eager calls
   of the primitives compile with it on CPU.
+* XLA CPU runs a 3-D convolution 3-5x slower than the same arithmetic as one
+  2-D convolution (measured on the benchmark's 3-D U-Net and V-Net shapes,
+  ``docs/performance.md``). ``conv`` therefore folds the depth taps into the
+  channels and the output depth into the batch: a 3-D convolution is a 2-D
+  one over ``KD`` depth-shifted copies of the input. Exact (the same sums,
+  another order); costs ``KD`` strided copies of the input.
+
+``conv`` is the one convolution every CPU formulation calls.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from . import _lowering
 from ._geometry import ConvGeometry
 
-__all__ = ["conv_off_ynn", "cpu_compiler_options"]
+__all__ = ["conv", "conv_off_ynn", "cpu_compiler_options"]
 
 
 def conv_off_ynn(lhs, rhs, geom: ConvGeometry, *, padding, rhs_dilation=None, groups=1):
@@ -39,6 +49,61 @@ def conv_off_ynn(lhs, rhs, geom: ConvGeometry, *, padding, rhs_dilation=None, gr
     padding[0] = (top + extra, padding[0][1])
     out = _lowering.conv(lhs, rhs, geom, padding=padding, rhs_dilation=dil, groups=groups)
     return out[:, :, extra:] if extra else out
+
+
+def conv(lhs, rhs, geom: ConvGeometry, *, padding, strides=None, rhs_dilation=None, groups=1, off_ynn=False):
+    """A CPU formulation's convolution (channels-first, no lhs dilation), routed for XLA CPU's speed.
+
+    3-D: depth folded into a 2-D convolution (``conv_depth_folded``). 1-D and
+    2-D: ``conv_off_ynn`` when ``off_ynn`` and every stride is 1, else the
+    plain ``_lowering.conv``.
+    """
+    nd = lhs.ndim - 2
+    strides = (1,) * nd if strides is None else tuple(strides)
+    rhs_dilation = (1,) * nd if rhs_dilation is None else tuple(rhs_dilation)
+    if nd == 3:
+        return conv_depth_folded(
+            lhs, rhs, geom, padding=padding, strides=strides, rhs_dilation=rhs_dilation, groups=groups
+        )
+    if off_ynn and set(strides) == {1}:
+        return conv_off_ynn(lhs, rhs, geom, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
+    return _lowering.conv(lhs, rhs, geom, strides=strides, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
+
+
+def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dilation, groups=1):
+    """A 3-D convolution as one 2-D convolution.
+
+    With depth padding ``(lo, hi)``, stride ``sd``, dilation ``dd`` and ``KD``
+    depth taps, output depth ``t`` of channel ``o`` is
+    ``sum_kd conv2d(x_pad[:, :, t*sd + kd*dd], w[o, :, kd])``. Stacking the
+    ``KD`` depth-shifted, depth-strided copies of ``x`` along the channels
+    (channel ``c * KD + kd``, so each group's channels stay contiguous) and
+    reshaping ``w`` to ``(O, I * KD, KH, KW)`` makes the sum over ``kd`` part of
+    the 2-D convolution's channel contraction; the output depths ride in the
+    batch.
+    """
+    n, c, _, h, w = lhs.shape
+    o, i, kd = rhs.shape[:3]
+    lo, hi = padding[0]
+    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), ((0, 0, 0), (0, 0, 0), (lo, hi, 0), (0, 0, 0), (0, 0, 0)))
+    sd, dd = strides[0], rhs_dilation[0]
+    depth = (lhs.shape[2] - (kd - 1) * dd - 1) // sd + 1
+    if depth <= 0 or 0 in lhs.shape or 0 in rhs.shape:
+        return _lowering.conv(
+            lhs, rhs, geom, strides=strides, padding=[(0, 0), *padding[1:]], rhs_dilation=rhs_dilation, groups=groups
+        )
+    taps = [lax.slice_in_dim(lhs, t * dd, t * dd + (depth - 1) * sd + 1, sd, axis=2) for t in range(kd)]
+    folded = jnp.stack(taps, axis=2).transpose(0, 3, 1, 2, 4, 5).reshape(n * depth, c * kd, h, w)
+    out = _lowering.conv(
+        folded,
+        rhs.reshape(o, i * kd, *rhs.shape[3:]),
+        geom,
+        strides=strides[1:],
+        padding=padding[1:],
+        rhs_dilation=rhs_dilation[1:],
+        groups=groups,
+    )
+    return out.reshape(n, depth, o, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
 
 
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"

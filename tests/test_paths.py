@@ -152,8 +152,8 @@ def test_dense_dispatcher_rule():
     select = _dispatch.select_forward_path
     assert select(GEOMETRIES["depthwise"]) == "direct"
     assert select(GEOMETRIES["channel_mult"]) == "direct"
-    assert select(geometry(1, 64, 64, 9, 3)) == "off_ynn"
-    assert select(geometry(1, 64, 64, 9, 3, group=2)) == "off_ynn"
+    assert select(geometry(1, 64, 64, 9, 3)) == "routed"
+    assert select(geometry(1, 64, 64, 9, 3, group=2)) == "routed"
     filt = _dispatch.select_filter_path
     assert filt(GEOMETRIES["depthwise"]) == "direct"
     assert filt(geometry(1, 64, 64, 9, 3, stride=2)) == "gemm"
