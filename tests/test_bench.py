@@ -272,6 +272,15 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert by_rank["1d"]["training"]["jax_grad"]["count"] == 2 and by_rank["1d"]["training"]["torch_autograd"] is None
     assert result["memory_nd"]["shape"] == max(_nd_shapes()[8:], key=lambda s: s.io_bytes).name
 
+    # First calls (trace + compile + run): one per JAX program, the slowest of ours summarised.
+    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"]
+    for e in every:
+        assert set(e["times"]) <= set(e["first_call_s"]) and all(v > 0 for v in e["first_call_s"].values())
+    fc = result["first_call"]
+    assert fc["count"] == len(every)
+    assert fc["max_s"] == max(e["first_call_s"]["ours"] for e in every)
+    assert fc["shape"] in {e["name"] for e in every}
+
 
 def test_cli_suites_and_selection(tmp_path):
     mixed = tmp_path / "mixed.json"

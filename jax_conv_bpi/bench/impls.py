@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,7 @@ class Prepared:
     call: Callable[[], Any]
     to_numpy: Callable[[Any], Any]
     memory: dict | None = None
+    first_call_s: float | None = None  # JAX: trace + compile + the first run, in seconds
 
 
 # -- JAX ----------------------------------------------------------------------
@@ -204,14 +206,19 @@ def memory_of(compiled) -> dict | None:
 
 def prepare_jax(fn: Callable, args: tuple, device, compiler_options: dict | None = None) -> Prepared:
     """Compile ``fn`` for ``args`` (placed on ``device``) ahead of time, with ``compiler_options``."""
-    args = tuple(jax.device_put(a, device) for a in args)
+    args = tuple(jax.block_until_ready(jax.device_put(a, device)) for a in args)
+    start = time.perf_counter()
     jitted = jax.jit(fn, compiler_options=compiler_options) if compiler_options else jax.jit(fn)
     compiled = jitted.lower(*args).compile()
 
     def call():
         return jax.block_until_ready(compiled(*args))
 
-    return Prepared(call=call, to_numpy=lambda out: jax.tree.map(np.asarray, out), memory=memory_of(compiled))
+    call()
+    first = time.perf_counter() - start
+    return Prepared(
+        call=call, to_numpy=lambda out: jax.tree.map(np.asarray, out), memory=memory_of(compiled), first_call_s=first
+    )
 
 
 def prepare_jax_op(shape: AnyShape, impl: str, dout: np.ndarray, w: np.ndarray, device) -> Prepared:

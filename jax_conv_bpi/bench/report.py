@@ -261,6 +261,17 @@ def memory_lines(result: dict, key: str = "memory") -> list[str]:
     return lines
 
 
+def first_call_lines(result: dict) -> list[str]:
+    """The slowest first call (trace + compile + run) of ours, op and training step, over every shape."""
+    fc = result.get("first_call")
+    if not fc:
+        return []
+    return [
+        f"first call of jax_conv_bpi (jax.jit -> first result: trace + compile + run): at most "
+        f"{fc['max_s']:.2f} s over {fc['count']} programs (slowest: {fc['shape']})"
+    ]
+
+
 def format_report(result: dict) -> str:
     parts = machine_lines(result)
     sections = (
@@ -272,6 +283,7 @@ def format_report(result: dict) -> str:
         rank_table(result),
         memory_lines(result),
         memory_lines(result, "memory_nd"),
+        first_call_lines(result),
     )
     for lines in sections:
         if lines:

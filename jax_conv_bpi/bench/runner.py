@@ -293,6 +293,20 @@ def _timed_section(prepared: dict, config: Config, progress: timing.Progress) ->
     return {name: timing.summarize(s) for name, s in samples.items()}
 
 
+def _first_calls(prepared: dict) -> dict:
+    """Seconds from ``jax.jit`` to the first result (trace + compile + run), per JAX implementation."""
+    return {name: p.first_call_s for name, p in prepared.items() if p.first_call_s is not None}
+
+
+def first_call_summary(entries: list[dict]) -> dict | None:
+    """The slowest first call of ours over ``entries`` (op and training step alike)."""
+    timed = [(e["first_call_s"]["ours"], e["name"]) for e in entries if "ours" in e.get("first_call_s", {})]
+    if not timed:
+        return None
+    worst, name = max(timed)
+    return {"max_s": worst, "shape": name, "count": len(timed)}
+
+
 def _ratios(times: dict, ours: str = "ours") -> dict:
     t = times.get(ours)
     if t is None:
@@ -355,6 +369,7 @@ def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, p
     entry["speedup"] = _ratios(entry["times"])
     entry["gflops"] = {name: shape.flops / (t["median_ms"] * 1e-3) / 1e9 for name, t in entry["times"].items()}
     entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None and name not in opt_in}
+    entry["first_call_s"] = _first_calls(prepared)
     if opt_in:
         opt_times = {name: t for name, t in times.items() if name in opt_in or name.startswith("torch")}
         opt_times["ours"] = times["ours"]
@@ -396,6 +411,7 @@ def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device
     entry["times"] = _timed_section(prepared, config, progress)
     entry["speedup"] = _ratios(entry["times"])
     entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
+    entry["first_call_s"] = _first_calls(prepared)
     return entry
 
 
@@ -483,6 +499,8 @@ def run(config: Config) -> dict:
     result["summary"]["by_rank"] = summarize_by_rank(ops, train)
     result["memory"] = memory_summary([s for s in shapes if not isinstance(s, ShapeND)], result["ops"])
     result["memory_nd"] = memory_summary([s for s in shapes if isinstance(s, ShapeND)], result["ops_nd"])
+    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"]
+    result["first_call"] = first_call_summary(every)
     result["checks_ok"] = all(e["check"]["ok"] is not False for e in ops + train)
     return result
 
