@@ -45,11 +45,17 @@ def conv_transpose(
       output_padding=op, groups=g, dilation=d)`` is
       ``conv_transpose(y, w, s, [(p, p)] * 2, output_padding=op,
       feature_group_count=g, rhs_dilation=d)`` (the same for 1-D and 3-D).
-    * ``lax.conv_transpose(y, w, s, pad, transpose_kernel=True,
-      dimension_numbers=("NCHW", "OIHW", "NCHW"))`` with ``pad`` 'SAME' or
-      'VALID' is ``conv_transpose(y, w, s, pad)`` when the kernel is at least
-      the stride (lax pads differently below that); unlike lax this takes groups
+    * ``lax.conv_transpose(y, w, s, "SAME", transpose_kernel=True,
+      dimension_numbers=("NCHW", "OIHW", "NCHW"))`` is ``conv_transpose(y, w,
+      s, "SAME")``; with ``"VALID"`` the same holds when every dilated kernel
+      extent is at least its stride (below that lax appends ``s - extent``
+      zeros: ``output_padding=s - extent`` here). Unlike lax this takes groups
       and an output size.
+
+    An ``output_padding`` of at least the stride (allowed when the dilation is
+    larger) reaches sizes whose forward convolution has more than ``y``'s
+    outputs; the result is then the VJP of that convolution's first ``y``
+    outputs.
 
     Args:
       y: ``(N, C_out, *spatial)`` (channels-first by default), 1 to 3 spatial dims.
@@ -65,8 +71,8 @@ def conv_transpose(
       dimension_numbers: as for ``lax.conv_general_dilated`` of the forward
         convolution (``None``: channels-first, e.g. ``("NCHW", "OIHW",
         "NCHW")``); ``("NHWC", "HWIO", "NHWC")`` and the like work too.
-      precision: as in lax (``None``: the backend default, and
-        ``jax.default_matmul_precision`` is respected).
+      precision: ``None`` (the backend default, ``jax.default_matmul_precision``
+        respected), a ``lax.Precision``, one of its names, or a pair of them.
       preferred_element_type: the result dtype (``None``: ``y``'s dtype). Half
         precision always accumulates in float32.
       cpu_path: force one CPU formulation of the input gradient (a name in

@@ -111,9 +111,12 @@ def conv_transpose_sizes(
         ``(lo, hi)`` pairs.
 
     Returns:
-      One ``range`` per axis. ``output_padding = size - r.start`` selects
-      ``size`` from range ``r`` (PyTorch's rule ``0 <= output_padding <
-      max(stride, dilation)``); ``'SAME'`` allows one size, ``y_size * stride``.
+      One ``range`` per axis: the reachable sizes (all >= 1). Size ``n`` is
+      ``output_padding = n - n0`` with ``n0 = (o - 1) * s - lo - hi + d * (k -
+      1) + 1``, the size of ``output_padding=0`` (PyTorch's rule ``0 <=
+      output_padding < max(stride, dilation)``). ``n0`` is ``r.start`` unless
+      it is below 1: then the sizes below 1 are left out and ``r.start`` is 1.
+      ``'SAME'`` allows one size, ``y_size * stride`` (none for ``y_size`` 0).
 
     Example:
       >>> import jax_conv_bpi as jcb
@@ -121,6 +124,8 @@ def conv_transpose_sizes(
       [[31, 32]]
       >>> jcb.conv_transpose_sizes((8, 8), 4, 2, "SAME")
       (range(16, 17), range(16, 17))
+      >>> jcb.conv_transpose_sizes((1,), 1, 3, [(1, 1)])  # n0 = -1: output_padding 2 gives size 1
+      (range(1, 2),)
     """
     fn = "conv_transpose_sizes"
     if not (isinstance(y_size, (tuple, list)) and 1 <= len(y_size) <= 3):
@@ -134,7 +139,8 @@ def conv_transpose_sizes(
     ranges = []
     for a in range(n):
         if pads == "SAME":
-            ranges.append(range(out[a] * s[a], out[a] * s[a] + 1))
+            size = out[a] * s[a]
+            ranges.append(range(size, size + 1) if size >= 1 else range(0))
             continue
         lo, hi = (0, 0) if pads == "VALID" else pads[a]
         start = _padding.transpose_input_length(out[a], k[a], s[a], d[a], lo, hi, 0)

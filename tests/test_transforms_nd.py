@@ -1,0 +1,407 @@
+"""JAX transformations of the 1-D and 3-D ``conv_transpose`` against lax's own autodiff.
+
+The oracle is the transposed convolution written as ``jax.vjp`` of plain
+``lax.conv_general_dilated`` w.r.t. its input (for an ``output_padding`` of at
+least the stride: the forward convolution sliced to ``y``'s size), with the
+padding and result size computed here from PyTorch's rule. Every
+transformation of it is JAX's own differentiation of a convolution,
+independent of this project's rules. No case has a stride and a dilation above
+1 on one axis (XLA CPU may abort on lax's transposes there, see
+``test_hazard.py``). Values of every dtype are also checked against the
+float64 NumPy reference, and ``check_grads`` runs finite differences in float64.
+
+2-D is covered by ``test_transforms.py``; vmap over a size-0 axis by
+``test_regressions.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import jax.test_util
+import numpy as np
+import pytest
+import reference
+from helpers import compile_and_run, enable_x64, fast_compile_options, random_arrays
+from jax import export, lax
+
+import jax_conv_bpi as jcb
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HIGHEST = lax.Precision.HIGHEST
+ALL_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One ``conv_transpose`` call; ``dn`` None is channels-first, else channels-last (``N...C``, ``...IO``)."""
+
+    name: str
+    y: tuple[int, ...]  # channels-first (N, C_out, *spatial)
+    w: tuple[int, ...]  # (C_out, C_in / g, *kernel)
+    strides: tuple[int, ...]
+    pairs: tuple[tuple[int, int], ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    group: int = 1
+    channels_last: bool = False
+
+    @property
+    def nd(self):
+        return len(self.y) - 2
+
+    @property
+    def dn(self):
+        sp = "DHW"[3 - self.nd :]
+        if self.channels_last:
+            return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+        return ("NC" + sp, "OI" + sp, "NC" + sp)
+
+    @property
+    def x_sp(self):
+        """PyTorch's rule: (o - 1) * s - lo - hi + d * (k - 1) + 1 + output_padding."""
+        return tuple(
+            (o - 1) * s - lo - hi + d * (k - 1) + 1 + p
+            for o, k, s, d, (lo, hi), p in zip(
+                self.y[2:], self.w[2:], self.strides, self.dilation, self.pairs, self.output_padding
+            )
+        )
+
+    def _layout(self, cf_shape, spec):
+        """A channels-first shape in ``spec``'s order (channels-first specs are the identity)."""
+        n_or_o, c_or_i, *sp = cf_shape
+        if not self.channels_last:
+            return tuple(cf_shape)
+        return (n_or_o, *sp, c_or_i) if spec[0] == "N" else (*sp, c_or_i, n_or_o)
+
+    @property
+    def y_shape(self):
+        return self._layout(self.y, "N")
+
+    @property
+    def w_shape(self):
+        return self._layout(self.w, "W")
+
+    @property
+    def x_shape(self):
+        return self._layout((self.y[0], self.group * self.w[1], *self.x_sp), "N")
+
+    def ours(self, y, w):
+        return jcb.conv_transpose(
+            y,
+            w,
+            self.strides,
+            self.pairs,
+            output_padding=self.output_padding,
+            rhs_dilation=self.dilation,
+            feature_group_count=self.group,
+            dimension_numbers=self.dn if self.channels_last else None,
+        )
+
+    def lax_op(self, y, w):
+        """jax.vjp w.r.t. x of lax's forward convolution (sliced to y's size), applied to y."""
+        out_spec = self.dn[2]
+        sp_axes = [out_spec.index(ch) for ch in out_spec if ch not in "NC"]
+
+        def conv(x):
+            out = lax.conv_general_dilated(
+                x,
+                w,
+                self.strides,
+                self.pairs,
+                rhs_dilation=self.dilation,
+                feature_group_count=self.group,
+                dimension_numbers=self.dn,
+                precision=HIGHEST,
+            )
+            for axis, o in zip(sp_axes, self.y[2:]):
+                out = lax.slice_in_dim(out, 0, o, axis=axis)
+            return out
+
+        return jax.vjp(conv, jnp.zeros(self.x_shape, y.dtype))[1](y)[0]
+
+    def reference(self, y, w):
+        """float64 NumPy reference in the result's layout."""
+        if self.channels_last:
+            y, w = np.moveaxis(y, -1, 1), np.transpose(w, (self.nd + 1, self.nd, *range(self.nd)))
+        x = reference.conv_transpose_nd(y, w, self.x_sp, self.strides, self.dilation, self.pairs, self.group)
+        return np.moveaxis(x, 1, -1) if self.channels_last else x
+
+    def inputs(self, seed=0, dtype=np.float32):
+        """y, w and a cotangent-shaped weight c for the scalar loss."""
+        return random_arrays(seed, self.y_shape, self.w_shape, self.x_shape, dtype=dtype)
+
+
+CASES = [
+    # strided, grouped, asymmetric padding, output_padding; channels-last
+    Case("1d-s2-g2-op1-nwc", (2, 4, 5), (4, 3, 3), (2,), ((1, 0),), (1,), (1,), group=2, channels_last=True),
+    # dilated with output_padding >= stride (the cropped operator), grouped
+    Case("1d-d2-cropped-g2", (1, 4, 4), (4, 1, 3), (1,), ((1, 1),), (1,), (2,), group=2),
+    # strided on two axes, grouped, asymmetric padding, output_padding
+    Case(
+        "3d-s212-g2-op100",
+        (1, 4, 2, 3, 2),
+        (4, 1, 2, 3, 2),
+        (2, 1, 2),
+        ((1, 1), (0, 1), (1, 0)),
+        (1, 0, 0),
+        (1, 1, 1),
+        2,
+    ),
+]
+
+
+def _ids(cases):
+    return [pytest.param(c, id=c.name) for c in cases]
+
+
+def test_cases_are_what_they_claim():
+    for c in CASES:
+        assert not any(s > 1 and d > 1 for s, d in zip(c.strides, c.dilation)), c.name  # lax-safe
+        assert all(0 <= p < max(s, d) for p, s, d in zip(c.output_padding, c.strides, c.dilation)), c.name
+        assert max(c.strides) > 1 or max(c.dilation) > 1, c.name
+        assert c.group > 1 and any(p for p in c.output_padding), c.name
+        for x, o, k, s, d, (lo, hi), p in zip(
+            c.x_sp, c.y[2:], c.w[2:], c.strides, c.dilation, c.pairs, c.output_padding
+        ):
+            assert reference.output_size(x, k, s, d, lo, hi) == o + p // s, c.name
+    assert any(p >= s for c in CASES for p, s in zip(c.output_padding, c.strides))  # a cropped case
+
+
+# ---------------------------------------------------------------------------
+# Transformations, each applied to ours and to the lax oracle
+# ---------------------------------------------------------------------------
+
+B = 3
+
+
+def _stack(seed, n, shape):
+    return random_arrays(seed, (n, *shape), dtype=np.float32)[0]
+
+
+def _loss(op, c):
+    """A non-linear scalar loss: the op is bilinear, so higher derivatives need one."""
+    return lambda y, w: jnp.sum(jnp.sin(op(y, w)) * c)
+
+
+def _vdot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _directions(case, seed):
+    return _stack(seed, 1, case.y_shape)[0], _stack(seed + 1, 1, case.w_shape)[0]
+
+
+def t_jit(op, case, y, w, c):
+    return jax.jit(op)(y, w)
+
+
+def t_grads_123(op, case, y, w, c):
+    """Orders 1, 2, 3 w.r.t. (y, w), as gradients of scalar projections of the lower orders."""
+    v, u = _directions(case, 3), _directions(case, 5)
+    g1 = jax.grad(_loss(op, c), argnums=(0, 1))
+    g2 = jax.grad(lambda a, b: _vdot(g1(a, b), v), argnums=(0, 1))
+    g3 = jax.grad(lambda a, b: _vdot(g2(a, b), u), argnums=(0, 1))
+    return g1(y, w), g2(y, w), g3(y, w)
+
+
+def t_jvp(op, case, y, w, c):
+    t = _directions(case, 7)
+    return jax.jvp(op, (y, w), t), jax.jvp(_loss(op, c), (y, w), t)
+
+
+def t_jacfwd_jacrev(op, case, y, w, c):
+    return jax.jacfwd(op, argnums=(0, 1))(y, w), jax.jacrev(op, argnums=(0, 1))(y, w)
+
+
+def t_hessian(op, case, y, w, c):
+    return jax.hessian(_loss(op, c), argnums=(0, 1))(y, w)
+
+
+TRANSFORMS = {f.__name__[2:]: f for f in (t_jit, t_grads_123, t_jvp, t_jacfwd_jacrev, t_hessian)}
+
+
+def _assert_tree_close(got, want, what, rtol=1e-5, scale_atol=2e-5):
+    assert jax.tree.structure(got) == jax.tree.structure(want), what
+    leaves = jax.tree.leaves(want)
+    scale = max(1.0, max(float(np.max(np.abs(x), initial=0.0)) for x in leaves))
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(got), leaves)):
+        assert a.shape == b.shape, (what, i, a.shape, b.shape)
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64),
+            np.asarray(b, np.float64),
+            rtol=rtol,
+            atol=scale_atol * scale,
+            err_msg=f"{what} {i}",
+        )
+
+
+def _run_with_cpu_options(fn, *args):
+    """``jax.jit(fn)(*args)`` compiled with ``jcb.cpu_compiler_options()`` (and the fast-compile ones)."""
+    lowered = jax.jit(fn).lower(*args)
+    return jax.device_get(lowered.compile({**(fast_compile_options() or {}), **jcb.cpu_compiler_options()})(*args))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("case", _ids(CASES))
+def test_transform_matches_lax_autodiff(case, name):
+    y, w, c = case.inputs()
+    fn = TRANSFORMS[name]
+    # The 3-D hessian compiled with XLA CPU's default options kills the process (jaxlib 0.10.2, see
+    # test_hessian_3d_with_default_compiler_options below); the library's documented options avoid it.
+    run = _run_with_cpu_options if name == "hessian" and case.nd == 3 else compile_and_run
+    got = run(lambda a, b: fn(case.ours, case, a, b, c), y, w)
+    want = compile_and_run(lambda a, b: fn(case.lax_op, case, a, b, c), y, w)
+    nonzero = [x for x in jax.tree.leaves(want) if np.any(np.asarray(x) != 0)]
+    assert nonzero, "the oracle's result is all zeros"
+    _assert_tree_close(got, want, name)
+
+
+@pytest.mark.parametrize("case", _ids(CASES))
+def test_first_order_matches_the_reference(case):
+    """The value, and the gradient of <op, c> (the forward conv and the weight gradient), in float64 NumPy."""
+    y, w, c = case.inputs(seed=1)
+    out, (g_y, g_w) = compile_and_run(
+        lambda a, b: (case.ours(a, b), jax.grad(lambda a, b: jnp.vdot(case.ours(a, b), c), argnums=(0, 1))(a, b)), y, w
+    )
+    np.testing.assert_allclose(out, case.reference(y, w), rtol=1e-5, atol=1e-5 * np.max(np.abs(out)))
+    # <op(y, w), c> is linear in y and in w, so <y', grad_y> == <op(y', w), c> and <w', grad_w> == <op(y, w'), c>
+    # for any y', w': the gradients checked against the reference along random directions.
+    for seed in (2, 3):
+        y2 = _stack(seed, 1, case.y_shape)[0]
+        w2 = _stack(seed + 10, 1, case.w_shape)[0]
+        lhs = float(np.vdot(case.reference(y2, w), c))
+        np.testing.assert_allclose(float(np.vdot(y2, g_y)), lhs, rtol=1e-5, atol=1e-5 * abs(lhs) + 1e-5)
+        lhs = float(np.vdot(case.reference(y, w2), c))
+        np.testing.assert_allclose(float(np.vdot(w2, g_w)), lhs, rtol=1e-5, atol=1e-5 * abs(lhs) + 1e-5)
+
+
+_HESSIAN_CHILD = r"""
+import numpy as np, jax, jax.numpy as jnp
+import jax_conv_bpi as jcb
+rng = np.random.default_rng(0)
+y = jnp.asarray(rng.standard_normal((1, 4, 2, 3, 2)), jnp.float32)
+w = jnp.asarray(rng.standard_normal((4, 1, 2, 3, 2)), jnp.float32)
+c = jnp.asarray(rng.standard_normal((1, 2, 3, 5, 3)), jnp.float32)
+
+def hessian(op):
+    loss = lambda y, w: jnp.sum(jnp.sin(op(y, w)) * c)
+    return jax.jit(jax.hessian(loss, argnums=(0, 1)))(y, w)
+
+def lax_op(y, w):
+    conv = lambda x: jax.lax.conv_general_dilated(
+        x, w, (1, 1, 1), "VALID", feature_group_count=2, precision=jax.lax.Precision.HIGHEST)
+    return jax.vjp(conv, jnp.zeros((1, 2, 3, 5, 3), jnp.float32))[1](y)[0]
+
+want = hessian(lax_op)
+got = hessian(lambda y, w: jcb.conv_transpose(y, w, 1, "VALID", feature_group_count=2))
+for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5 * float(np.max(np.abs(b))))
+print("ok")
+"""
+
+
+@pytest.mark.xfail(
+    condition=jax.__version__.startswith("0.10."),
+    strict=True,
+    raises=AssertionError,
+    reason="bug (jaxlib 0.10.x CPU): jax.jit(jax.hessian(loss, argnums=(0, 1))) of a 3-D grouped conv_transpose "
+    "with y (1, 4, 2, 3, 2), w (4, 1, 2, 3, 2), stride 1, 'VALID', 2 groups dies with SIGSEGV under XLA CPU's "
+    "default compiler options (in a YNNPACK reduce fusion of the library's 'direct' per-tap formulation); "
+    "compiler_options=jcb.cpu_compiler_options() or jaxlib 0.4.36 do not crash",
+)
+def test_hessian_3d_with_default_compiler_options():
+    """In a child process (a crash there fails this test instead of killing pytest)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run([sys.executable, "-c", _HESSIAN_CHILD], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, f"child exited with {proc.returncode} (-11 is SIGSEGV):\n{proc.stderr[-2000:]}"
+    assert proc.stdout.strip().endswith("ok")
+
+
+# ---------------------------------------------------------------------------
+# vmap against a Python loop of lax's vjp
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batched", ["y", "w", "both"])
+@pytest.mark.parametrize("case", _ids(CASES))
+def test_vmap_matches_a_loop_of_lax(case, batched):
+    y, w, _ = case.inputs()
+    ys, ws = _stack(1, B, case.y_shape), _stack(2, B, case.w_shape)
+    axes = {"y": (0, None), "w": (None, 0), "both": (0, 0)}[batched]
+    args = (ys if axes[0] == 0 else y, ws if axes[1] == 0 else w)
+    got = compile_and_run(jax.vmap(case.ours, in_axes=axes), *args)
+    lax_op = jax.jit(case.lax_op)
+    want = np.stack([lax_op(ys[i] if axes[0] == 0 else y, ws[i] if axes[1] == 0 else w) for i in range(B)])
+    assert got.shape == (B, *case.x_shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.max(np.abs(want))))
+
+
+# ---------------------------------------------------------------------------
+# Finite differences in float64
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", _ids(CASES))
+def test_check_grads_float64(case):
+    with enable_x64(True):
+        y, w, c = case.inputs(seed=13, dtype=np.float64)
+        loss = _loss(case.ours, jnp.asarray(c))  # eager: faster here than recompiling each jit(jvp(...))
+        args = (jnp.asarray(y), jnp.asarray(w))
+        assert loss(*args).dtype == jnp.float64
+        jax.test_util.check_grads(loss, args, order=2, modes=("fwd", "rev"))
+    assert not jax.config.jax_enable_x64
+
+
+# ---------------------------------------------------------------------------
+# jax.export
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", _ids(CASES))
+def test_export_every_platform_and_round_trip(case):
+    y, w, c = case.inputs(seed=4)
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (y, w)]
+    grad = jax.grad(_loss(case.ours, c), argnums=(0, 1))
+    lax_grad = jax.grad(_loss(case.lax_op, c), argnums=(0, 1))
+    for fn, oracle in ((case.ours, case.lax_op), (grad, lax_grad)):
+        exp = export.export(jax.jit(fn), platforms=ALL_PLATFORMS)(*specs)
+        assert exp.platforms == ALL_PLATFORMS
+        restored = export.deserialize(exp.serialize())
+        assert restored.in_avals == exp.in_avals and restored.out_avals == exp.out_avals
+        got = restored.call(y, w)
+        _assert_tree_close(got, jax.jit(oracle)(y, w), "export vs lax")
+        jax.tree.map(np.testing.assert_array_equal, got, jax.jit(fn)(y, w))  # the round trip changes nothing
+
+
+# ---------------------------------------------------------------------------
+# dtypes against the float64 reference
+# ---------------------------------------------------------------------------
+
+# Error relative to the largest magnitude. Half precision accumulates in float32 and rounds once, so
+# its error is at most half an ulp of each value: within one ulp of the largest (2**-10 for float16,
+# 2**-7 for bfloat16). Measured: about a third of that. (test_transforms.py checks the rounding in 2-D.)
+DTYPES = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 1e-5, "float64": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_dtypes_against_the_float64_reference(dtype):
+    with enable_x64(dtype == "float64"):
+        dt = jnp.dtype(dtype)
+        args = [tuple(jnp.asarray(a, dt) for a in c.inputs(seed=8)[:2]) for c in CASES]
+        got = compile_and_run(lambda args: [c.ours(*a) for c, a in zip(CASES, args)], args)
+        for c, (y, w), g in zip(CASES, args, got):
+            assert g.dtype == dt, (c.name, g.dtype)
+            # the reference of the exact (rounded) inputs: only the op's own error is measured
+            want = c.reference(np.asarray(y, np.float64), np.asarray(w, np.float64))
+            assert g.shape == want.shape
+            err = np.max(np.abs(np.asarray(g, np.float64) - want)) / np.max(np.abs(want))
+            assert err <= DTYPES[dtype], (c.name, dtype, err)
+    assert not jax.config.jax_enable_x64
