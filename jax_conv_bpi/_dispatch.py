@@ -20,6 +20,7 @@ CPU_PATHS = tuple(sorted(_cpu_input_grad.PATHS))
 """Names of the input-gradient formulations ``conv_transpose(..., cpu_path=...)`` accepts."""
 
 DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
+DIRECT_MAX_TAPS = 64  # ... with at most this many kernel taps (its program, and compile time, grow per tap)
 SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin
 GEMM_MAX_EXPANSION = 4  # gemm's per-tap planes at most this many times the result
 GEMM_MIN_CONTRACTION = 256  # C_out/g below this: phase_conv beat gemm (k3s2, 128 channels)
@@ -27,8 +28,15 @@ FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many ta
 
 
 def _few_channels(geom: ConvGeometry) -> bool:
+    """The ``direct`` forms apply: few channels per group and not too many taps.
+
+    The taps bound keeps compile time low: a stride-1 ``direct`` program is
+    one multiply-add per tap (measured ~10 ms of compile per tap: a 8x8x8
+    kernel took 7 s, ``flipped_conv`` 0.1 s).
+    """
     c_out, c_in_g = geom.w_shape[:2]
-    return c_in_g * (c_out // geom.group) <= DIRECT_MAX_CHANNEL_PRODUCT
+    channels = c_in_g * (c_out // geom.group) <= DIRECT_MAX_CHANNEL_PRODUCT
+    return channels and math.prod(geom.kernel) <= DIRECT_MAX_TAPS
 
 
 def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
@@ -46,8 +54,8 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
 def select_cpu_path(geom: ConvGeometry) -> str:
     """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``).
 
-    1. Few channels per group (depthwise, channel multipliers, small groups):
-       ``direct``.
+    1. Few channels per group (depthwise, channel multipliers, small groups)
+       and at most ``DIRECT_MAX_TAPS`` taps: ``direct``.
     2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
     3. Every phase has at most one tap (kernel equal to the stride, kernel 1
        under a stride): ``gemm`` (one matmul plus an interleave).

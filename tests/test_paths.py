@@ -251,6 +251,12 @@ def test_dispatcher_rules():
     assert select(geometry(1, 8, 8, 9, 3, stride=2, group=2)) == "direct"  # 4*4 per group
     assert select(geometry(1, 10, 10, 9, 3, stride=2, group=2)) != "direct"  # 5*5 per group
     assert select(geometry(1, 64, 64, 9, 3, stride=2, group=2)) != "direct"
+    # ... and at most DIRECT_MAX_TAPS taps (8x8 = 64 is the limit; 9x9 depthwise goes elsewhere)
+    assert _dispatch.DIRECT_MAX_TAPS == 64
+    assert select(geometry(1, 8, 8, 20, 8, group=8)) == "direct"
+    assert select(geometry(1, 8, 8, 20, 9, group=8)) == "flipped_conv"
+    assert _dispatch.select_forward_path(geometry(1, 8, 8, 20, 9, group=8)) == "routed"
+    assert _dispatch.select_filter_path(geometry(1, 8, 8, 20, 9, group=8)) == "default"
     # rule 2: stride 1
     assert select(geometry(1, 16, 16, 9, 1)) == "gemm"
     assert select(geometry(1, 16, 16, 9, (1, 3), pad=(0, 0, 1, 1))) == "flipped_conv"
