@@ -3,7 +3,9 @@
 Exact MindSpore semantics for ``ops.Conv2DBackpropInput`` and its family, a
 JAX-native ``conv_transpose`` for 1, 2 and 3 spatial dimensions (groups,
 PyTorch-consistent padding and output size), a custom backward that stays
-inside the convolution family, and every JAX transformation.
+inside the convolution family, and every JAX transformation. ``jax_conv_bpi.ops``
+holds MindSpore's names: ``Conv3D``, ``Conv3DTranspose`` and the functional
+``conv1d``, ``conv2d``, ``conv3d``, ``conv_transpose2d``, ``conv3d_transpose``.
 
 Example:
   >>> import jax.numpy as jnp
@@ -13,8 +15,11 @@ Example:
   (10, 32, 32, 32)
   >>> jcb.conv_transpose(jnp.ones((1, 8, 5)), jnp.ones((8, 4, 4)), 2, [(1, 1)]).shape
   (1, 4, 10)
+  >>> jcb.ops.conv3d(jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 3, 3, 3)), pad_mode="same").shape
+  (1, 3, 4, 4, 4)
 """
 
+from . import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
 from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
 from ._conv_transpose import conv_transpose
 from ._dispatch import CPU_PATHS
@@ -44,5 +49,6 @@ __all__ = [
     "conv_transpose",
     "conv_transpose_sizes",
     "cpu_compiler_options",
+    "ops",
     "valid_input_sizes",
 ]

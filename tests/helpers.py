@@ -237,3 +237,38 @@ def compile_and_run(fn, *args):
     opts = fast_compile_options()
     compiled = lowered.compile(opts) if opts else lowered.compile()
     return jax.device_get(compiled(*args))
+
+
+# ---------------------------------------------------------------------------
+# Wave-2 golden files (conv3d.npz, functional.npz): loading and repr parsing
+# ---------------------------------------------------------------------------
+
+WAVE2_DIR = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+
+
+def literal(text: str):
+    """``ast.literal_eval`` plus the ``np.int64(3)``-style calls the wave-2 reprs use."""
+    import ast
+
+    def conv(node):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.value.id == "np":
+            return getattr(np, node.func.attr)(*(conv(a) for a in node.args))
+        if isinstance(node, ast.Tuple):
+            return tuple(conv(e) for e in node.elts)
+        if isinstance(node, ast.List):
+            return [conv(e) for e in node.elts]
+        return ast.literal_eval(node)
+
+    return conv(ast.parse(text, mode="eval").body)
+
+
+@functools.cache
+def wave2_golden(name: str):
+    """(npz, cases, probes) of ``../shared/golden/<name>.npz``, or None when the folder is absent."""
+    import json
+
+    path = WAVE2_DIR / f"{name}.npz"
+    if not path.exists():
+        return None
+    z = np.load(path)
+    return z, json.loads(str(z["meta_json"]))["cases"], json.loads(str(z["errors_json"]))
