@@ -15,10 +15,11 @@ demo: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi
 
 test: $(VENV)/.installed
-	$(PY) -m pytest jax_conv_bpi tests README.md -q
+	$(PY) -m pytest jax_conv_bpi tests README.md -q -n 2
 
-# The lowest JAX that pyproject.toml claims (jax>=0.4.36), in a venv of its own: the golden,
-# oracle and N-D tests run against it. `make test` runs this too (see .ci/run).
+# The lowest JAX that pyproject.toml claims (jax>=0.4.36), in a venv of its own: the golden
+# tests and the N-D oracle, transformation and path tests run against it. CI runs it after
+# `make test` (.ci/run).
 MIN_VENV ?= .venv-min-jax
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_JAX := jax==0.4.36 jaxlib==0.4.36 numpy<2.2
@@ -31,7 +32,7 @@ $(MIN_VENV)/.installed: pyproject.toml
 
 test-min-jax: $(MIN_VENV)/.installed
 	$(MIN_PY) -c "import jax; assert jax.__version__ == '0.4.36', jax.__version__"
-	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_paths_nd.py -q -p no:cacheprovider
+	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py -q -n 2 -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench
