@@ -57,6 +57,9 @@ def select_cpu_path(geom: ConvGeometry) -> str:
     1. Few channels per group (depthwise, channel multipliers, small groups)
        and at most ``DIRECT_MAX_TAPS`` taps: ``direct``.
     2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
+       Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
+       beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
+       ``phase_conv`` 1.2x).
     3. Every phase has at most one tap (kernel equal to the stride, kernel 1
        under a stride): ``gemm`` (one matmul plus an interleave).
     4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
@@ -73,6 +76,8 @@ def select_cpu_path(geom: ConvGeometry) -> str:
         return "direct"
     if set(geom.stride) == {1}:
         return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
+    if geom.ndim == 3:
+        return "phase_gemm"
     most, wasted = phase_stats(geom)
     if set(most) == {1}:
         return "gemm"

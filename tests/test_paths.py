@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import compile_and_run, flat_padding, geometry, lhs_dilated_convolutions
+from helpers import compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _dispatch, _primitives, _xla_cpu
@@ -260,6 +260,10 @@ def test_dispatcher_rules():
     # rule 2: stride 1
     assert select(geometry(1, 16, 16, 9, 1)) == "gemm"
     assert select(geometry(1, 16, 16, 9, (1, 3), pad=(0, 0, 1, 1))) == "flipped_conv"
+    # strided 3-D (not direct): phase_gemm, whatever the taps
+    for k in (2, 3):
+        assert select(geometry_nd(1, 16, 32, (8, 8, 8), k, stride=2)) == "phase_gemm"
+    assert select(geometry_nd(1, 16, 32, (8, 8, 8), 3, padding=1)) == "flipped_conv"  # stride 1
     # rule 3: at most one tap per phase (kernel == stride, 1x1, dilation >= stride with k == 2)
     assert select(geometry(1, 16, 16, 8, 2, stride=2)) == "gemm"
     assert select(geometry(1, 16, 16, 9, 1, stride=3)) == "gemm"
