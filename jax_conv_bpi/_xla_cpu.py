@@ -133,7 +133,10 @@ def cpu_compiler_options() -> dict[str, str]:
     For ``jax.jit(f, compiler_options=cpu_compiler_options())``: it applies to
     that one compilation only (no global flag) and to EVERY convolution in
     ``f``, not only this library's. Returns ``{}`` when the installed jaxlib
-    does not know the option. Only for CPU compilations.
+    does not know the option. Only for CPU compilations. It also removes the
+    YNNPACK fusions jaxlib 0.10.2 forms around some reductions: that avoids a
+    crash of XLA CPU in ``jax.jit(jax.hessian(...))`` of a small grouped 3-D
+    ``conv_transpose`` (README, "Known XLA CPU issues").
 
     Example:
       >>> import jax, jax.numpy as jnp
