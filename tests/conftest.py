@@ -10,7 +10,18 @@ import pathlib
 import numpy as np
 import pytest
 
-GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+
+def golden_dir() -> pathlib.Path:
+    """Where the golden vectors are: ``$JCB_GOLDEN_DIR``, else ``shared/golden`` inside the checkout (the device
+    machine's copy, see docs/gpu.md), else ``../shared/golden`` beside it (a developer's checkout)."""
+    if os.environ.get("JCB_GOLDEN_DIR"):
+        return pathlib.Path(os.environ["JCB_GOLDEN_DIR"]).resolve()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    inside = root / "shared" / "golden"
+    return inside if inside.is_dir() else root.parent / "shared" / "golden"
+
+
+GOLDEN_DIR = golden_dir()
 GOLDEN_NPZ = GOLDEN_DIR / "conv2d_backprop_input.npz"
 
 
@@ -18,7 +29,7 @@ def golden_available() -> bool:
     return GOLDEN_NPZ.exists()
 
 
-_SKIP_REASON = f"MindSpore golden vectors not found at {GOLDEN_DIR} (the ../shared folder beside the checkout)"
+_SKIP_REASON = f"MindSpore golden vectors not found at {GOLDEN_DIR} (set JCB_GOLDEN_DIR, or put shared/golden inside or beside the checkout)"
 
 
 class Golden:

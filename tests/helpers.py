@@ -15,6 +15,7 @@ import warnings
 
 import jax
 import numpy as np
+import pytest
 import reference
 
 from jax_conv_bpi._geometry import ConvGeometry
@@ -210,6 +211,12 @@ _FAST_CPU_OPTIONS = {
 }
 
 
+requires_cpu = pytest.mark.skipif(
+    jax.default_backend() != "cpu",
+    reason="CPU-specific: checks XLA CPU's lowering, cpu_path or CPU compiler options (run on CPU)",
+)
+
+
 @functools.cache
 def fast_compile_options() -> dict | None:
     """Compile-time-only CPU options (results unchanged: the convolutions are library calls), or None.
@@ -243,7 +250,20 @@ def compile_and_run(fn, *args):
 # Wave-2 golden files (conv3d.npz, functional.npz): loading and repr parsing
 # ---------------------------------------------------------------------------
 
-WAVE2_DIR = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+
+def _golden_dir():
+    """conftest.golden_dir's rule: ``$JCB_GOLDEN_DIR``, else ``shared/golden`` inside the checkout, else beside it."""
+    import os
+    import pathlib
+
+    if os.environ.get("JCB_GOLDEN_DIR"):
+        return pathlib.Path(os.environ["JCB_GOLDEN_DIR"]).resolve()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    inside = root / "shared" / "golden"
+    return inside if inside.is_dir() else root.parent / "shared" / "golden"
+
+
+WAVE2_DIR = _golden_dir()
 
 
 def literal(text: str):
@@ -260,6 +280,14 @@ def literal(text: str):
         return ast.literal_eval(node)
 
     return conv(ast.parse(text, mode="eval").body)
+
+
+WAVE2_MISSING = f"MindSpore golden vectors not found at {WAVE2_DIR} (the ../shared folder beside the checkout)"
+
+
+def wave2_missing(name: str, n_args: int = 1):
+    """The one parameter set of a golden-driven test when the golden folder is absent: a skip that says so."""
+    return pytest.param(*([None] * n_args), marks=pytest.mark.skip(reason=WAVE2_MISSING), id=f"{name}-no-golden")
 
 
 @functools.cache

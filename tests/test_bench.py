@@ -326,3 +326,64 @@ def test_hazard_probe_reports_a_failing_child():
     # A child that fails (here: an invalid shape) is reported, never raised.
     survived, detail = runner.run_probe_process({"name": "not_a_shape"}, timeout=120)
     assert survived is False and "status 1" in detail
+
+
+def test_dtype_and_precision_options_plumbing(tmp_path):
+    """--dtype / --precision reach the Config, every implementation's arrays and the JSON (one tiny shape each)."""
+    from jax import lax
+
+    parse = runner.build_parser().parse_args
+    default = runner.config_from_args(parse(["--no-nd"]))
+    assert (default.dtype, default.precision, runner.effective_rtol(default)) == ("float32", "highest", 1e-4)
+    cfg = runner.config_from_args(parse(["--dtype", "bfloat16", "--precision", "default", "--quick"]))
+    assert (cfg.dtype, cfg.precision, cfg.quick) == ("bfloat16", "default", True)
+    assert runner.effective_rtol(cfg) == runner.BFLOAT16_RTOL
+    assert runner.effective_rtol(runner.Config(shapes=[], precision="default")) == runner.TF32_RTOL
+    with pytest.raises(SystemExit):
+        parse(["--dtype", "float16"])
+    with pytest.raises(ValueError, match="precision"):
+        runner.Config(shapes=[], precision="high")
+
+    # The 2-D entries (MindSpore's API) stay HIGHEST; the N-D ones follow --precision.
+    s2, snd = Shape.from_dict(TINY[0]), ShapeND.from_dict(TINY_ND[0])
+    assert impls.jax_precision(s2, "default") == impls.jax_precision(s2, "highest") == lax.Precision.HIGHEST
+    assert impls.jax_precision(snd, "default") is None and impls.jax_precision(snd, "highest") == lax.Precision.HIGHEST
+    assert impls.geometry(snd, "default").precision is None and not impls.torch_tf32(s2, "default")
+    assert impls.torch_tf32(snd, "default") and not impls.torch_tf32(snd, "highest")
+
+    # bfloat16 arrays for JAX and PyTorch; results come back as float32 for the check.
+    dev = jax.devices("cpu")[0]
+    dout, w = snd.arrays(0)
+    p = impls.prepare_jax_op(snd, "ours", dout, w, dev, dtype="bfloat16", precision="default")
+    out = p.call()
+    assert out.dtype == jax.numpy.bfloat16 and p.to_numpy(out).dtype == np.float32
+    torch = impls.import_torch()
+    if torch is not None:
+        name = impls.torch_op_impls(1)[0]
+        t = impls.prepare_torch_op(torch, snd, name, dout, w, "cpu", dtype="bfloat16")
+        tout = t.call()
+        assert tout.dtype == torch.bfloat16 and t.to_numpy(tout).dtype == np.float32
+        assert runner.rel_error(t.to_numpy(tout), p.to_numpy(out)) < runner.BFLOAT16_RTOL
+
+    # One end-to-end run: the options land in the JSON and the report's header.
+    nd_path = tmp_path / "one.json"
+    nd_path.write_text(json.dumps(TINY_ND[:1]))
+    one = runner.Config(
+        shapes=bench.load_suite(nd_path),
+        reps=1,
+        warmup=1,
+        torch=False,
+        training=False,
+        progress=False,
+        probe_hazards=False,
+        opt_in=False,
+        dtype="bfloat16",
+        precision="default",
+    )
+    result = runner.run(one)
+    assert result["checks_ok"] is True
+    assert result["config"]["dtype"] == "bfloat16" and result["config"]["precision"] == "default"
+    assert result["config"]["check_rtol"] == runner.BFLOAT16_RTOL
+    assert result["ops_nd"][0]["precision"] == "default"
+    header = bench.report.format_report(result)
+    assert "bfloat16, precision default" in header

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import assert_close, compile_and_run, enable_x64, lhs_dilated_convolutions, random_arrays
+from helpers import assert_close, compile_and_run, enable_x64, lhs_dilated_convolutions, random_arrays, requires_cpu
 from jax import lax
 
 import jax_conv_bpi as jcb
@@ -540,6 +540,7 @@ STRIDE1_PATH_CASES = [
 ]
 
 
+@requires_cpu
 @pytest.mark.parametrize("case", _ids(PATH_CASES + STRIDE1_PATH_CASES))
 def test_every_cpu_path_matches_the_reference(case):
     names = [n for n in jcb.CPU_PATHS if n != "flipped_conv" or set(case.s) == {1}]
@@ -551,6 +552,7 @@ def test_every_cpu_path_matches_the_reference(case):
         assert_close(got[n], want, f"cpu_path={n}", rtol=1e-5, scale_atol=1e-5)
 
 
+@requires_cpu
 @pytest.mark.parametrize("case", _ids(PATH_CASES))
 def test_a_forced_cpu_path_is_the_one_lowered(case):
     """Only 'lhs_dilated' lowers to an lhs-dilated convolution (CPU)."""

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import enable_x64, literal, transpose_sizes, wave2_golden
+from helpers import WAVE2_MISSING, enable_x64, literal, transpose_sizes, wave2_golden, wave2_missing
 
 from jax_conv_bpi import ops
 
@@ -250,7 +250,7 @@ def reference_result(api: str, ctor: dict, kw: dict, args: list) -> np.ndarray:
 def _probes(name: str):
     data = wave2_golden(name)
     if data is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="wave-2 golden files absent"), id="no-golden")]
+        return [wave2_missing(name, 2)]
     return [pytest.param(name, p, id=f"{name}-{p['id']}-{p['category']}") for p in data[2]]
 
 
@@ -295,7 +295,7 @@ def test_decision_table_is_current(name):
     """Every DECIDED entry is a real probe whose MindSpore outcome it really changes."""
     data = wave2_golden(name)
     if data is None:
-        pytest.skip("wave-2 golden files absent")
+        pytest.skip(WAVE2_MISSING)
     by_id = {p["id"]: p for p in data[2]}
     for pid, outcome in DECIDED[name].items():
         probe = by_id[pid]
@@ -311,7 +311,7 @@ def test_probe_summary():
     for name in ("conv3d", "functional"):
         data = wave2_golden(name)
         if data is None:
-            pytest.skip("wave-2 golden files absent")
+            pytest.skip(WAVE2_MISSING)
         for probe in data[2]:
             outcome, _ = decided(name, probe)
             if outcome is None or (isinstance(outcome, Raise) and not outcome.difference):

@@ -20,6 +20,8 @@ from jax import export
 import jax_conv_bpi as jcb
 
 ALL_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+# The platform the round trips run on: the default backend ("cpu" here, "cuda" on an NVIDIA GPU).
+HERE = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
 
 CASES = [
     # (name, dout shape, weight shape, input_size, attributes): both strided, so the two lowerings differ.
@@ -101,10 +103,13 @@ def test_export_single_platforms(case):
 
 
 def test_cpu_export_round_trip(case):
-    """Serialized, deserialized and called: identical values to the direct call, for the op and its gradient."""
+    """Serialized, deserialized and called: identical values to the direct call, for the op and its gradient.
+
+    Exported for the default backend (CPU here; CUDA on a GPU machine, where the artifact must run there).
+    """
     f, grad, args, _, _ = case
     for fn in (f, grad):
-        exp = export.export(jax.jit(fn), platforms=("cpu",))(*_specs(args))
+        exp = export.export(jax.jit(fn), platforms=(HERE,))(*_specs(args))
         blob = exp.serialize()
         assert isinstance(blob, (bytes, bytearray))
         restored = export.deserialize(blob)
@@ -115,7 +120,7 @@ def test_cpu_export_round_trip(case):
 def test_exported_function_is_differentiable(case):
     """An export serialized with vjp_order=1 differentiates like the op itself."""
     f, grad, args, _, c = case
-    exp = export.export(jax.jit(f), platforms=("cpu",))(*_specs(args))
+    exp = export.export(jax.jit(f), platforms=(HERE,))(*_specs(args))
     restored = export.deserialize(exp.serialize(vjp_order=1))
     got = jax.grad(lambda d, w: jnp.sum(jnp.sin(restored.call(d, w)) * c), argnums=(0, 1))(*args)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), got, grad(*args))

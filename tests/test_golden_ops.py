@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import pytest
 import reference
-from helpers import compile_and_run, literal, wave2_golden
+from helpers import compile_and_run, literal, wave2_golden, wave2_missing
 
 from jax_conv_bpi import ops
 
@@ -38,7 +38,7 @@ _FILES = ("conv3d", "functional")
 def _cases(name: str):
     data = wave2_golden(name)
     if data is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="wave-2 golden files absent"), id="no-golden")]
+        return [wave2_missing(name, 1)]
     return [pytest.param(c, id=f"{c['name']}-{c['op']}-{c['dtype']}") for c in data[1]]
 
 

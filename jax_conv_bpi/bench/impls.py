@@ -25,8 +25,15 @@ shape's geometry (the primitive ``conv2d`` binds, of any rank) for a
 ``ShapeND``; plain ``lax.conv_general_dilated`` under ``jax.grad``; and
 PyTorch autograd of ``F.conv{1,2,3}d``.
 
-All float32 computations run at full float32 precision (``Precision.HIGHEST``
-in JAX, TF32 off in PyTorch), so GPU numbers compare like with like.
+By default every float32 computation runs at full float32 precision
+(``Precision.HIGHEST`` in JAX, TF32 off in PyTorch), so GPU numbers compare
+like with like. ``precision="default"`` (``--precision default``) lets the
+N-D entries' ``conv_transpose`` / ``conv_p``, their ``lax`` baselines and
+PyTorch use the backend's default (TF32 on an NVIDIA GPU since Ampere); the
+2-D ``Shape`` entries are the MindSpore API, full float32 by design, so they
+and their baselines stay at ``HIGHEST`` (and PyTorch's TF32 stays off for
+them). ``dtype`` (``--dtype``) casts every implementation's arrays, JAX and
+PyTorch alike (``float32`` or ``bfloat16``).
 """
 
 from __future__ import annotations
@@ -72,6 +79,31 @@ LABELS = {
 }
 # The opt-in section: the same functions compiled with ``jax_conv_bpi.cpu_compiler_options()``.
 OPT_IN_IMPLS = {"ours_opt": "ours", "jax_vjp_opt": "jax_vjp"}
+DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("highest", "default")
+
+
+def jax_precision(shape: AnyShape, precision: str = "highest"):
+    """The lax precision of ``shape``'s JAX implementations: ``None`` (the backend default) only for an N-D
+    entry under ``precision="default"``; the 2-D ``Shape`` entries (MindSpore's API) are always HIGHEST."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "default" and isinstance(shape, ShapeND):
+        return None
+    return lax.Precision.HIGHEST
+
+
+def cast(a: np.ndarray, dtype: str) -> np.ndarray:
+    """``a`` in ``dtype`` (``'bfloat16'`` through ml_dtypes, as JAX takes it)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return np.asarray(a, jnp.dtype(dtype))
+
+
+def _host_float(out) -> np.ndarray:
+    """A result on the host, bfloat16 widened to float32 (for the correctness check)."""
+    out = np.asarray(out)
+    return out.astype(np.float32) if out.dtype == jnp.bfloat16 else out
 
 
 @dataclasses.dataclass
@@ -85,10 +117,10 @@ class Prepared:
 # -- JAX ----------------------------------------------------------------------
 
 
-def ours_fn(shape: AnyShape) -> Callable:
+def ours_fn(shape: AnyShape, precision: str = "highest") -> Callable:
     """This library's input gradient: the MindSpore API for a 2-D ``Shape``, ``conv_transpose`` for a ``ShapeND``."""
     if isinstance(shape, ShapeND):
-        return ours_nd_fn(shape)
+        return ours_nd_fn(shape, precision)
 
     def ours(dout, w):
         return jcb.conv2d_backprop_input(
@@ -105,8 +137,10 @@ def ours_fn(shape: AnyShape) -> Callable:
     return ours
 
 
-def ours_nd_fn(shape: ShapeND) -> Callable:
-    """``jax_conv_bpi.conv_transpose`` giving exactly ``shape.x_shape`` (channels-first, full float32)."""
+def ours_nd_fn(shape: ShapeND, precision: str = "highest") -> Callable:
+    """``jax_conv_bpi.conv_transpose`` giving exactly ``shape.x_shape`` (channels-first; full float32 unless
+    ``precision="default"``)."""
+    prec = jax_precision(shape, precision)
 
     def ours(dout, w):
         return jcb.conv_transpose(
@@ -117,14 +151,14 @@ def ours_nd_fn(shape: ShapeND) -> Callable:
             output_padding=shape.output_padding,
             rhs_dilation=shape.dilation,
             feature_group_count=shape.group,
-            precision=lax.Precision.HIGHEST,
+            precision=prec,
         )
 
     return ours
 
 
-def lax_conv(x, w, shape: AnyShape):
-    """The forward convolution in plain lax, channels-first, at full float32 precision."""
+def lax_conv(x, w, shape: AnyShape, precision: str = "highest"):
+    """The forward convolution in plain lax, channels-first, at full float32 precision (or the default)."""
     return lax.conv_general_dilated(
         x,
         w,
@@ -133,12 +167,12 @@ def lax_conv(x, w, shape: AnyShape):
         rhs_dilation=shape.dilation,
         dimension_numbers=default_dimension_numbers(shape.rank),
         feature_group_count=shape.group,
-        precision=lax.Precision.HIGHEST,
+        precision=jax_precision(shape, precision),
     )
 
 
-def geometry(shape: AnyShape) -> ConvGeometry:
-    """The library's geometry of ``shape``'s forward convolution (full float32, as ``conv2d`` asks)."""
+def geometry(shape: AnyShape, precision: str = "highest") -> ConvGeometry:
+    """The library's geometry of ``shape``'s forward convolution (full float32, as ``conv2d`` asks, by default)."""
     return ConvGeometry(
         x_shape=shape.x_shape,
         w_shape=shape.w_shape,
@@ -147,11 +181,11 @@ def geometry(shape: AnyShape) -> ConvGeometry:
         dilation=shape.dilation,
         padding=shape.pad_pairs,
         group=shape.group,
-        precision=lax.Precision.HIGHEST,
+        precision=jax_precision(shape, precision),
     )
 
 
-def library_conv(x, w, shape: AnyShape):
+def library_conv(x, w, shape: AnyShape, precision: str = "highest"):
     """The library's forward convolution: ``conv2d`` for a 2-D ``Shape``, ``conv_p`` on its geometry otherwise.
 
     Either way its derivatives are the library's own input- and weight-gradient primitives.
@@ -160,28 +194,28 @@ def library_conv(x, w, shape: AnyShape):
         return jcb.conv2d(
             x, w, stride=shape.stride, pad_mode="pad", pad=shape.pad, dilation=shape.dilation, group=shape.group
         )
-    return jcb.conv_p.bind(x, w, geom=geometry(shape))
+    return jcb.conv_p.bind(x, w, geom=geometry(shape, precision))
 
 
-def jax_vjp_fn(shape: AnyShape) -> Callable:
+def jax_vjp_fn(shape: AnyShape, precision: str = "highest") -> Callable:
     def baseline(dout, w):
         x = jnp.zeros(shape.x_shape, dout.dtype)
-        _, vjp = jax.vjp(lambda x: lax_conv(x, w, shape), x)
+        _, vjp = jax.vjp(lambda x: lax_conv(x, w, shape, precision), x)
         return vjp(dout)[0]
 
     return baseline
 
 
-def train_fn(shape: AnyShape, impl: str) -> Callable:
+def train_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Callable:
     """``(x, w, r) -> (loss, (dx, dw))`` for ``loss = sum(conv(x, w) * r)``."""
     if impl == "ours":
 
         def forward(x, w):
-            return library_conv(x, w, shape)
+            return library_conv(x, w, shape, precision)
     elif impl == "jax_grad":
 
         def forward(x, w):
-            return lax_conv(x, w, shape)
+            return lax_conv(x, w, shape, precision)
     else:
         raise ValueError(f"no JAX training step {impl!r}")
 
@@ -217,18 +251,30 @@ def prepare_jax(fn: Callable, args: tuple, device, compiler_options: dict | None
     call()
     first = time.perf_counter() - start
     return Prepared(
-        call=call, to_numpy=lambda out: jax.tree.map(np.asarray, out), memory=memory_of(compiled), first_call_s=first
+        call=call, to_numpy=lambda out: jax.tree.map(_host_float, out), memory=memory_of(compiled), first_call_s=first
     )
 
 
-def prepare_jax_op(shape: AnyShape, impl: str, dout: np.ndarray, w: np.ndarray, device) -> Prepared:
+def prepare_jax_op(
+    shape: AnyShape,
+    impl: str,
+    dout: np.ndarray,
+    w: np.ndarray,
+    device,
+    *,
+    precision: str = "highest",
+    dtype: str = "float32",
+) -> Prepared:
     options = jcb.cpu_compiler_options() if impl in OPT_IN_IMPLS else None
-    fn = {"ours": ours_fn, "jax_vjp": jax_vjp_fn}[OPT_IN_IMPLS.get(impl, impl)](shape)
-    return prepare_jax(fn, (dout, w), device, options)
+    fn = {"ours": ours_fn, "jax_vjp": jax_vjp_fn}[OPT_IN_IMPLS.get(impl, impl)](shape, precision)
+    return prepare_jax(fn, (cast(dout, dtype), cast(w, dtype)), device, options)
 
 
-def prepare_jax_train(shape: AnyShape, impl: str, x, w, r, device) -> Prepared:
-    return prepare_jax(train_fn(shape, impl), (x, w, r), device)
+def prepare_jax_train(
+    shape: AnyShape, impl: str, x, w, r, device, *, precision: str = "highest", dtype: str = "float32"
+) -> Prepared:
+    args = tuple(cast(a, dtype) for a in (x, w, r))
+    return prepare_jax(train_fn(shape, impl, precision), args, device)
 
 
 def matmul_peak_fn(n: int):
@@ -368,11 +414,23 @@ def torch_train(torch, shape: AnyShape) -> Callable:
     return step
 
 
-def prepare_torch(torch, fn: Callable, args: tuple, device: str, *, grad: bool = False) -> Prepared:
-    targs = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in args)
+def prepare_torch(
+    torch, fn: Callable, args: tuple, device: str, *, grad: bool = False, dtype: str = "float32", tf32: bool = False
+) -> Prepared:
+    """``fn`` on ``args`` (float32 arrays, cast to ``dtype`` on ``device``); ``tf32``: allow TF32 (CUDA) in its calls.
+
+    On CUDA every call ends with ``torch.cuda.synchronize()`` (kernels are asynchronous).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    tdtype = getattr(torch, dtype)
+    targs = tuple(torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device=device, dtype=tdtype) for a in args)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def call():
+        if device == "cuda":  # per call: the 2-D entries keep TF32 off in a --precision default run
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
         with torch.inference_mode(not grad):
             out = fn(*targs)
         sync()
@@ -381,7 +439,7 @@ def prepare_torch(torch, fn: Callable, args: tuple, device: str, *, grad: bool =
     def to_numpy(out):
         if isinstance(out, tuple):
             return tuple(to_numpy(o) for o in out)
-        return out.detach().cpu().numpy()
+        return out.detach().float().cpu().numpy()
 
     memory = None
     if device == "cuda":
@@ -396,12 +454,23 @@ def prepare_torch(torch, fn: Callable, args: tuple, device: str, *, grad: bool =
     return Prepared(call=call, to_numpy=to_numpy, memory=memory)
 
 
-def prepare_torch_op(torch, shape: AnyShape, impl: str, dout, w, device: str) -> Prepared:
+def torch_tf32(shape: AnyShape, precision: str) -> bool:
+    """PyTorch's TF32 switch for ``shape``: on exactly where the JAX side runs at the default precision."""
+    return jax_precision(shape, precision) is None
+
+
+def prepare_torch_op(
+    torch, shape: AnyShape, impl: str, dout, w, device: str, *, precision: str = "highest", dtype: str = "float32"
+) -> Prepared:
     """``impl`` is one of ``torch_op_impls(shape.rank)``."""
     conv_t, conv_input = torch_op_impls(shape.rank)
     fn = {conv_t: torch_conv_transpose, conv_input: torch_conv_input}[impl](torch, shape)
-    return prepare_torch(torch, fn, (dout, w), device)
+    return prepare_torch(torch, fn, (dout, w), device, dtype=dtype, tf32=torch_tf32(shape, precision))
 
 
-def prepare_torch_train(torch, shape: AnyShape, x, w, r, device: str) -> Prepared:
-    return prepare_torch(torch, torch_train(torch, shape), (x, w, r), device, grad=True)
+def prepare_torch_train(
+    torch, shape: AnyShape, x, w, r, device: str, *, precision: str = "highest", dtype: str = "float32"
+) -> Prepared:
+    return prepare_torch(
+        torch, torch_train(torch, shape), (x, w, r), device, grad=True, dtype=dtype, tf32=torch_tf32(shape, precision)
+    )

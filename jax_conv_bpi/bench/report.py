@@ -62,7 +62,18 @@ def machine_lines(result: dict) -> list[str]:
         lines.append(f"XLA_FLAGS={m['xla_flags']}")
     c = result["config"]
     lines.append(
-        f"float32, medians of {c['reps']} interleaved runs after {c['warmup']} warm-up"
+        c.get("dtype", "float32")
+        + (
+            ", precision default (TF32 allowed on GPU; the 2-D entries at highest by design)"
+            if c.get("precision") == "default"
+            else ""
+        )
+        + (
+            f" (check rtol {c['check_rtol']:g})"
+            if c.get("dtype", "float32") != "float32" or c.get("precision") == "default"
+            else ""
+        )
+        + f", medians of {c['reps']} interleaved runs after {c['warmup']} warm-up"
         + (" (each after one untimed call of the same implementation)" if c.get("settle") else "")
         + (" (QUICK: shapes scaled to ~1/8 of the work, not for reporting)" if c["quick"] else "")
         + f"; matmul peak {result['peak']['gflops']:.1f} GFLOP/s (jnp.dot {result['peak']['n']}^2, best of the run)"
@@ -357,7 +368,7 @@ def plot(result: dict, path: str) -> None:
         return [p for p in names if any(p in e["speedup"] for e in entries)]
 
     m = result["machine"]
-    machine = f"float32 - {m['cpu']}, {m['cores']} cores, JAX {m['jax']}"
+    machine = f"{result['config'].get('dtype', 'float32')} - {m['cpu']}, {m['cores']} cores, JAX {m['jax']}"
     tpeers = ("jax_grad", "torch_autograd")
     if ops:
         bars(next(row), ops, peers_of(ops, _OP_PEERS), f"conv2d_backprop_input, {machine}")

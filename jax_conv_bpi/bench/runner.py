@@ -64,6 +64,16 @@ class Config:
     training_shapes: tuple[str, ...] | None = None  # names; None: every shape
     settle: bool = True  # one untimed call of the same implementation before each sample
     opt_in: bool = True  # on CPU, also time ours and jax.vjp with jax_conv_bpi.cpu_compiler_options()
+    dtype: str = "float32"  # the arrays of every implementation: "float32" or "bfloat16"
+    # "highest": full float32 everywhere; "default": the N-D entries' JAX code at the backend's default
+    # precision (TF32 on NVIDIA GPUs) and PyTorch's TF32 on for them; the 2-D entries stay HIGHEST.
+    precision: str = "highest"
+
+    def __post_init__(self):
+        if self.dtype not in impls.DTYPES:
+            raise ValueError(f"dtype must be one of {impls.DTYPES}, got {self.dtype!r}")
+        if self.precision not in impls.PRECISIONS:
+            raise ValueError(f"precision must be one of {impls.PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def quick_config(cls, shapes: list[AnyShape], **overrides) -> Config:
@@ -263,6 +273,22 @@ def rel_error(a, b) -> float:
     return worst
 
 
+# The correctness check's tolerance off full float32: bfloat16 keeps 8 bits of mantissa (each result is
+# rounded to ~2**-8 of the largest), TF32 10 bits in the products.
+BFLOAT16_RTOL = 2e-2
+TF32_RTOL = 1e-2
+
+
+def effective_rtol(config: Config) -> float:
+    """``config.check_rtol``, widened for bfloat16 or the default (TF32-allowed) precision."""
+    rtol = config.check_rtol
+    if config.dtype == "bfloat16":
+        rtol = max(rtol, BFLOAT16_RTOL)
+    if config.precision == "default":
+        rtol = max(rtol, TF32_RTOL)
+    return rtol
+
+
 def check_outputs(outputs: dict, reference: str | None, rtol: float) -> dict:
     """Every implementation against ``reference``; ``ok`` is about ``ours``."""
     if reference is None:
@@ -326,6 +352,7 @@ def _peak(device, n: int, config: Config) -> dict:
 
 def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
     dout, w = shape.arrays(config.seed)
+    numerics = {"precision": config.precision, "dtype": config.dtype}
     entry: dict = {"name": shape.name, "shape": shape.to_dict(), "describe": shape.describe()}
     entry.update(
         rank=shape.rank,
@@ -344,12 +371,13 @@ def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, p
     if config.probe_hazards and baseline_may_abort(shape, device):
         use_baseline, detail = probe_baseline(shape)
         notes.append(f"jax_vjp: {detail}")
-    prepared = {"ours": impls.prepare_jax_op(shape, "ours", dout, w, device)}
+    entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
+    prepared = {"ours": impls.prepare_jax_op(shape, "ours", dout, w, device, **numerics)}
     if use_baseline:
-        prepared["jax_vjp"] = impls.prepare_jax_op(shape, "jax_vjp", dout, w, device)
+        prepared["jax_vjp"] = impls.prepare_jax_op(shape, "jax_vjp", dout, w, device, **numerics)
     if torch is not None:
         for name in (conv_t, conv_input):
-            prepared[name] = impls.prepare_torch_op(torch, shape, name, dout, w, torch_device)
+            prepared[name] = impls.prepare_torch_op(torch, shape, name, dout, w, torch_device, **numerics)
     # The opt-in section is the 2-D suite's (it keeps a --quick run short).
     opt_in = (
         [n for n in impls.OPT_IN_IMPLS if impls.OPT_IN_IMPLS[n] in prepared]
@@ -357,10 +385,10 @@ def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, p
         else []
     )
     for name in opt_in:
-        prepared[name] = impls.prepare_jax_op(shape, name, dout, w, device)
+        prepared[name] = impls.prepare_jax_op(shape, name, dout, w, device, **numerics)
     outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
     reference = "jax_vjp" if use_baseline else (conv_input if torch is not None else None)
-    entry["check"] = check_outputs(outputs, reference, config.check_rtol)
+    entry["check"] = check_outputs(outputs, reference, effective_rtol(config))
     del outputs
     # Everything, opt-in included, is timed in one interleaved section; the
     # opt-in numbers are then kept apart so the default columns stay as a user gets them.
@@ -393,20 +421,22 @@ def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device
     dout, w = shape.arrays(config.seed)
     x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
     entry: dict = {"name": shape.name, "rank": shape.rank, "flops": 3 * shape.flops, "notes": []}
+    numerics = {"precision": config.precision, "dtype": config.dtype}
+    entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
     use_baseline = True
     if config.probe_hazards and baseline_may_abort(shape, device):
         use_baseline, detail = probe_baseline(shape)
         entry["notes"].append(f"jax_grad: {detail}")
-    prepared = {"ours": impls.prepare_jax_train(shape, "ours", x, w, dout, device)}
+    prepared = {"ours": impls.prepare_jax_train(shape, "ours", x, w, dout, device, **numerics)}
     if use_baseline:
-        prepared["jax_grad"] = impls.prepare_jax_train(shape, "jax_grad", x, w, dout, device)
+        prepared["jax_grad"] = impls.prepare_jax_train(shape, "jax_grad", x, w, dout, device, **numerics)
     if torch is not None:
-        prepared["torch_autograd"] = impls.prepare_torch_train(torch, shape, x, w, dout, torch_device)
+        prepared["torch_autograd"] = impls.prepare_torch_train(torch, shape, x, w, dout, torch_device, **numerics)
     outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
     # The loss is a sum of many products: compare the gradients, which are what a step uses.
     outputs = {name: out[1] for name, out in outputs.items()}
     reference = "jax_grad" if use_baseline else ("torch_autograd" if torch is not None else None)
-    entry["check"] = check_outputs(outputs, reference, config.check_rtol)
+    entry["check"] = check_outputs(outputs, reference, effective_rtol(config))
     del outputs
     entry["times"] = _timed_section(prepared, config, progress)
     entry["speedup"] = _ratios(entry["times"])
@@ -454,10 +484,11 @@ def run(config: Config) -> dict:
             "torch": torch is not None,
             "training": [s.name for s in train_shapes],
             "seed": config.seed,
-            "check_rtol": config.check_rtol,
+            "check_rtol": effective_rtol(config),
             "min_sample_s": config.min_sample_s,
             "settle": config.settle,
-            "dtype": "float32",
+            "dtype": config.dtype,
+            "precision": config.precision,
             "shapes": [s.name for s in shapes],
             "opt_in": impls.jcb.cpu_compiler_options() if opt_in_applies(config, device) else None,
         },
@@ -608,6 +639,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="JAX device (and torch CUDA) where a GPU exists; ignored on CPU-only machines",
     )
+    p.add_argument(
+        "--dtype",
+        choices=impls.DTYPES,
+        default="float32",
+        help="dtype of every implementation's arrays (JAX and PyTorch); bfloat16 widens the check's tolerance",
+    )
+    p.add_argument(
+        "--precision",
+        choices=impls.PRECISIONS,
+        default="highest",
+        help="highest: full float32 everywhere (default); default: the N-D entries' conv_transpose and lax "
+        "baselines at the backend's default precision and PyTorch's TF32 on (TF32 on NVIDIA GPUs); the 2-D "
+        "entries (MindSpore's API) stay at full float32 by design",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
     p.add_argument("--png", metavar="PATH", help="write a bar chart of the speedups (needs matplotlib)")
@@ -634,6 +679,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "platform": args.platform,
         "seed": args.seed,
         "progress": not args.no_progress,
+        "dtype": args.dtype,
+        "precision": args.precision,
     }
     if args.reps is not None:
         overrides["reps"] = args.reps
