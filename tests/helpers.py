@@ -282,7 +282,10 @@ def literal(text: str):
     return conv(ast.parse(text, mode="eval").body)
 
 
-WAVE2_MISSING = f"MindSpore golden vectors not found at {WAVE2_DIR} (the ../shared folder beside the checkout)"
+WAVE2_MISSING = (
+    f"MindSpore golden vectors not found at {WAVE2_DIR} (set JCB_GOLDEN_DIR, or put shared/golden inside or beside "
+    "the checkout)"
+)
 
 
 def wave2_missing(name: str, n_args: int = 1):
