@@ -28,8 +28,8 @@ class _ConvOp:
         object.__setattr__(self, "_attrs", _args.normalize_attrs(type(self).__name__, **kwargs))
 
     @property
-    def attrs(self) -> _args.ConvAttrs:
-        """The normalised attributes (stride and dilation as (h, w), resolved padding)."""
+    def attrs(self) -> Any:
+        """The normalised attributes (per-axis stride and dilation, resolved padding), validated once."""
         return self._attrs
 
     def __eq__(self, other: object) -> bool:

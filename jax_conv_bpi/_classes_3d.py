@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 
 from . import _args_mindspore_nd as _nd
+from ._classes import _ConvOp
 from ._primitives import backprop_input_p, conv_p
 
 __all__ = ["Conv3D", "Conv3DTranspose"]
@@ -18,22 +19,10 @@ __all__ = ["Conv3D", "Conv3DTranspose"]
 _Triple = int | tuple[int, int, int]
 
 
-class _Conv3DOp:
-    __slots__ = ("_attrs", "__weakref__")
+class _Conv3DOp(_ConvOp):
+    """Immutability, equality and hashing from the 2-D classes; attributes are an ``NdAttrs``."""
 
-    def __setattr__(self, name, value):
-        raise AttributeError(f"{type(self).__name__} instances are immutable")
-
-    @property
-    def attrs(self) -> _nd.NdAttrs:
-        """The normalised attributes (per-axis tuples, ``(lo, hi)`` padding pairs)."""
-        return self._attrs
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._attrs == other._attrs  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._attrs))
+    __slots__ = ()
 
     def __repr__(self) -> str:
         a = self._attrs
