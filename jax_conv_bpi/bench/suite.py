@@ -61,6 +61,14 @@ def _output_padding(shape: Shape | ShapeND) -> tuple[int, ...]:
     )
 
 
+def _from_dict(cls, d: dict, what: str):
+    """``cls(**d)``, naming the keys ``cls`` does not have."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)} in {d.get('name', d)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shape:
     """One benchmark geometry (NCHW, OIHW); ``pad`` is (top, bottom, left, right)."""
@@ -91,11 +99,7 @@ class Shape:
 
     @classmethod
     def from_dict(cls, d: dict) -> Shape:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown shape keys {sorted(unknown)} in {d.get('name', d)}")
-        return cls(**d)
+        return _from_dict(cls, d, "shape")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -255,11 +259,7 @@ class ShapeND:
 
     @classmethod
     def from_dict(cls, d: dict) -> ShapeND:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown N-D shape keys {sorted(unknown)} in {d.get('name', d)}")
-        return cls(**d)
+        return _from_dict(cls, d, "N-D shape")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
