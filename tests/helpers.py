@@ -14,6 +14,7 @@ import re
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
@@ -303,3 +304,23 @@ def wave2_golden(name: str):
         return None
     z = np.load(path)
     return z, json.loads(str(z["meta_json"]))["cases"], json.loads(str(z["errors_json"]))
+
+
+def probe_array(spec: dict, rng: np.random.Generator):
+    """An error probe's call argument ``{kind, shape, dtype}``: a JAX or NumPy array, a list, a scalar or None."""
+    kind, shape, dtype = spec["kind"], tuple(spec["shape"]), spec["dtype"]
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return 1.5
+    if dtype == "bool":
+        data = rng.random(shape) > 0.5
+    elif dtype.startswith(("int", "uint")):
+        data = rng.integers(0, 4, shape).astype(dtype)
+    elif dtype.startswith("complex"):
+        data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    else:
+        data = rng.standard_normal(shape).astype(jnp.dtype(dtype))
+    if kind == "pylist":
+        return data.tolist()
+    return data if kind == "numpy" else jnp.asarray(data)

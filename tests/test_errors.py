@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import reference
 from conftest import golden_probes
-from helpers import as_nchw, enable_x64, from_nchw, mindspore_geometry
+from helpers import as_nchw, enable_x64, from_nchw, mindspore_geometry, probe_array
 from helpers import hw as _hw
 
 import jax_conv_bpi as jcb
@@ -139,25 +139,6 @@ def ctor_kwargs(probe: dict) -> dict:
     return {k: _value(v) for k, v in probe["ctor_kwargs_repr"].items()}
 
 
-def _array(spec: dict, rng: np.random.Generator):
-    kind, shape, dtype = spec["kind"], tuple(spec["shape"]), spec["dtype"]
-    if kind == "none":
-        return None
-    if kind == "scalar":
-        return 1.5
-    if dtype == "bool":
-        data = rng.random(shape) > 0.5
-    elif dtype.startswith(("int", "uint")):
-        data = rng.integers(0, 4, shape).astype(dtype)
-    elif dtype.startswith("complex"):
-        data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    else:
-        data = rng.standard_normal(shape).astype(jnp.dtype(dtype))
-    if kind == "pylist":
-        return data.tolist()
-    return data if kind == "numpy" else jnp.asarray(data)
-
-
 def _input_size(spec: dict):
     if spec["kind"] == "python":
         return _value(spec["repr"])
@@ -186,7 +167,7 @@ def call_args(probe: dict, rng: np.random.Generator):
             jnp.asarray(rng.standard_normal(w), jnp.float32),
             size,
         )
-    return _array(call["dout"], rng), _array(call["weight"], rng), _input_size(call["input_size"])
+    return probe_array(call["dout"], rng), probe_array(call["weight"], rng), _input_size(call["input_size"])
 
 
 def _needs_x64(probe: dict) -> bool:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import WAVE2_MISSING, enable_x64, literal, transpose_sizes, wave2_golden, wave2_missing
+from helpers import WAVE2_MISSING, enable_x64, literal, probe_array, transpose_sizes, wave2_golden, wave2_missing
 
 from jax_conv_bpi import ops
 
@@ -100,23 +100,6 @@ def decided(name: str, probe: dict) -> tuple[Raise | Accept | None, str]:
 # ---------------------------------------------------------------------------
 
 
-def _array(spec: dict, rng: np.random.Generator):
-    kind, shape, dtype = spec["kind"], tuple(spec["shape"]), spec["dtype"]
-    if kind == "none":
-        return None
-    if kind == "scalar":
-        return 1.5
-    if dtype == "bool":
-        data = rng.random(shape) > 0.5
-    elif dtype.startswith(("int", "uint")):
-        data = rng.integers(0, 4, shape).astype(dtype)
-    else:
-        data = rng.standard_normal(shape).astype(jnp.dtype(dtype))
-    if kind == "pylist":
-        return data.tolist()
-    return data if kind == "numpy" else jnp.asarray(data)
-
-
 def _call_kwargs(call: dict) -> dict:
     return {k: literal(v) for k, v in (call.get("kwargs_repr") or {}).items()}
 
@@ -158,13 +141,13 @@ def run_probe(probe: dict):
             fn = _api(probe)(**ctor) if probe["ctor_kwargs_repr"] is not None else _api(probe)
             stage = "call"
             for pre in probe.get("pre_calls") or []:
-                fn(*[_array(a, rng) for a in pre["args"]], **_call_kwargs(pre))
+                fn(*[probe_array(a, rng) for a in pre["args"]], **_call_kwargs(pre))
             if probe["call"] is None:
                 if not (isinstance(fn, ops.Conv3DTranspose) and probe["raised"]):  # accepted as in MindSpore
                     return "done", None, None, kw, ctor, caught
                 args, kw = _default_transpose_call(ctor, rng)
             else:
-                args, kw = [_array(a, rng) for a in probe["call"]["args"]], _call_kwargs(probe["call"])
+                args, kw = [probe_array(a, rng) for a in probe["call"]["args"]], _call_kwargs(probe["call"])
             if _large_kernel(args):
                 # Compiling a 343+-tap kernel takes seconds (the 'direct' CPU path unrolls the taps); the
                 # values of such kernels are the golden cases' (case0107, case0110). Shape and dtype here.
