@@ -41,6 +41,7 @@ from ._args_mindspore_nd import NdAttrs
 
 __all__ = ["LayerConfig", "layer_config"]
 
+ABSENT: Any = object()  # a constructor argument the layer does not have (data_format, output_padding)
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
@@ -202,14 +203,14 @@ def layer_config(
     group: Any,
     has_bias: Any,
     dtype: Any,
-    data_format: Any = None,
-    output_padding: Any = None,
+    data_format: Any = ABSENT,
+    output_padding: Any = ABSENT,
     output_padding_appends_zeros: bool = False,
 ) -> LayerConfig:
-    """The constructor checks of one ``nn`` layer; ``n`` spatial dims, ``data_format`` None where it has none."""
+    """The constructor checks of one ``nn`` layer of ``n`` spatial dims (``ABSENT``: an argument it does not have)."""
     c_in = _channels(op, "in_channels", in_channels)
     c_out = _channels(op, "out_channels", out_channels)
-    if data_format is not None:
+    if data_format is not ABSENT:
         want = "NCHW" if n == 2 else "NCDHW"
         if data_format != want:
             gpu = (
@@ -220,7 +221,7 @@ def layer_config(
     s = _tuple_of(op, "stride", stride, n, minimum=1)
     d = _tuple_of(op, "dilation", dilation, n, minimum=1)
     flat = _padding_arg(op, padding, n)
-    op_pad = None if output_padding is None else _output_padding_arg(op, output_padding, n)
+    op_pad = None if output_padding is ABSENT else _output_padding_arg(op, output_padding, n)
     # Conv2d and the 3-D layers: TypeError for a non-str pad_mode; the others a ValueError (MindSpore's types).
     mode = _pad_mode_arg(op, pad_mode, type_error=(n == 2 and not transpose) or n == 3)
     if mode != "pad" and not all(_is_zero(p) for p in flat):
