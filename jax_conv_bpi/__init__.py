@@ -20,6 +20,7 @@ Example:
 """
 
 from . import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
+from ._checkpoint import load_checkpoint, load_param_into_net, parameters_dict, save_checkpoint
 from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
 from ._conv_transpose import conv_transpose
 from ._dispatch import CPU_PATHS
@@ -49,6 +50,10 @@ __all__ = [
     "conv_transpose",
     "conv_transpose_sizes",
     "cpu_compiler_options",
+    "load_checkpoint",
+    "load_param_into_net",
     "ops",
+    "parameters_dict",
+    "save_checkpoint",
     "valid_input_sizes",
 ]
