@@ -37,7 +37,7 @@ test-min-jax: $(MIN_VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench
 
-notebook-png: $(VENV)/.installed  # executes notebooks/explore_conv2d_backprop_input.py, saving its pictures to docs/img
+notebook-png: $(VENV)/.installed  # executes both notebooks, saving their pictures to docs/img
 	$(PY) notebooks/make_figures.py docs/img
 
 lint: $(VENV)/.installed

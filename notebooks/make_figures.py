@@ -1,12 +1,12 @@
-"""Execute the notebook and save its pictures (``make notebook-png``).
+"""Execute the notebooks and save their pictures (``make notebook-png``).
 
-Usage: ``python notebooks/make_figures.py [FOLDER] [--executed NOTEBOOK.ipynb]``
+Usage: ``python notebooks/make_figures.py [FOLDER] [--executed FOLDER]``
 
-Converts ``explore_conv2d_backprop_input.py`` (jupytext percent format) to a
-notebook, runs it top to bottom in a ``python3`` kernel of this interpreter
-with ``JCB_NOTEBOOK_FIGURES=FOLDER`` (default ``docs/img``), so the PNGs come
-from the very cells a reader runs. ``--executed`` also writes the notebook
-with its outputs (for viewing; it is not committed).
+Converts each notebook (jupytext percent format) to an ``.ipynb``, runs it top
+to bottom in a ``python3`` kernel of this interpreter with
+``JCB_NOTEBOOK_FIGURES=FOLDER`` (default ``docs/img``), so the PNGs come from
+the very cells a reader runs. ``--executed`` also writes the notebooks with
+their outputs into that folder (for viewing; they are not committed).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-NOTEBOOK = HERE / "explore_conv2d_backprop_input.py"
+NOTEBOOKS = (HERE / "explore_conv2d_backprop_input.py", HERE / "port_mindspore_model.py")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=str(ROOT / "docs" / "img"), help="where the PNGs go")
-    parser.add_argument("--executed", help="also write the executed notebook (with outputs) here")
+    parser.add_argument("--executed", help="also write the executed notebooks (with outputs) into this folder")
     args = parser.parse_args()
 
     folder = Path(args.folder).resolve()
@@ -37,15 +37,18 @@ def main() -> None:
     # The kernel imports the package from this checkout even when it is not installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-    nb = jupytext.read(NOTEBOOK)
-    start = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
-    print(f"executed {NOTEBOOK.name} in {time.perf_counter() - start:.1f} s")
+    for notebook in NOTEBOOKS:
+        nb = jupytext.read(notebook)
+        start = time.perf_counter()
+        NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
+        print(f"executed {notebook.name} in {time.perf_counter() - start:.1f} s")
+        if args.executed:
+            Path(args.executed).mkdir(parents=True, exist_ok=True)
+            target = Path(args.executed) / f"{notebook.stem}.ipynb"
+            nbformat.write(nb, target)
+            print(f"executed notebook: {target}")
     for png in sorted(folder.glob("*.png")):
         print(f"  {png}")
-    if args.executed:
-        nbformat.write(nb, args.executed)
-        print(f"executed notebook: {args.executed}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Execute the exploration notebook top to bottom; any cell error fails the test.
+"""Execute each notebook top to bottom; any cell error fails the test.
 
-The notebook lives in jupytext percent format (``notebooks/*.py``). It is
+The notebooks are ``explore_conv2d_backprop_input`` (the op) and
+``port_mindspore_model`` (a MindSpore network and its checkpoint, which needs
+the golden set and the ``nn`` extra). Each lives in jupytext percent format (``notebooks/*.py``). It is
 converted with jupytext and run by nbclient in a ``python3`` kernel of this
 interpreter, inside a temporary folder, with every place a kernel or matplotlib
 would write to (IPython history, Jupyter runtime files, matplotlib's cache)
@@ -8,7 +10,8 @@ redirected there. The notebook asserts its own results (against the op's
 definition, ``jax.vjp`` of ``lax.conv_general_dilated`` and finite differences),
 so a wrong number is a cell error too.
 
-Skipped, with the reason, only when the ``notebook`` extra is not installed.
+Skipped, with the reason, only when the ``notebook`` extra is not installed
+(and, for the porting notebook, the ``nn`` extra or the golden set).
 """
 
 from __future__ import annotations
@@ -20,10 +23,27 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import WAVE2_DIR, WAVE2_MISSING
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "explore_conv2d_backprop_input.py"
-BUDGET_S = 120.0  # the whole execution, kernel start included
+BUDGET_S = 120.0  # a whole execution, kernel start included
+
+_NN_MISSING = [
+    name for name in ("flax", "optax", "google.protobuf") if importlib.util.find_spec(name.split(".")[0]) is None
+]
+# name: (code cells at least, pictures at least, why it cannot run here or None)
+NOTEBOOKS = {
+    "explore_conv2d_backprop_input": (8, 4, None),
+    "port_mindspore_model": (
+        7,
+        2,
+        f"the nn extra is not installed (missing {', '.join(_NN_MISSING)}): pip install -e '.[nn]'"
+        if _NN_MISSING
+        else None
+        if (WAVE2_DIR / "networks" / "dcgan_g" / "model.ckpt").exists()
+        else WAVE2_MISSING,
+    ),
+}
 
 _EXTRA = ("nbclient", "nbformat", "jupytext", "ipykernel", "matplotlib")
 _MISSING = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
@@ -44,10 +64,15 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("JCB_NOTEBOOK_FIGURES", raising=False)  # pictures are shown, never saved
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("JCB_GOLDEN_DIR", str(WAVE2_DIR))
     return tmp_path
 
 
-def test_notebook_executes_top_to_bottom(sandbox):
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_notebook_executes_top_to_bottom(sandbox, name):
+    min_cells, min_images, unavailable = NOTEBOOKS[name]
+    if unavailable:
+        pytest.skip(unavailable)
     import jupytext
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
@@ -59,9 +84,9 @@ def test_notebook_executes_top_to_bottom(sandbox):
         or Path(spec.argv[0]).resolve() == Path(sys.executable).resolve()
     ), f"kernel python3 runs {spec.argv[0]}, not {sys.executable}"
 
-    nb = jupytext.read(NOTEBOOK)
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert len(code_cells) >= 8, "the notebook lost its cells"
+    assert len(code_cells) >= min_cells, "the notebook lost its cells"
 
     deadline = time.monotonic() + BUDGET_S
     client = NotebookClient(
@@ -74,10 +99,10 @@ def test_notebook_executes_top_to_bottom(sandbox):
     )
     start = time.monotonic()
     client.execute()  # raises CellExecutionError on any cell error, CellTimeoutError past the budget
-    print(f"notebook executed in {time.monotonic() - start:.1f} s")
+    print(f"notebook {name} executed in {time.monotonic() - start:.1f} s")
 
     # Every code cell ran, and the cells that draw produced pictures.
     assert all(cell.get("execution_count") for cell in code_cells)
     images = sum(1 for cell in code_cells for output in cell.outputs if "image/png" in output.get("data", {}))
-    assert images >= 4, f"expected at least 4 pictures, got {images}"
+    assert images >= min_images, f"expected at least {min_images} pictures, got {images}"
     assert not list(sandbox.glob("*.png")), "the notebook wrote pictures although JCB_NOTEBOOK_FIGURES is unset"
