@@ -5,13 +5,19 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-min-jax bench notebook-png lint
 
-$(VENV)/.installed: pyproject.toml
+# The core alone (jax, jaxlib, numpy): all the demo needs.
+$(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# Everything the tests, notebooks and linters need, on top of the core.
+$(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev]"
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.core
 	$(PY) -m jax_conv_bpi
 
 test: $(VENV)/.installed
