@@ -38,7 +38,7 @@ $(MIN_VENV)/.installed: pyproject.toml
 
 test-min-jax: $(MIN_VENV)/.installed
 	$(MIN_PY) -c "import jax; assert jax.__version__ == '0.4.36', jax.__version__"
-	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py -q -n 2 -p no:cacheprovider
+	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py tests/test_sharding.py -q -n 2 -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench

@@ -34,7 +34,10 @@ Batching re-binds the same primitives on a bigger geometry (a batch of the
 data operands folds into N; a batched weight folds into the channels as more
 groups). Lowerings: one portable form (``_lowering.DEFAULT``) and one CPU
 dispatcher (``_dispatch.cpu_lowering``) per primitive, through
-``mlir.lower_fun``.
+``mlir.lower_fun``. Under sharding (``_spmd``, ``_sharding``): the abstract
+evaluation carries the result's sharding over explicit mesh axes, the
+lowerings run per shard, and ``bind`` matches the operands' ``shard_map``
+varying axes.
 """
 
 from __future__ import annotations
@@ -46,14 +49,27 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _dispatch, _lowering, _xla_cpu
+from . import _dispatch, _lowering, _sharding, _spmd, _xla_cpu
 from ._geometry import ConvGeometry
 
 __all__ = ["backprop_filter_p", "backprop_input_p", "conv_p"]
 
-conv_p = Primitive("conv_forward")
-backprop_input_p = Primitive("conv_backprop_input")
-backprop_filter_p = Primitive("conv_backprop_filter")
+
+class _ConvPrimitive(Primitive):
+    """A primitive whose two operands vary over the same ``shard_map`` axes when it is bound.
+
+    As ``lax`` does for its binary primitives: an invariant weight meeting a
+    per-shard ``dout`` is cast to varying, so the result varies and reverse
+    mode sums the weight's cotangent over the shards.
+    """
+
+    def bind(self, *args, **params):
+        return super().bind(*_sharding.match_varying(*args), **params)
+
+
+conv_p = _ConvPrimitive("conv_forward")
+backprop_input_p = _ConvPrimitive("conv_backprop_input")
+backprop_filter_p = _ConvPrimitive("conv_backprop_filter")
 
 # For each primitive: its role, which of (x, w, y) its two operands and its result are.
 _ROLE = {conv_p: "conv", backprop_input_p: "backprop_input", backprop_filter_p: "backprop_filter"}
@@ -104,7 +120,7 @@ def _impl(prim: Primitive, a, b, *, geom: ConvGeometry):
 
 
 def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
-    """Result shape and dtype, after checking the operands against the geometry."""
+    """Result shape, dtype and sharding (``_spmd``), after checking the operands against the geometry."""
     roles = _OPERANDS[prim]
     for pos, (aval, role) in enumerate(zip((a, b), roles[:2])):
         want = _shape(geom, role)
@@ -121,7 +137,11 @@ def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
             f"{b.dtype} ({_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
         )
     dtype = jnp.dtype(geom.out_dtype) if geom.out_dtype is not None else a.dtype
-    return jax.core.ShapedArray(_shape(geom, roles[2]), dtype)
+    plan = _spmd.plan(prim.name, roles, a, b, geom)
+    if plan is None:
+        return jax.core.ShapedArray(_shape(geom, roles[2]), dtype)
+    like = a if _sharding.mesh_and_spec(a) is not None else b
+    return _sharding.result_aval(_shape(geom, roles[2]), dtype, like, plan.mesh, plan.out_partitions)
 
 
 # -- reverse mode: the custom backward as transposes ------------------------
@@ -226,5 +246,7 @@ for _p, _role in _ROLE.items():
     _p.def_abstract_eval(functools.partial(_abstract_eval, _p))
     ad.defbilinear(_p, *_TRANSPOSES[_p])
     batching.primitive_batchers[_p] = functools.partial(_batch_rule, _p)
-    mlir.register_lowering(_p, mlir.lower_fun(_lowering.DEFAULT[_role], multiple_results=False))
-    mlir.register_lowering(_p, mlir.lower_fun(_dispatch.cpu_lowering[_role], multiple_results=False), platform="cpu")
+    for _platform_name, _rule in ((None, _lowering.DEFAULT[_role]), ("cpu", _dispatch.cpu_lowering[_role])):
+        _lowered = mlir.lower_fun(_spmd.partitioned(_p.name, _OPERANDS[_p], _rule), multiple_results=False)
+        mlir.register_lowering(_p, _lowered, platform=_platform_name)
+_sharding.register_replication_rules(*_ROLE)
