@@ -153,34 +153,21 @@ def _checkpoint_message():
     tensor.field.add(name="dims", number=1, label=field.LABEL_REPEATED, type=field.TYPE_INT64)  # not packed
     tensor.field.add(name="tensor_type", number=2, label=field.LABEL_REQUIRED, type=field.TYPE_STRING)
     tensor.field.add(name="tensor_content", number=3, label=field.LABEL_REQUIRED, type=field.TYPE_BYTES)
+
+    def message_field(message, name: str, number: int, type_name: str, label: int, **extra) -> None:
+        message.field.add(
+            name=name, number=number, label=label, type=field.TYPE_MESSAGE, type_name=f".{package}.{type_name}", **extra
+        )
+
     map_tensor = proto.message_type.add(name="MapTensorProto")
-    map_tensor.field.add(
-        name="tensor",
-        number=1,
-        label=field.LABEL_REPEATED,
-        type=field.TYPE_MESSAGE,
-        type_name=f".{package}.TensorProto",
-    )
+    message_field(map_tensor, "tensor", 1, "TensorProto", field.LABEL_REPEATED)
     checkpoint = proto.message_type.add(name="Checkpoint")
     value = checkpoint.nested_type.add(name="Value")
     value.oneof_decl.add(name="value")
     value.field.add(name="tag", number=1, label=field.LABEL_REQUIRED, type=field.TYPE_STRING)
-    for number, (name, type_name) in enumerate([("tensor", "TensorProto"), ("maptensor", "MapTensorProto")], 2):
-        value.field.add(
-            name=name,
-            number=number,
-            label=field.LABEL_OPTIONAL,
-            type=field.TYPE_MESSAGE,
-            type_name=f".{package}.{type_name}",
-            oneof_index=0,
-        )
-    checkpoint.field.add(
-        name="value",
-        number=1,
-        label=field.LABEL_REPEATED,
-        type=field.TYPE_MESSAGE,
-        type_name=f".{package}.Checkpoint.Value",
-    )
+    message_field(value, "tensor", 2, "TensorProto", field.LABEL_OPTIONAL, oneof_index=0)
+    message_field(value, "maptensor", 3, "MapTensorProto", field.LABEL_OPTIONAL, oneof_index=0)
+    message_field(checkpoint, "value", 1, "Checkpoint.Value", field.LABEL_REPEATED)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Checkpoint"))

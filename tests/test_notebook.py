@@ -28,9 +28,15 @@ from helpers import WAVE2_DIR, WAVE2_MISSING
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 120.0  # a whole execution, kernel start included
 
-_NN_MISSING = [
-    name for name in ("flax", "optax", "google.protobuf") if importlib.util.find_spec(name.split(".")[0]) is None
-]
+
+def _missing(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except ModuleNotFoundError:  # a dotted name whose parent is absent
+        return True
+
+
+_NN_MISSING = [name for name in ("flax", "optax", "google.protobuf", "safetensors") if _missing(name)]
 # name: (code cells at least, pictures at least, why it cannot run here or None)
 NOTEBOOKS = {
     "explore_conv2d_backprop_input": (8, 4, None),
