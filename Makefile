@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-min-jax bench notebook-png lint
+.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint
 
 # The core alone (jax, jaxlib, numpy): all the demo needs.
 $(VENV)/.core: pyproject.toml
@@ -39,6 +39,11 @@ $(MIN_VENV)/.installed: pyproject.toml
 test-min-jax: $(MIN_VENV)/.installed
 	$(MIN_PY) -c "import jax; assert jax.__version__ == '0.4.36', jax.__version__"
 	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py tests/test_sharding.py -q -n 2 -p no:cacheprovider
+
+# The session's fast-compile XLA flags (conftest.py) off: every CPU path on the reference
+# geometries and the MindSpore network, compiled as users compile them. CI runs it too.
+test-xla-defaults: $(VENV)/.installed
+	JCB_TEST_XLA_DEFAULTS=1 $(PY) -m pytest tests/test_paths.py tests/test_paths_nd.py tests/test_network_dcgan.py -q -n 2 -p no:cacheprovider -k "not whole_golden"
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench

@@ -10,6 +10,7 @@ it (``ConvGeometry`` then checks its own invariant on construction).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import warnings
 
@@ -222,9 +223,9 @@ requires_cpu = pytest.mark.skipif(
 def fast_compile_options() -> dict | None:
     """Compile-time-only CPU options (results unchanged: the convolutions are library calls), or None.
 
-    None off CPU and where this XLA does not know the options.
+    None off CPU, where this XLA does not know the options, and with ``JCB_TEST_XLA_DEFAULTS=1``.
     """
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or os.environ.get("JCB_TEST_XLA_DEFAULTS") == "1":
         return None
     try:
         jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(_FAST_CPU_OPTIONS)
@@ -245,6 +246,18 @@ def compile_and_run(fn, *args):
     opts = fast_compile_options()
     compiled = lowered.compile(opts) if opts else lowered.compile()
     return jax.device_get(compiled(*args))
+
+
+def default_xla_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that must compile with XLA's default options.
+
+    The session's fast-compile flags (the repository's ``conftest.py``) are
+    dropped from ``XLA_FLAGS``; whatever the flags were before the tests is kept.
+    """
+    env = dict(os.environ, **extra)
+    if "JCB_XLA_FLAGS_OUTSIDE_TESTS" in env:
+        env["XLA_FLAGS"] = env.pop("JCB_XLA_FLAGS_OUTSIDE_TESTS")
+    return env
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import reference
-from helpers import dout_shape_2d, lhs_dilations, mindspore_geometry, transpose_sizes
+from helpers import default_xla_env, dout_shape_2d, lhs_dilations, mindspore_geometry, transpose_sizes
 from jax import lax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -204,7 +204,7 @@ def test_hazard_shapes_in_a_subprocess(tmp_path):
         expected[f"{name}_lhs_dilated_convolutions"] = np.zeros(())
     np.savez(tmp_path / "inputs.npz", **arrays)
 
-    env = dict(os.environ)
+    env = default_xla_env()  # the user's compilation: the one that aborts through lhs dilation
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
         [

@@ -39,10 +39,8 @@ from helpers import assert_close
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PARTS = 2
-XLA_FLAGS = (
-    f"--xla_force_host_platform_device_count={worker.DEVICES} --xla_backend_optimization_level=0 "
-    "--xla_llvm_disable_expensive_passes=true"
-)
+# 8 devices, and the session's fast-compile flags (the repository's conftest.py)
+XLA_FLAGS = f"--xla_force_host_platform_device_count={worker.DEVICES} {os.environ.get('XLA_FLAGS', '')}".strip()
 TOL = dict(rtol=1e-5, scale_atol=1e-5)  # float32, as in the other tests; summing over shards reorders sums
 
 

@@ -28,7 +28,7 @@ import jax.test_util
 import numpy as np
 import pytest
 import reference
-from helpers import compile_and_run, enable_x64, fast_compile_options, random_arrays, requires_cpu
+from helpers import compile_and_run, default_xla_env, enable_x64, fast_compile_options, random_arrays, requires_cpu
 from jax import export, lax
 
 import jax_conv_bpi as jcb
@@ -320,8 +320,8 @@ print("ok")
     "compiler_options=jcb.cpu_compiler_options() or jaxlib 0.4.36 do not crash",
 )
 def test_hessian_3d_with_default_compiler_options():
-    """In a child process (a crash there fails this test instead of killing pytest)."""
-    env = dict(os.environ)
+    """In a child process (a crash there fails this test instead of killing pytest), with XLA's defaults."""
+    env = default_xla_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-c", _HESSIAN_CHILD], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, f"child exited with {proc.returncode} (-11 is SIGSEGV):\n{proc.stderr[-2000:]}"
