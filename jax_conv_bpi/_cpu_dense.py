@@ -110,10 +110,31 @@ def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
     return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
 
 
+def backprop_filter_gemm_batched(dout, x, *, geom: ConvGeometry):
+    """``gemm`` split over the batch: per tap, one matmul per sample, then a sum over the batch.
+
+    Per tap ``(N, C_out, pixels) x (N, C_in, pixels) -> (N, C_out, C_in)``, summed
+    over ``N``. Both operands are contracted over their last axes in place (no
+    transposed copy of the input slice), and the batch axis splits the long
+    ``N*pixels`` reduction into ``N`` matmuls that run in parallel. It pays where
+    each sample's matmul is large and its ``C_out x C_in`` partial small next to
+    the inputs (``select_filter_path``). Ungrouped only.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    if geom.group != 1:
+        return L.backprop_filter_default(dout, x, geom=geom)
+    sp = "hwd"[: geom.ndim]
+    tap = tap_slices(x, geom)
+    taps = [L.einsum(f"no{sp},nc{sp}->noc", dout, tap(idx), geom).sum(axis=0) for idx in _kernel_taps(geom)]
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}
 BACKPROP_FILTER_PATHS = {
     "default": L.backprop_filter_default,
     "gemm": backprop_filter_gemm,
+    "gemm_batched": backprop_filter_gemm_batched,
     "direct": backprop_filter_direct,
 }
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions
+from helpers import as_nchw, compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _dispatch, _primitives, _xla_cpu
@@ -124,6 +124,29 @@ def test_half_precision_accumulates_in_float32(dtype):
         assert np.all(err <= 0.5 * eps * np.abs(expected) + 1e-3), (name, float(err.max()))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_filter_paths_accumulate_in_float32(dtype):
+    # 2 samples x 49 pixels summed per weight entry (plus 3 channels' worth of taps): a half-type sum drifts.
+    geom = geometry(2, 16, 16, 13, 3, stride=2, pad=1)
+    rng = np.random.default_rng(6)
+    d_h, x_h = (jnp.asarray(rng.standard_normal(s), dtype) for s in (geom.y_shape, geom.x_shape))
+    expected = reference.backprop_filter(
+        np.asarray(d_h, np.float64),
+        np.asarray(x_h, np.float64),
+        geom.w_shape,
+        geom.stride,
+        geom.dilation,
+        flat_padding(geom.padding),
+        geom.group,
+    )
+    eps = float(jnp.finfo(dtype).eps)
+    for name, path in _cpu_dense.BACKPROP_FILTER_PATHS.items():
+        out = jax.jit(functools.partial(path, geom=geom))(d_h, x_h)
+        assert out.dtype == dtype, name
+        err = np.abs(np.asarray(out, np.float64) - expected)
+        assert np.all(err <= 0.5 * eps * np.abs(expected) + 1e-3), (name, float(err.max()))
+
+
 def test_flipped_conv_rejects_a_stride():
     geom = GEOMETRIES["k4s2p1"]
     with pytest.raises(ValueError, match="stride"):
@@ -157,6 +180,15 @@ def test_dense_dispatcher_rule():
     filt = _dispatch.select_filter_path
     assert filt(GEOMETRIES["depthwise"]) == "direct"
     assert filt(geometry(1, 64, 64, 9, 3, stride=2)) == "gemm"
+    # gemm split over the batch: many samples, 16+ channels each side, partials <= 1/16 of the operands
+    assert filt(geometry(32, 64, 64, 56, 3, pad=1)) == "gemm_batched"  # resnet50_l1
+    assert filt(geometry(7, 64, 64, 56, 3, pad=1)) == "gemm"  # N < FILTER_BATCHED_MIN_N
+    assert filt(geometry(32, 3, 64, 64, 4, stride=2, pad=1)) == "gemm"  # 3 input channels (dcgan_torgb)
+    assert filt(geometry(32, 1024, 256, 14, 1)) == "gemm"  # 1024 x 256 partials over 196 pixels (resnet50_l3)
+    assert _dispatch.FILTER_BATCHED_MAX_PARTIAL == 16
+    # the bound: 16 * 16 * 16 <= pixels * 32 needs pixels >= 128 (stride 2 on 16 x 16 gives 64, on 23 x 23 144)
+    assert filt(geometry(8, 16, 16, 16, 3, stride=2, pad=1)) == "gemm"
+    assert filt(geometry(8, 16, 16, 23, 3, stride=2, pad=1)) == "gemm_batched"
     assert filt(geometry(1, 64, 64, 9, 3, group=2)) == "default"  # gemm is ungrouped only
     assert filt(geometry(1, 16, 16, 40, 16, stride=8)) == "default"  # 256 taps > FILTER_GEMM_MAX_TAPS
 
@@ -213,6 +245,51 @@ def test_every_path_matches_the_whole_golden_suite(golden, name):
                 expected.astype(np.float32),
                 **golden.tolerance(case),
                 err_msg=f"path {name}, {case['name']}",
+            )
+
+
+DENSE_PATHS = [("conv", n) for n in sorted(_cpu_dense.CONV_PATHS)] + [
+    ("filter", n) for n in sorted(_cpu_dense.BACKPROP_FILTER_PATHS)
+]
+
+
+@pytest.mark.parametrize(("role", "name"), DENSE_PATHS, ids=[f"{r}-{n}" for r, n in DENSE_PATHS])
+def test_every_dense_path_matches_mindspores_vjps(golden, role, name):
+    """The op's backward, one path at a time: MindSpore's VJPs of every golden case that has them.
+
+    For ``out = op(dout, w)`` and the cotangent ``cot``, MindSpore's ``vjp_dout``
+    is the forward convolution of ``cot`` with ``w`` (the ``conv`` paths), its
+    ``vjp_weight`` the weight gradient of ``dout`` and ``cot`` (the ``filter``
+    paths). The cases where MindSpore's backward raised or ignores ``pad_list``
+    (README difference 5) are left to ``test_golden``.
+    """
+    prepared = []
+    for case in filter(_accepted, golden.cases):
+        if not case["has_vjp"] or case["quirk"]:
+            continue
+        attrs, dout, w, geom = _golden_inputs(golden, case)
+        cot = jnp.asarray(as_nchw(golden.array(case, "cot"), attrs.data_format))
+        prepared.append((case, attrs.data_format, dout, w, cot, geom))
+    assert len(prepared) >= 200, f"only {len(prepared)} golden cases with VJPs"
+    paths = _cpu_dense.CONV_PATHS if role == "conv" else _cpu_dense.BACKPROP_FILTER_PATHS
+    path, key = paths[name], "vjp_dout" if role == "conv" else "vjp_weight"
+    for start in range(0, len(prepared), 32):
+        chunk = prepared[start : start + 32]
+
+        def run(args, geoms=tuple(g for *_, g in chunk)):
+            if role == "conv":
+                return [path(cot, w, geom=g) for (_, w, cot), g in zip(args, geoms)]
+            return [path(dout, cot, geom=g) for (dout, _, cot), g in zip(args, geoms)]
+
+        outs = compile_and_run(run, [(d, w, c) for _, _, d, w, c, _ in chunk])
+        for (case, fmt, *_), out in zip(chunk, outs, strict=True):
+            expected = as_nchw(golden.array(case, key), fmt)
+            assert out.dtype == expected.dtype, (role, name, case["name"])
+            np.testing.assert_allclose(
+                out.astype(np.float32),
+                expected.astype(np.float32),
+                **golden.tolerance(case),
+                err_msg=f"{role} path {name}, {case['name']} {key}",
             )
 
 
