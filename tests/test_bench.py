@@ -13,6 +13,7 @@ import math
 import jax
 import numpy as np
 import pytest
+import reference
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import bench
@@ -169,6 +170,36 @@ def test_torch_peers_agree_on_tiny_shapes():
         ref = impls.prepare_jax_train(s, "jax_grad", x, w, dout, device)
         p = impls.prepare_torch_train(torch, s, x, w, dout, "cpu")
         assert runner.rel_error(p.to_numpy(p.call())[1], ref.to_numpy(ref.call())[1]) < 1e-5, s.name
+    for s in shapes:  # the weight gradient alone, asymmetric padding (a padded input) included
+        dout, _ = s.arrays(0)
+        x = np.random.default_rng(2).standard_normal(s.x_shape, dtype=np.float32)
+        ref = impls.prepare_jax_weight_grad(s, "jax_vjp", x, dout, device)
+        p = impls.prepare_torch_weight_grad(torch, s, x, dout, "cpu")
+        assert runner.rel_error(p.to_numpy(p.call()), ref.to_numpy(ref.call())) < 1e-5, s.name
+
+
+def test_weight_gradient_is_the_reference_and_paths_follow_the_rules():
+    """``weight_grad_fn`` against the float64 NumPy reference; ``cpu_paths`` on suite shapes with known paths."""
+    device = jax.devices("cpu")[0]
+    for s in [Shape.from_dict(TINY[0]), ShapeND.from_dict(TINY_ND[0]), ShapeND.from_dict(TINY_ND[2])]:
+        dout, _ = s.arrays(0)
+        x = np.random.default_rng(3).standard_normal(s.x_shape)
+        want = reference.backprop_filter_nd(
+            dout.astype(np.float64), x, s.w_shape, s.stride, s.dilation, s.pad_pairs, s.group
+        )
+        for name in ("ours", "jax_vjp"):
+            p = impls.prepare_jax_weight_grad(s, name, x.astype(np.float32), dout, device)
+            assert runner.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
+    with pytest.raises(ValueError, match="no JAX weight gradient 'torch'"):
+        impls.weight_grad_fn(s, "torch")
+    by = {s.name: s for s in bench.load_suite()}
+    assert impls.cpu_paths(by["resnet50_l1_k3s1p1_b32"]) == {
+        "conv": "routed",
+        "backprop_input": "flipped_conv",
+        "backprop_filter": "gemm_batched",
+    }
+    assert set(impls.cpu_paths(by["mobilenetv2_dw_k3s2p1_b32"]).values()) == {"direct"}  # depthwise
+    assert impls.cpu_paths(by["unet_up_k2s2_b1"])["backprop_input"] == "gemm"  # kernel == stride
 
 
 def test_conv_transpose2d_padding_arithmetic():
@@ -215,6 +246,7 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "tiny_s2_g2_asym" in printed and "training step" in printed and "GFLOP/s" in printed
     assert "tiny3_s2_op" in printed and "N-D training step" in printed and "geomean per rank" in printed
+    assert "weight gradient" in printed and "direct/direct/direct" in printed
 
     result = json.loads(out_json.read_text())
     assert result["schema"] == runner.SCHEMA
@@ -272,8 +304,25 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert by_rank["1d"]["training"]["jax_grad"]["count"] == 2 and by_rank["1d"]["training"]["torch_autograd"] is None
     assert result["memory_nd"]["shape"] == max(_nd_shapes()[8:], key=lambda s: s.io_bytes).name
 
+    # The weight gradient alone: every shape of both suites, checked against jax.vjp, geomeans per rank.
+    names = [d["name"] for d in TINY] + names_nd
+    assert [e["name"] for e in result["weight_grad"]] == names == result["config"]["weight_grad"]
+    for e in result["weight_grad"]:
+        assert e["check"]["reference"] == "jax_vjp" and e["check"]["ok"] is True, e["name"]
+        assert set(e["times"]) == {"ours", "jax_vjp"} and set(e["speedup"]) == {"jax_vjp"}
+    wg = summ["weight_grad"]
+    assert list(wg) == ["1d", "2d", "3d"] and wg["3d"]["shapes"] == ["tiny3_s2_op", "tiny3_dw"]
+    assert wg["3d"]["dense"]["jax_vjp"]["count"] == 1 and wg["3d"]["all"]["jax_vjp"]["count"] == 2
+    assert wg["3d"]["all"]["torch_conv_weight"] is None  # --no-torch
+    # Paths: every tiny shape has few channels per group (C_in/g * C_out/g <= 16), where every primitive is direct.
+    for e in result["ops"] + result["ops_nd"] + result["training"] + result["weight_grad"]:
+        d = next(d for d in TINY + TINY_ND if d["name"] == e["name"])
+        g = d.get("group", 1)
+        assert (d["C_in"] // g) * (d["C_out"] // g) <= 16
+        assert e["paths"] == {"conv": "direct", "backprop_input": "direct", "backprop_filter": "direct"}, e["name"]
+
     # First calls (trace + compile + run): one per JAX program, the slowest of ours summarised.
-    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"]
+    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"] + result["weight_grad"]
     for e in every:
         assert set(e["times"]) <= set(e["first_call_s"]) and all(v > 0 for v in e["first_call_s"].values())
     fc = result["first_call"]

@@ -25,6 +25,13 @@ shape's geometry (the primitive ``conv2d`` binds, of any rank) for a
 ``ShapeND``; plain ``lax.conv_general_dilated`` under ``jax.grad``; and
 PyTorch autograd of ``F.conv{1,2,3}d``.
 
+Weight gradient alone (the cotangent of the weight of ``conv(x, w)`` for a
+given ``dout``): ``ours`` is ``jax.vjp`` of the library's forward convolution
+w.r.t. ``w`` (its backward is the weight-gradient primitive); ``jax_vjp`` the
+same of ``lax.conv_general_dilated``; ``torch_conv_weight`` is
+``torch.nn.grad.conv{1,2,3}d_weight``. ``cpu_paths`` names the CPU
+formulation each of the library's three primitives picks for a shape.
+
 By default every float32 computation runs at full float32 precision
 (``Precision.HIGHEST`` in JAX, TF32 off in PyTorch), so GPU numbers compare
 like with like. ``precision="default"`` (``--precision default``) lets the
@@ -50,6 +57,7 @@ import numpy as np
 from jax import lax
 
 import jax_conv_bpi as jcb
+from jax_conv_bpi import _dispatch
 from jax_conv_bpi._args import default_dimension_numbers
 from jax_conv_bpi._geometry import ConvGeometry
 
@@ -67,12 +75,14 @@ def op_impls(rank: int) -> tuple[str, ...]:
 
 OP_IMPLS = op_impls(2)
 TRAIN_IMPLS = ("ours", "jax_grad", "torch_autograd")
+WEIGHT_GRAD_IMPLS = ("ours", "jax_vjp", "torch_conv_weight")
 LABELS = {
     "ours": "jax_conv_bpi",
     "jax_vjp": "jax.vjp(lax.conv)",
     **{f"torch_conv_transpose{r}d": f"torch conv_transpose{r}d" for r in (1, 2, 3)},
     **{f"torch_conv{r}d_input": f"torch grad.conv{r}d_input" for r in (1, 2, 3)},
     "jax_grad": "jax.grad(lax.conv)",
+    "torch_conv_weight": "torch grad.conv{1,2,3}d_weight",
     "torch_autograd": "torch autograd(conv2d)",
     "ours_opt": "jax_conv_bpi + cpu_compiler_options()",
     "jax_vjp_opt": "jax.vjp(lax.conv) + cpu_compiler_options()",
@@ -225,6 +235,35 @@ def train_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Callable
     return jax.value_and_grad(loss, argnums=(0, 1))
 
 
+def weight_grad_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Callable:
+    """``(x, dout) -> dw``: ``jax.vjp`` w.r.t. the weight of the library's forward (``ours``) or of lax's (``jax_vjp``).
+
+    The convolution is linear in the weight, so the vjp does not depend on the
+    weight's value (zeros here) and ``jax.jit`` drops the unused forward.
+    """
+    forwards = {"ours": library_conv, "jax_vjp": lax_conv}
+    if impl not in forwards:
+        raise ValueError(f"no JAX weight gradient {impl!r}; expected one of {sorted(forwards)}")
+    forward = forwards[impl]
+
+    def weight_grad(x, dout):
+        w0 = jnp.zeros(shape.w_shape, dout.dtype)
+        _, vjp = jax.vjp(lambda w: forward(x, w, shape, precision), w0)
+        return vjp(dout)[0]
+
+    return weight_grad
+
+
+def cpu_paths(shape: AnyShape) -> dict[str, str]:
+    """The CPU formulation each primitive of the library picks for ``shape`` (``jax_conv_bpi._dispatch``'s rules)."""
+    geom = geometry(shape)
+    return {
+        "conv": _dispatch.select_forward_path(geom),
+        "backprop_input": _dispatch.select_cpu_path(geom),
+        "backprop_filter": _dispatch.select_filter_path(geom),
+    }
+
+
 def memory_of(compiled) -> dict | None:
     """Bytes of a compiled executable: arguments + outputs + temporaries (- aliases)."""
     try:
@@ -275,6 +314,12 @@ def prepare_jax_train(
 ) -> Prepared:
     args = tuple(cast(a, dtype) for a in (x, w, r))
     return prepare_jax(train_fn(shape, impl, precision), args, device)
+
+
+def prepare_jax_weight_grad(
+    shape: AnyShape, impl: str, x, dout, device, *, precision: str = "highest", dtype: str = "float32"
+) -> Prepared:
+    return prepare_jax(weight_grad_fn(shape, impl, precision), (cast(x, dtype), cast(dout, dtype)), device)
 
 
 def matmul_peak_fn(n: int):
@@ -393,6 +438,16 @@ def torch_conv_input(torch, shape: AnyShape) -> Callable:
 torch_conv2d_input = torch_conv_input
 
 
+def torch_conv_weight(torch, shape: AnyShape) -> Callable:
+    """``torch.nn.grad.conv{1,2,3}d_weight`` of ``(x, dout)`` (asymmetric padding: of the padded input)."""
+    conv_weight = getattr(torch.nn.grad, f"conv{shape.rank}d_weight")
+    common = _common(shape)
+    if _symmetric(shape):
+        return lambda x, dout: conv_weight(x, shape.w_shape, dout, padding=_lows(shape), **common)
+    pad = _torch_pad(shape)
+    return lambda x, dout: conv_weight(torch.nn.functional.pad(x, pad), shape.w_shape, dout, **common)
+
+
 def torch_train(torch, shape: AnyShape) -> Callable:
     """Autograd of ``sum(F.conv{1,2,3}d(x, w) * r)`` w.r.t. ``x`` and ``w``."""
     F = torch.nn.functional
@@ -473,4 +528,12 @@ def prepare_torch_train(
 ) -> Prepared:
     return prepare_torch(
         torch, torch_train(torch, shape), (x, w, r), device, grad=True, dtype=dtype, tf32=torch_tf32(shape, precision)
+    )
+
+
+def prepare_torch_weight_grad(
+    torch, shape: AnyShape, x, dout, device: str, *, precision: str = "highest", dtype: str = "float32"
+) -> Prepared:
+    return prepare_torch(
+        torch, torch_conv_weight(torch, shape), (x, dout), device, dtype=dtype, tf32=torch_tf32(shape, precision)
     )

@@ -1,8 +1,9 @@
 """Rendering of a benchmark result: text tables and a bar chart.
 
 The 2-D suite's tables (op, opt-in, training step) read ``ops`` and
-``training``; the N-D suite's read ``ops_nd`` and ``training_nd``, and the
-per-rank table reads ``summary['by_rank']``.
+``training``; the N-D suite's read ``ops_nd`` and ``training_nd``, the
+per-rank table reads ``summary['by_rank']`` and the weight-gradient table
+``weight_grad`` (every rank) and ``summary['weight_grad']``.
 """
 
 from __future__ import annotations
@@ -250,6 +251,47 @@ def train_table(result: dict, key: str = "training") -> list[str]:
     return lines
 
 
+def _paths(entry: dict) -> str:
+    p = entry.get("paths")
+    return "/".join(p[k] for k in ("conv", "backprop_input", "backprop_filter")) if p else "-"
+
+
+def weight_grad_table(result: dict) -> list[str]:
+    """The weight gradient alone, every rank, with the CPU formulation of each primitive; geomeans per rank."""
+    entries = result.get("weight_grad") or []
+    if not entries:
+        return []
+    width = max([len(e["name"]) for e in entries] + [15])
+    pw = max(len(_paths(e)) for e in entries + [{"paths": None}])
+    head = (
+        f"{'weight gradient':<{width}} {'rank':>4} {'ours ms':>9} {'jax.vjp ms':>10} {'torch ms':>9}"
+        f" {'vs vjp':>8} {'vs torch':>8} {'check':>9}  {'paths: conv/input/filter':<{pw}}"
+    )
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        s = e["speedup"]
+        lines.append(
+            f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_ms(e, 'ours')} {_ms(e, 'jax_vjp'):>10}"
+            f" {_ms(e, 'torch_conv_weight')} {_x(s.get('jax_vjp'))} {_x(s.get('torch_conv_weight'))}"
+            f" {_check(e):>9}  {_paths(e)}"
+        )
+    lines.append("-" * len(head))
+    grouped = {e["rank"] for e in entries if not e["dense"]}
+    for key, r in (result["summary"].get("weight_grad") or {}).items():
+        for kind in ("all", "dense") if int(key[:-1]) in grouped else ("all",):
+            g = r[kind]
+            label = f"geomean {key[:-1]}-D" + (", groups of 1" if kind == "dense" else "")
+            lines.append(
+                f"{label:<{width + 36}} {_geo(g.get('jax_vjp'))} {_geo(g.get('torch_conv_weight'))}"
+                f"   minimum {_geo(g.get('jax_vjp'), 'min')} {_geo(g.get('torch_conv_weight'), 'min')}"
+            )
+    lines.append(
+        "weight gradient = jax.vjp w.r.t. the weight of the library's conv / of lax.conv; torch = grad.conv{r}d_weight;"
+    )
+    lines.append("paths = the CPU formulation each primitive picks (jax_conv_bpi's dispatch rules; '-' off CPU)")
+    return lines
+
+
 def _bytes(n: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
@@ -292,6 +334,7 @@ def format_report(result: dict) -> str:
         op_nd_table(result),
         train_table(result, "training_nd"),
         rank_table(result),
+        weight_grad_table(result),
         memory_lines(result),
         memory_lines(result, "memory_nd"),
         first_call_lines(result),
@@ -301,6 +344,7 @@ def format_report(result: dict) -> str:
             parts += [""] + lines
     notes = list(result.get("notes", []))
     entries = result["ops"] + result["training"] + result.get("ops_nd", []) + result.get("training_nd", [])
+    entries += result.get("weight_grad", [])
     for e in entries:
         notes += [f"{e['name']}: {n}" for n in e.get("notes", [])]
         ck = e["check"]

@@ -4,8 +4,10 @@
 ``main(argv)`` is the command line (``python -m jax_conv_bpi.bench --help``).
 The 2-D ``Shape`` entries land in ``ops`` / ``training`` (as before the N-D
 suite existed), the ``ShapeND`` entries in ``ops_nd`` / ``training_nd``; the
-summary has the 2-D geomeans and, under ``by_rank``, the geomeans of each
-rank over both kinds.
+weight gradient alone, every rank, in ``weight_grad``. The summary has the
+2-D geomeans and, under ``by_rank``, the geomeans of each rank over both
+kinds. On CPU each entry names the formulation of each of the library's
+primitives (``paths``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Config:
     warmup: int = 2
     torch: bool = True
     training: bool = True
+    weight_grad: bool = True  # the weight gradient alone, on the training-step shapes
     platform: str | None = None
     peak_n: int | None = None  # matmul size for the peak; None: 2048 on CPU (quick 1024), 8192 on GPU
     min_sample_s: float = 0.005
@@ -61,7 +64,7 @@ class Config:
     quick: bool = False
     progress: bool = True
     probe_hazards: bool = True
-    training_shapes: tuple[str, ...] | None = None  # names; None: every shape
+    training_shapes: tuple[str, ...] | None = None  # names (training step, weight gradient); None: every shape
     settle: bool = True  # one untimed call of the same implementation before each sample
     opt_in: bool = True  # on CPU, also time ours and jax.vjp with jax_conv_bpi.cpu_compiler_options()
     dtype: str = "float32"  # the arrays of every implementation: "float32" or "bfloat16"
@@ -362,6 +365,7 @@ def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, p
         flops=shape.flops,
         io_bytes=shape.io_bytes,
         depthwise=shape.depthwise,
+        paths=_paths(shape, device),
     )
     if isinstance(shape, ShapeND):
         entry["output_padding"] = list(shape.output_padding)
@@ -417,10 +421,39 @@ def opt_in_applies(config: Config, device) -> bool:
     return config.opt_in and device.platform == "cpu" and bool(jax_conv_bpi.cpu_compiler_options())
 
 
+def _paths(shape: AnyShape, device) -> dict | None:
+    return impls.cpu_paths(shape) if device.platform == "cpu" else None
+
+
+def run_weight_grad_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
+    """The weight gradient alone: ours, ``jax.vjp`` w.r.t. the weight, ``torch.nn.grad.conv{r}d_weight``."""
+    dout, _ = shape.arrays(config.seed)
+    x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
+    entry: dict = {"name": shape.name, "rank": shape.rank, "flops": shape.flops, "notes": []}
+    entry["paths"] = _paths(shape, device)
+    entry["dense"] = shape.group == 1
+    numerics = {"precision": config.precision, "dtype": config.dtype}
+    entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
+    prepared = {
+        name: impls.prepare_jax_weight_grad(shape, name, x, dout, device, **numerics) for name in ("ours", "jax_vjp")
+    }
+    if torch is not None:
+        prepared["torch_conv_weight"] = impls.prepare_torch_weight_grad(torch, shape, x, dout, torch_device, **numerics)
+    outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
+    entry["check"] = check_outputs(outputs, "jax_vjp", effective_rtol(config))
+    del outputs
+    entry["times"] = _timed_section(prepared, config, progress)
+    entry["speedup"] = _ratios(entry["times"])
+    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
+    entry["first_call_s"] = _first_calls(prepared)
+    return entry
+
+
 def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
     dout, w = shape.arrays(config.seed)
     x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
     entry: dict = {"name": shape.name, "rank": shape.rank, "flops": 3 * shape.flops, "notes": []}
+    entry["paths"] = _paths(shape, device)
     numerics = {"precision": config.precision, "dtype": config.dtype}
     entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
     use_baseline = True
@@ -468,11 +501,11 @@ def run(config: Config) -> dict:
         notes.append(f"--platform {config.platform} ignored: no such device here, ran on {device.platform}")
 
     shapes = config.shapes
-    train_shapes = []
-    if config.training:
-        wanted = config.training_shapes
-        train_shapes = [s for s in shapes if wanted is None or s.name in wanted]
-    n_sections = len(shapes) + len(train_shapes)
+    wanted = config.training_shapes
+    selected = [s for s in shapes if wanted is None or s.name in wanted]
+    train_shapes = selected if config.training else []
+    wgrad_shapes = selected if config.weight_grad else []
+    n_sections = len(shapes) + len(train_shapes) + len(wgrad_shapes)
     progress = timing.Progress(n_sections * config.reps + 2, enabled=config.progress)
     result: dict = {
         "schema": SCHEMA,
@@ -483,6 +516,7 @@ def run(config: Config) -> dict:
             "quick": config.quick,
             "torch": torch is not None,
             "training": [s.name for s in train_shapes],
+            "weight_grad": [s.name for s in wgrad_shapes],
             "seed": config.seed,
             "check_rtol": effective_rtol(config),
             "min_sample_s": config.min_sample_s,
@@ -511,6 +545,12 @@ def run(config: Config) -> dict:
         train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
         progress.step_done(f"training {shape.name} done")
         gc.collect()
+    wgrad = []
+    for shape in wgrad_shapes:
+        progress.set(f"weight gradient {shape.name}")
+        wgrad.append(run_weight_grad_shape(shape, config, device, torch, torch_device, progress))
+        progress.step_done(f"weight gradient {shape.name} done")
+        gc.collect()
 
     progress.set("matmul peak")
     peaks.append(_peak(device, peak_n, config))
@@ -528,11 +568,13 @@ def run(config: Config) -> dict:
         result[f"{key}_nd"] = [e for e, s in zip(entries, of) if isinstance(s, ShapeND)]
     result["summary"] = summarize(result["ops"], result["training"])
     result["summary"]["by_rank"] = summarize_by_rank(ops, train)
+    result["weight_grad"] = wgrad
+    result["summary"]["weight_grad"] = summarize_weight_grad(wgrad)
     result["memory"] = memory_summary([s for s in shapes if not isinstance(s, ShapeND)], result["ops"])
     result["memory_nd"] = memory_summary([s for s in shapes if isinstance(s, ShapeND)], result["ops_nd"])
-    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"]
+    every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"] + wgrad
     result["first_call"] = first_call_summary(every)
-    result["checks_ok"] = all(e["check"]["ok"] is not False for e in ops + train)
+    result["checks_ok"] = all(e["check"]["ok"] is not False for e in ops + train + wgrad)
     return result
 
 
@@ -576,6 +618,19 @@ def summarize_by_rank(ops: list[dict], train: list[dict]) -> dict:
             "training_shapes": [e["name"] for e in rank_train],
             "op": {p: _geo(rank_ops, p) for p in ("jax_vjp", *impls.torch_op_impls(rank))},
             "training": {p: _geo(rank_train, p) for p in ("jax_grad", "torch_autograd")},
+        }
+    return out
+
+
+def summarize_weight_grad(entries: list[dict]) -> dict:
+    """Per rank (``'1d'``, ...): geomean speedups of the weight gradient, over all its shapes and the dense ones."""
+    out = {}
+    for rank in sorted({e["rank"] for e in entries}):
+        of_rank = [e for e in entries if e["rank"] == rank]
+        out[rank_key(rank)] = {
+            "shapes": [e["name"] for e in of_rank],
+            "all": {p: _geo(of_rank, p) for p in ("jax_vjp", "torch_conv_weight")},
+            "dense": {p: _geo(of_rank, p, lambda e: e["dense"]) for p in ("jax_vjp", "torch_conv_weight")},
         }
     return out
 
@@ -629,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     p.add_argument("--no-training", action="store_true", help="skip the training-step section")
     p.add_argument(
+        "--no-weight-grad", action="store_true", help="skip the weight-gradient section (on the training shapes)"
+    )
+    p.add_argument(
         "--no-opt-in",
         action="store_true",
         help="skip the opt-in section (CPU: ours and jax.vjp compiled with jax_conv_bpi.cpu_compiler_options())",
@@ -675,6 +733,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {
         "torch": not args.no_torch,
         "training": not args.no_training,
+        "weight_grad": not args.no_weight_grad,
         "opt_in": not args.no_opt_in,
         "platform": args.platform,
         "seed": args.seed,
