@@ -186,6 +186,10 @@ def test_dense_dispatcher_rule():
     assert filt(geometry(32, 3, 64, 64, 4, stride=2, pad=1)) == "gemm"  # 3 input channels (dcgan_torgb)
     assert filt(geometry(32, 1024, 256, 14, 1)) == "gemm"  # 1024 x 256 partials over 196 pixels (resnet50_l3)
     assert _dispatch.FILTER_BATCHED_MAX_PARTIAL == 16
+    # 1-D: XLA's own 1-D form (unlifted), except for few channels
+    assert filt(geometry_nd(16, 64, 128, (256,), 16, stride=8)) == "default"  # HiFi-GAN-like, ungrouped
+    assert filt(geometry_nd(32, 64, 64, (3136,), 3, padding=1)) == "default"  # gemm_batched's shape, in 1-D
+    assert filt(geometry_nd(2, 4, 4, (9,), 3, group=4)) == "direct"
     # the bound: 16 * 16 * 16 <= pixels * 32 needs pixels >= 128 (stride 2 on 16 x 16 gives 64, on 23 x 23 144)
     assert filt(geometry(8, 16, 16, 16, 3, stride=2, pad=1)) == "gemm"
     assert filt(geometry(8, 16, 16, 23, 3, stride=2, pad=1)) == "gemm_batched"

@@ -318,9 +318,11 @@ def _hlo_op_counts(fn, *args) -> dict[str, int]:
 def test_one_d_compiles_to_the_two_d_program_of_height_1(case):
     """1-D is never slower than 2-D of height 1: on CPU both compile to the same operations.
 
-    For the op, every operation; for the gradient of a loss through it (which
-    adds the forward convolution and the weight gradient) the convolutions and
-    matmuls (the loss's own elementwise code fuses differently per rank).
+    For the op, every operation; for the gradient of a loss through it w.r.t.
+    ``y`` (which adds the forward convolution) the convolutions and matmuls (the
+    loss's own elementwise code fuses differently per rank). The weight
+    gradient is the exception: outside ``direct``, 1-D runs XLA's own 1-D
+    backward-filter convolution (one convolution, no matmul), which was faster.
     """
     y_shape, w_shape, s, pad, d, g = _ONE_D[case]
     y, w = (jnp.asarray(a) for a in random_arrays(case, y_shape, w_shape, dtype=np.float32))
@@ -331,14 +333,18 @@ def test_one_d_compiles_to_the_two_d_program_of_height_1(case):
     def two(y, w):
         return jcb.conv_transpose(y, w, (1, s), [(0, 0), pad], rhs_dilation=(1, d), feature_group_count=g)
 
-    def loss(f):
-        return jax.grad(lambda y, w: (f(y, w) ** 2).sum(), argnums=(0, 1))
+    def loss(f, argnums):
+        return jax.grad(lambda y, w: (f(y, w) ** 2).sum(), argnums=argnums)
+
+    def heavy(fn, *args):
+        return {op: n for op, n in _hlo_op_counts(fn, *args).items() if op in ("convolution", "dot")}
 
     y2, w2 = y[:, :, None], w[:, :, None]
     assert _hlo_op_counts(one, y, w) == _hlo_op_counts(two, y2, w2)
-    heavy = [
-        {op: n for op, n in _hlo_op_counts(loss(f), *a).items() if op in ("convolution", "dot")}
-        for f, a in ((one, (y, w)), (two, (y2, w2)))
-    ]
-    assert heavy[0] == heavy[1] and heavy[0], heavy
+    by_y = [heavy(loss(f, 0), *a) for f, a in ((one, (y, w)), (two, (y2, w2)))]
+    assert by_y[0] == by_y[1] and by_y[0], by_y
+    # d/dw = the weight gradient of y and the op's cotangent: the op's program plus one convolution
+    by_w = heavy(loss(one, 1), y, w)
+    op_only = heavy(one, y, w)
+    assert by_w == {**op_only, "convolution": op_only.get("convolution", 0) + 1}, (by_w, op_only)
     np.testing.assert_array_equal(np.asarray(one(y, w)), np.asarray(two(y2, w2))[:, :, 0])
