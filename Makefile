@@ -41,9 +41,10 @@ test-min-jax: $(MIN_VENV)/.installed
 	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py tests/test_sharding.py -q -n 2 -p no:cacheprovider
 
 # The session's fast-compile XLA flags (conftest.py) off: every CPU path on the reference
-# geometries and the MindSpore network, compiled as users compile them. CI runs it too.
+# geometries and the MindSpore network, compiled as users compile them (the per-path golden
+# sweeps, hundreds of programs, stay in `make test`). CI runs it too.
 test-xla-defaults: $(VENV)/.installed
-	JCB_TEST_XLA_DEFAULTS=1 $(PY) -m pytest tests/test_paths.py tests/test_paths_nd.py tests/test_network_dcgan.py -q -n 2 -p no:cacheprovider -k "not whole_golden"
+	JCB_TEST_XLA_DEFAULTS=1 $(PY) -m pytest tests/test_paths.py tests/test_paths_nd.py tests/test_network_dcgan.py -q -n 2 -p no:cacheprovider -k "not whole_golden and not mindspores_vjps"
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench
