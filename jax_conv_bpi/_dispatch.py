@@ -105,7 +105,7 @@ def _filter_batched(geom: ConvGeometry) -> bool:
     """``gemm_batched`` pays: many samples, each a large matmul with a small ``C_out x C_in`` partial.
 
     Measured (weight gradient alone, ``gemm`` -> ``gemm_batched``, ms): resnet50_l1
-    274 -> 174, HiFi-GAN up4 (1-D) 52 -> 37, ms_doc 8.6 -> 7.1; where the partials
+    274 -> 174, HiFi-GAN up4 (as 2-D of height 1) 52 -> 37, ms_doc 8.6 -> 7.1; where the partials
     are large it loses (resnet50_l3, 1x1 with 1024 channels: 31 -> 110; HiFi-GAN
     up1: 19 -> 256), and with 3 input channels too (dcgan_torgb 13.4 -> 15.0).
     """
