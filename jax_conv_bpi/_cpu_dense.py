@@ -94,20 +94,28 @@ def conv_routed(x, w, *, geom: ConvGeometry):
     return y.astype(L.out_dtype(geom, x))
 
 
+def _filter_per_tap(dout, x, geom: ConvGeometry, *, per_sample: bool):
+    """One matmul per tap of ``dout`` and the tap's strided input slice; with ``per_sample``, one per sample, summed."""
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    if geom.group != 1:
+        return L.backprop_filter_default(dout, x, geom=geom)
+    sp = "hwd"[: geom.ndim]
+    spec = f"no{sp},nc{sp}->" + ("noc" if per_sample else "oc")
+    tap = tap_slices(x, geom)
+    taps = [L.einsum(spec, dout, tap(idx), geom) for idx in _kernel_taps(geom)]
+    if per_sample:
+        taps = [t.sum(axis=0) for t in taps]
+    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
 def backprop_filter_gemm(dout, x, *, geom: ConvGeometry):
     """Weight gradient as one matmul per tap: ``dout`` times that tap's strided input slice.
 
     Each tap contracts batch and pixels: ``(C_out, N*pixels) x (N*pixels, C_in)``.
     Ungrouped only (grouped geometries fall back to the default form).
     """
-    if L.zero_result(geom):
-        return L.zeros(geom.w_shape, geom, dout)
-    if geom.group != 1:
-        return L.backprop_filter_default(dout, x, geom=geom)
-    sp = "hwd"[: geom.ndim]
-    tap = tap_slices(x, geom)
-    taps = [L.einsum(f"no{sp},nc{sp}->oc", dout, tap(idx), geom) for idx in _kernel_taps(geom)]
-    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+    return _filter_per_tap(dout, x, geom, per_sample=False)
 
 
 def backprop_filter_gemm_batched(dout, x, *, geom: ConvGeometry):
@@ -120,14 +128,7 @@ def backprop_filter_gemm_batched(dout, x, *, geom: ConvGeometry):
     each sample's matmul is large and its ``C_out x C_in`` partial small next to
     the inputs (``select_filter_path``). Ungrouped only.
     """
-    if L.zero_result(geom):
-        return L.zeros(geom.w_shape, geom, dout)
-    if geom.group != 1:
-        return L.backprop_filter_default(dout, x, geom=geom)
-    sp = "hwd"[: geom.ndim]
-    tap = tap_slices(x, geom)
-    taps = [L.einsum(f"no{sp},nc{sp}->noc", dout, tap(idx), geom).sum(axis=0) for idx in _kernel_taps(geom)]
-    return jnp.stack(taps, axis=-1).reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+    return _filter_per_tap(dout, x, geom, per_sample=True)
 
 
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}

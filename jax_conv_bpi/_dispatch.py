@@ -172,7 +172,7 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry):
     19.1 -> 20.8, within the noise).
     """
     if geom.ndim == 1 and select_filter_path(geom) == "default":
-        return cpu_backprop_filter(dout, x, geom=geom)
+        return _cpu_dense.BACKPROP_FILTER_PATHS["default"](dout, x, geom=geom)
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
 
 

@@ -222,33 +222,39 @@ def _accepted(case) -> bool:
 def test_every_path_matches_the_whole_golden_suite(golden, name):
     """Each path, called explicitly, reproduces MindSpore's output on every golden case it applies to.
 
-    Cases are compiled 16 to a program (compile time dominates); the per-case comparison is exact
-    to the golden README's tolerances.
+    Cases are compiled 16 to a program (``_golden_sweep``).
     """
     prepared = []
     for case in filter(_accepted, golden.cases):
         attrs, dout, w, geom = _golden_inputs(golden, case)
         if applicable(name, geom):
-            prepared.append((case, attrs.data_format, dout, w, geom))
+            prepared.append((case, attrs.data_format, (dout, w), geom))
     assert len(prepared) >= 60, f"path {name} applies to only {len(prepared)} golden cases"
-    path = _cpu_input_grad.PATHS[name]
-    for start in range(0, len(prepared), 16):
-        chunk = prepared[start : start + 16]
-        geoms = [g for *_, g in chunk]
+    _golden_sweep(golden, prepared, "out", 16, _cpu_input_grad.PATHS[name], f"path {name}")
 
-        def run(*arrays, geoms=geoms):
-            return [path(arrays[2 * k], arrays[2 * k + 1], geom=g) for k, g in enumerate(geoms)]
 
-        outs = compile_and_run(run, *[a for _, _, d, w, _ in chunk for a in (d, w)])
-        for (case, fmt, *_), out in zip(chunk, outs, strict=True):
-            expected = golden.array(case, "out")
-            out = np.asarray(_args.from_nchw(jnp.asarray(out), fmt))
-            assert out.dtype == expected.dtype, (name, case["name"])
+def _golden_sweep(golden, prepared, key: str, chunk: int, path, what: str) -> None:
+    """``path(*arrays, geom=geom)`` for each ``(case, data_format, arrays, geom)`` against ``golden.array(case, key)``.
+
+    ``chunk`` cases are compiled to one program (compile time dominates); the
+    results, NCHW, are compared with the golden arrays in NCHW to the golden
+    README's tolerances.
+    """
+    for start in range(0, len(prepared), chunk):
+        part = prepared[start : start + chunk]
+
+        def run(args, geoms=tuple(g for *_, g in part)):
+            return [path(*a, geom=g) for a, g in zip(args, geoms)]
+
+        outs = compile_and_run(run, [arrays for _, _, arrays, _ in part])
+        for (case, fmt, *_), out in zip(part, outs, strict=True):
+            expected = as_nchw(golden.array(case, key), fmt)
+            assert out.dtype == expected.dtype, (what, case["name"])
             np.testing.assert_allclose(
                 out.astype(np.float32),
                 expected.astype(np.float32),
                 **golden.tolerance(case),
-                err_msg=f"path {name}, {case['name']}",
+                err_msg=f"{what}, {case['name']} {key}",
             )
 
 
@@ -273,28 +279,12 @@ def test_every_dense_path_matches_mindspores_vjps(golden, role, name):
             continue
         attrs, dout, w, geom = _golden_inputs(golden, case)
         cot = jnp.asarray(as_nchw(golden.array(case, "cot"), attrs.data_format))
-        prepared.append((case, attrs.data_format, dout, w, cot, geom))
+        # conv: vjp_dout = conv(cot, w); filter: vjp_weight = the weight gradient of dout and cot
+        prepared.append((case, attrs.data_format, (cot, w) if role == "conv" else (dout, cot), geom))
     assert len(prepared) >= 200, f"only {len(prepared)} golden cases with VJPs"
     paths = _cpu_dense.CONV_PATHS if role == "conv" else _cpu_dense.BACKPROP_FILTER_PATHS
-    path, key = paths[name], "vjp_dout" if role == "conv" else "vjp_weight"
-    for start in range(0, len(prepared), 32):
-        chunk = prepared[start : start + 32]
-
-        def run(args, geoms=tuple(g for *_, g in chunk)):
-            if role == "conv":
-                return [path(cot, w, geom=g) for (_, w, cot), g in zip(args, geoms)]
-            return [path(dout, cot, geom=g) for (dout, _, cot), g in zip(args, geoms)]
-
-        outs = compile_and_run(run, [(d, w, c) for _, _, d, w, c, _ in chunk])
-        for (case, fmt, *_), out in zip(chunk, outs, strict=True):
-            expected = as_nchw(golden.array(case, key), fmt)
-            assert out.dtype == expected.dtype, (role, name, case["name"])
-            np.testing.assert_allclose(
-                out.astype(np.float32),
-                expected.astype(np.float32),
-                **golden.tolerance(case),
-                err_msg=f"{role} path {name}, {case['name']} {key}",
-            )
+    key = "vjp_dout" if role == "conv" else "vjp_weight"
+    _golden_sweep(golden, prepared, key, 32, paths[name], f"{role} path {name}")
 
 
 # -- dispatcher ---------------------------------------------------------------

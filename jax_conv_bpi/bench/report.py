@@ -262,7 +262,7 @@ def weight_grad_table(result: dict) -> list[str]:
     if not entries:
         return []
     width = max([len(e["name"]) for e in entries] + [15])
-    pw = max(len(_paths(e)) for e in entries + [{"paths": None}])
+    pw = max(len(_paths(e)) for e in entries)
     head = (
         f"{'weight gradient':<{width}} {'rank':>4} {'ours ms':>9} {'jax.vjp ms':>10} {'torch ms':>9}"
         f" {'vs vjp':>8} {'vs torch':>8} {'check':>9}  {'paths: conv/input/filter':<{pw}}"

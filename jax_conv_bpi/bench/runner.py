@@ -440,13 +440,7 @@ def run_weight_grad_shape(shape: AnyShape, config: Config, device, torch, torch_
     if torch is not None:
         prepared["torch_conv_weight"] = impls.prepare_torch_weight_grad(torch, shape, x, dout, torch_device, **numerics)
     outputs = {name: p.to_numpy(p.call()) for name, p in prepared.items()}
-    entry["check"] = check_outputs(outputs, "jax_vjp", effective_rtol(config))
-    del outputs
-    entry["times"] = _timed_section(prepared, config, progress)
-    entry["speedup"] = _ratios(entry["times"])
-    entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
-    entry["first_call_s"] = _first_calls(prepared)
-    return entry
+    return _checked_and_timed(entry, prepared, outputs, "jax_vjp", config, progress)
 
 
 def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
@@ -469,8 +463,13 @@ def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device
     # The loss is a sum of many products: compare the gradients, which are what a step uses.
     outputs = {name: out[1] for name, out in outputs.items()}
     reference = "jax_grad" if use_baseline else ("torch_autograd" if torch is not None else None)
+    return _checked_and_timed(entry, prepared, outputs, reference, config, progress)
+
+
+def _checked_and_timed(entry: dict, prepared: dict, outputs: dict, reference, config: Config, progress) -> dict:
+    """``entry`` with the check of ``outputs`` against ``reference``, then the timings, memory and first calls."""
     entry["check"] = check_outputs(outputs, reference, effective_rtol(config))
-    del outputs
+    outputs.clear()  # the results are not needed while timing
     entry["times"] = _timed_section(prepared, config, progress)
     entry["speedup"] = _ratios(entry["times"])
     entry["memory"] = {name: p.memory for name, p in prepared.items() if p.memory is not None}
@@ -533,24 +532,18 @@ def run(config: Config) -> dict:
     peaks = [_peak(device, peak_n, config)]
     progress.advance()
 
-    ops = []
-    for shape in shapes:
-        progress.set(f"op {shape.name}")
-        ops.append(run_op_shape(shape, config, device, torch, torch_device, progress))
-        progress.step_done(f"op {shape.name} done")
-        gc.collect()
-    train = []
-    for shape in train_shapes:
-        progress.set(f"training {shape.name}")
-        train.append(run_train_shape(shape, config, device, torch, torch_device, progress))
-        progress.step_done(f"training {shape.name} done")
-        gc.collect()
-    wgrad = []
-    for shape in wgrad_shapes:
-        progress.set(f"weight gradient {shape.name}")
-        wgrad.append(run_weight_grad_shape(shape, config, device, torch, torch_device, progress))
-        progress.step_done(f"weight gradient {shape.name} done")
-        gc.collect()
+    def section(label: str, run_shape, of: list[AnyShape]) -> list[dict]:
+        entries = []
+        for shape in of:
+            progress.set(f"{label} {shape.name}")
+            entries.append(run_shape(shape, config, device, torch, torch_device, progress))
+            progress.step_done(f"{label} {shape.name} done")
+            gc.collect()
+        return entries
+
+    ops = section("op", run_op_shape, shapes)
+    train = section("training", run_train_shape, train_shapes)
+    wgrad = section("weight gradient", run_weight_grad_shape, wgrad_shapes)
 
     progress.set("matmul peak")
     peaks.append(_peak(device, peak_n, config))
