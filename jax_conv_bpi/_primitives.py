@@ -136,7 +136,7 @@ def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
             f"{prim.name}: both operands must have the same dtype, got {a.dtype} ({_NAMES[roles[0]]}) and "
             f"{b.dtype} ({_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
         )
-    dtype = jnp.dtype(geom.out_dtype) if geom.out_dtype is not None else a.dtype
+    dtype = _lowering.out_dtype(geom, a)
     plan = _spmd.plan(prim.name, roles, a, b, geom)
     if plan is None:
         return jax.core.ShapedArray(_shape(geom, roles[2]), dtype)

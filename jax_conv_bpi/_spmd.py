@@ -36,9 +36,8 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from . import _sharding
+from . import _lowering, _sharding
 from ._geometry import ConvGeometry
 
 __all__ = ["Plan", "partitioned", "plan"]
@@ -139,7 +138,7 @@ def partitioned(name: str, roles: tuple[str, str, str], lowering):
         p = plan(name, roles, jax.typeof(a), jax.typeof(b), geom) if _sharding.TYPED else None
         if p is None or not p.sharded:
             return lowering(a, b, geom=geom)
-        dtype = jnp.dtype(geom.out_dtype) if geom.out_dtype is not None else jnp.dtype(a.dtype)
+        dtype = _lowering.out_dtype(geom, a)
         local = p.local
         if p.reduce_axes and dtype.itemsize < 4:  # sum the shards in float32, round once (as unsharded)
             local = local.replace(out_dtype="float32")
