@@ -52,7 +52,7 @@ NOTEBOOKS = {
 }
 
 _EXTRA = ("nbclient", "nbformat", "jupytext", "ipykernel", "matplotlib")
-_MISSING = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
+_MISSING = [name for name in _EXTRA if _missing(name)]
 
 pytestmark = pytest.mark.skipif(
     bool(_MISSING),
