@@ -4,7 +4,9 @@ The custom backward needs both (the cotangent of ``dout`` is the forward
 convolution, the cotangent of the weight the weight gradient). Depthwise and
 small groups get per-tap fused multiply-adds instead of XLA CPU's slow
 grouped convolution; the ungrouped weight gradient gets one matmul per tap;
-stride-1 forward convolutions avoid XLA CPU's slower convolution backend.
+with few input channels, the weight gradient is one matmul of im2col patches
+per block of output rows; stride-1 forward convolutions avoid XLA CPU's slower
+convolution backend.
 """
 
 from __future__ import annotations
@@ -131,11 +133,72 @@ def backprop_filter_gemm_batched(dout, x, *, geom: ConvGeometry):
     return _filter_per_tap(dout, x, geom, per_sample=True)
 
 
+IM2COL_CHUNK_BYTES = 1 << 18
+"""``im2col``'s patches per block of output rows, at most this many bytes (one row when a row is larger)."""
+
+
+def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM2COL_CHUNK_BYTES):
+    """Weight gradient as one matmul of im2col patches per block of output rows, summed.
+
+    For a block of ``R`` rows of the first spatial axis, the patches are every
+    tap's strided input slice stacked, ``(N, C_in, taps, R, *rest)``, and one
+    matmul ``(C_out, N*R*rest) x (N*R*rest, C_in*taps)`` gives the block's share
+    of the result. Where ``C_in`` is small that replaces ``gemm``'s one thin
+    matmul per tap, each reading all of ``dout``, with one wide matmul that reads
+    ``dout`` once. The blocks are a ``fori_loop`` over rows (each at most
+    ``chunk_bytes`` of patches), so the patches never exceed a block, and the
+    batch axis is never split: a batch-sharded operand stays sharded. Rows past
+    the end are zero ``dout`` rows over padded input, so every block has ``R``
+    rows. Ungrouped only (grouped geometries fall back to the default form).
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    if geom.group != 1:
+        return L.backprop_filter_default(dout, x, geom=geom)
+    n, c_out, *o = geom.y_shape
+    c_in, taps = geom.w_shape[1], math.prod(geom.kernel)
+    s0, d0, k0 = geom.stride[0], geom.dilation[0], geom.kernel[0]
+    row_bytes = n * c_in * taps * math.prod(o[1:]) * jnp.dtype(x.dtype).itemsize
+    rows = max(1, min(o[0], chunk_bytes // row_bytes))
+    blocks = -(-o[0] // rows)
+    span = (rows - 1) * s0 + d0 * (k0 - 1) + 1  # input rows one block of output rows reads
+    need = (blocks * rows - 1) * s0 + d0 * (k0 - 1) + 1
+    (lo, hi), *rest = geom.padding
+    extra = max(0, need - (x.shape[2] + lo + hi))
+    zero = [(0, 0, 0)] * 2
+    xp = lax.pad(x, jnp.zeros((), x.dtype), zero + [(lo, hi + extra, 0)] + [(a, b, 0) for a, b in rest])
+    dp = lax.pad(dout, jnp.zeros((), dout.dtype), zero + [(0, blocks * rows - o[0], 0)] + [(0, 0, 0)] * len(rest))
+    q = (rows, *o[1:])
+    sp = "hwd"[: geom.ndim]
+
+    def block(xb, db):
+        def tap(idx):
+            start = (0, 0, *(i * d for i, d in zip(idx, geom.dilation)))
+            limit = (n, c_in, *(i * d + (m - 1) * s + 1 for i, d, m, s in zip(idx, geom.dilation, q, geom.stride)))
+            return lax.slice(xb, start, limit, (1, 1, *geom.stride))
+
+        patches = jnp.stack([tap(idx) for idx in _kernel_taps(geom)], axis=2)
+        return L.einsum(f"no{sp},nct{sp}->oct", db, patches, geom)
+
+    if blocks == 1:
+        total = block(xp, dp)
+    else:
+
+        def body(b, total):
+            xb = lax.dynamic_slice_in_dim(xp, b * rows * s0, span, axis=2)
+            db = lax.dynamic_slice_in_dim(dp, b * rows, rows, axis=2)
+            return total + block(xb, db)
+
+        total = lax.fori_loop(0, blocks, body, jnp.zeros((c_out, c_in, taps), L.acc_dtype(x.dtype)))
+    return total.reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}
 BACKPROP_FILTER_PATHS = {
     "default": L.backprop_filter_default,
     "gemm": backprop_filter_gemm,
     "gemm_batched": backprop_filter_gemm_batched,
+    "im2col": backprop_filter_im2col,
     "direct": backprop_filter_direct,
 }
 

@@ -21,7 +21,7 @@ CPU_PATHS = tuple(sorted(_cpu_input_grad.PATHS))
 
 DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
 DIRECT_MAX_TAPS = 64  # ... with at most this many kernel taps (its program, and compile time, grow per tap)
-SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin
+SMALL_C_IN = 8  # fewer input channels than this: the sub-pixel conv's output is too thin; im2col weight gradient
 GEMM_MAX_EXPANSION = 4  # gemm's per-tap planes at most this many times the result
 GEMM_MIN_CONTRACTION = 256  # C_out/g below this: phase_conv beat gemm (k3s2, 128 channels)
 FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many taps (ungrouped)
@@ -120,13 +120,22 @@ def _filter_batched(geom: ConvGeometry) -> bool:
 
 def select_filter_path(geom: ConvGeometry) -> str:
     """CPU path of the weight gradient: ``direct`` for few channels per group; ``default`` in 1-D;
-    ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, ``gemm_batched`` where it pays
-    (``_filter_batched``), else ``gemm``; otherwise ``default``."""
+    ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, ``im2col`` for fewer than ``SMALL_C_IN``
+    input channels, ``gemm_batched`` where it pays (``_filter_batched``), else ``gemm``; otherwise
+    ``default``.
+
+    ``im2col`` against ``gemm`` (weight gradient alone, ms, four runs, 256 KiB blocks):
+    resnet50_stem (3 input channels) 262-279 -> 66-92, dcgan_torgb (3) 13-20 -> 9.2-9.6.
+    With more channels it was no steady gain (resnet50_l2, unet3d_conv: within the
+    noise) and lost on batch-1 2-D layers (stylegan2_up 24 -> 38-53, deeplabv3 35-43 -> 80-105).
+    """
     if _few_channels(geom):
         return "direct"
     if geom.ndim == 1:  # XLA's own 1-D form, not lifted to 2-D (see cpu_lowering)
         return "default"
     if geom.group == 1 and math.prod(geom.kernel) <= FILTER_GEMM_MAX_TAPS:
+        if geom.w_shape[1] < SMALL_C_IN:
+            return "im2col"
         return "gemm_batched" if _filter_batched(geom) else "gemm"
     return "default"
 

@@ -13,6 +13,7 @@ combines a stride with a dilation (XLA CPU may abort the process there) and
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -171,6 +172,31 @@ def test_forward_and_filter_paths_match_reference(gid):
         np.testing.assert_allclose(np.asarray(out), filt_ref, rtol=1e-5, atol=2e-5, err_msg=f"filter path {name}")
 
 
+@pytest.mark.parametrize(
+    ("rank", "kwargs"),
+    [
+        (2, dict(stride=2, padding=3)),  # the stem's kind: rows past the end are zero dout over padding
+        (2, dict(stride=(2, 1), dilation=(2, 1), padding=((2, -1), (0, 1)))),  # asymmetric, a negative pad
+        (3, dict(stride=1, padding=1)),
+        (1, dict(stride=3, padding=2)),
+    ],
+)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_im2col_blocks_of_rows_add_up(rank, kwargs, rows):
+    """``im2col`` over several blocks of output rows: one row each, or three with a short last block."""
+    size, k = {1: (23, 5), 2: (17, 3), 3: (7, 3)}[rank]
+    geom = geometry_nd(3, 3, 5, (size,) * rank, k, **kwargs)
+    out_rows = geom.y_shape[2]
+    assert out_rows > rows and (rows == 1 or out_rows % rows), "the case must take several blocks, a short last one"
+    rng = np.random.default_rng(8)
+    dout, x = (rng.standard_normal(s) for s in (geom.y_shape, geom.x_shape))
+    row_bytes = 3 * 3 * k**rank * math.prod(geom.y_shape[3:]) * 4  # N * C_in * taps * pixels of a row, float32
+    want = reference.backprop_filter_nd(dout, x, geom.w_shape, geom.stride, geom.dilation, geom.padding, geom.group)
+    path = functools.partial(_cpu_dense.backprop_filter_im2col, geom=geom, chunk_bytes=rows * row_bytes)
+    got = jax.jit(path)(jnp.asarray(dout, jnp.float32), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-5)
+
+
 def test_dense_dispatcher_rule():
     select = _dispatch.select_forward_path
     assert select(GEOMETRIES["depthwise"]) == "direct"
@@ -183,7 +209,13 @@ def test_dense_dispatcher_rule():
     # gemm split over the batch: many samples, 16+ channels each side, partials <= 1/16 of the operands
     assert filt(geometry(32, 64, 64, 56, 3, pad=1)) == "gemm_batched"  # resnet50_l1
     assert filt(geometry(7, 64, 64, 56, 3, pad=1)) == "gemm"  # N < FILTER_BATCHED_MIN_N
-    assert filt(geometry(32, 3, 64, 64, 4, stride=2, pad=1)) == "gemm"  # 3 input channels (dcgan_torgb)
+    # fewer than SMALL_C_IN input channels: im2col (dcgan_torgb, resnet50_stem), whatever the batch
+    assert filt(geometry(32, 3, 64, 64, 4, stride=2, pad=1)) == "im2col"
+    assert filt(geometry(16, 3, 64, 224, 7, stride=2, pad=3)) == "im2col"
+    assert filt(geometry(1, _dispatch.SMALL_C_IN - 1, 64, 16, 3)) == "im2col"
+    assert filt(geometry(1, _dispatch.SMALL_C_IN, 64, 16, 3)) == "gemm"
+    assert filt(geometry_nd(2, 3, 64, (8, 8, 8), 3)) == "im2col"  # 3-D
+    assert filt(geometry_nd(4, 1, 512, (256,), 16, stride=8)) == "default"  # 1-D keeps XLA's form
     assert filt(geometry(32, 1024, 256, 14, 1)) == "gemm"  # 1024 x 256 partials over 196 pixels (resnet50_l3)
     assert _dispatch.FILTER_BATCHED_MAX_PARTIAL == 16
     # 1-D: XLA's own 1-D form (unlifted), except for few channels
