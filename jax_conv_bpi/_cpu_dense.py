@@ -24,18 +24,17 @@ from ._geometry import ConvGeometry
 __all__ = ["BACKPROP_FILTER_PATHS", "CONV_PATHS"]
 
 
+def _tap(xp, idx, geom: ConvGeometry, out):
+    """Tap ``idx`` of the padded input ``xp``: (N, C_in, *out), row ``q*s + i*d`` on each axis."""
+    start = (0, 0, *(i * d for i, d in zip(idx, geom.dilation)))
+    limit = (*xp.shape[:2], *(i * d + (q - 1) * s + 1 for i, d, q, s in zip(idx, geom.dilation, out, geom.stride)))
+    return lax.slice(xp, start, limit, (1, 1, *geom.stride))
+
+
 def tap_slices(x, geom: ConvGeometry):
     """Padded input sliced per tap: ``tap(idx)`` is (N, C_in, *out), row ``q*s + i*d`` on each axis."""
     xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in geom.padding])
-    n, c = x.shape[:2]
-    o = geom.y_shape[2:]
-
-    def tap(idx):
-        start = (0, 0, *(i * d for i, d in zip(idx, geom.dilation)))
-        limit = (n, c, *(i * d + (q - 1) * s + 1 for i, d, q, s in zip(idx, geom.dilation, o, geom.stride)))
-        return lax.slice(xp, start, limit, (1, 1, *geom.stride))
-
-    return tap
+    return lambda idx: _tap(xp, idx, geom, geom.y_shape[2:])
 
 
 def _kernel_taps(geom: ConvGeometry):
@@ -172,12 +171,7 @@ def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM
     sp = "hwd"[: geom.ndim]
 
     def block(xb, db):
-        def tap(idx):
-            start = (0, 0, *(i * d for i, d in zip(idx, geom.dilation)))
-            limit = (n, c_in, *(i * d + (m - 1) * s + 1 for i, d, m, s in zip(idx, geom.dilation, q, geom.stride)))
-            return lax.slice(xb, start, limit, (1, 1, *geom.stride))
-
-        patches = jnp.stack([tap(idx) for idx in _kernel_taps(geom)], axis=2)
+        patches = jnp.stack([_tap(xb, idx, geom, q) for idx in _kernel_taps(geom)], axis=2)
         return L.einsum(f"no{sp},nct{sp}->oct", db, patches, geom)
 
     if blocks == 1:
