@@ -54,23 +54,23 @@ def conv_off_ynn(lhs, rhs, geom: ConvGeometry, *, padding, rhs_dilation=None, gr
 def conv(lhs, rhs, geom: ConvGeometry, *, padding, strides=None, rhs_dilation=None, groups=1, off_ynn=False):
     """A CPU formulation's convolution (channels-first, no lhs dilation), routed for XLA CPU's speed.
 
-    3-D: depth folded into a 2-D convolution (``conv_depth_folded``). 1-D and
-    2-D: ``conv_off_ynn`` when ``off_ynn`` and every stride is 1, else the
-    plain ``_lowering.conv``.
+    3-D: depth folded into a 2-D convolution (``conv_depth_folded``). Then, or
+    in 1-D and 2-D: ``conv_off_ynn`` when ``off_ynn`` and every stride of the
+    2-D convolution is 1, else the plain ``_lowering.conv``.
     """
     nd = lhs.ndim - 2
     strides = (1,) * nd if strides is None else tuple(strides)
     rhs_dilation = (1,) * nd if rhs_dilation is None else tuple(rhs_dilation)
     if nd == 3:
         return conv_depth_folded(
-            lhs, rhs, geom, padding=padding, strides=strides, rhs_dilation=rhs_dilation, groups=groups
+            lhs, rhs, geom, padding=padding, strides=strides, rhs_dilation=rhs_dilation, groups=groups, off_ynn=off_ynn
         )
     if off_ynn and set(strides) == {1}:
         return conv_off_ynn(lhs, rhs, geom, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
     return _lowering.conv(lhs, rhs, geom, strides=strides, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
 
 
-def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dilation, groups=1):
+def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dilation, groups=1, off_ynn=False):
     """A 3-D convolution as one 2-D convolution.
 
     With depth padding ``(lo, hi)``, stride ``sd``, dilation ``dd`` and ``KD``
@@ -80,7 +80,8 @@ def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dil
     (channel ``c * KD + kd``, so each group's channels stay contiguous) and
     reshaping ``w`` to ``(O, I * KD, KH, KW)`` makes the sum over ``kd`` part of
     the 2-D convolution's channel contraction; the output depths ride in the
-    batch.
+    batch. With ``off_ynn`` that 2-D convolution is ``conv_off_ynn`` where its
+    strides are 1 (the depth stride is folded away).
     """
     n, c, _, h, w = lhs.shape
     o, i, kd = rhs.shape[:3]
@@ -94,15 +95,19 @@ def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dil
         )
     taps = [lax.slice_in_dim(lhs, t * dd, t * dd + (depth - 1) * sd + 1, sd, axis=2) for t in range(kd)]
     folded = jnp.stack(taps, axis=2).transpose(0, 3, 1, 2, 4, 5).reshape(n * depth, c * kd, h, w)
-    out = _lowering.conv(
-        folded,
-        rhs.reshape(o, i * kd, *rhs.shape[3:]),
-        geom,
-        strides=strides[1:],
-        padding=padding[1:],
-        rhs_dilation=rhs_dilation[1:],
-        groups=groups,
-    )
+    rhs2 = rhs.reshape(o, i * kd, *rhs.shape[3:])
+    if off_ynn and set(strides[1:]) == {1}:
+        out = conv_off_ynn(folded, rhs2, geom, padding=padding[1:], rhs_dilation=rhs_dilation[1:], groups=groups)
+    else:
+        out = _lowering.conv(
+            folded,
+            rhs2,
+            geom,
+            strides=strides[1:],
+            padding=padding[1:],
+            rhs_dilation=rhs_dilation[1:],
+            groups=groups,
+        )
     return out.reshape(n, depth, o, *out.shape[2:]).transpose(0, 2, 1, 3, 4)
 
 

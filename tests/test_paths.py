@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import as_nchw, compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions
+from helpers import as_nchw, compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions, ref_conv
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _dispatch, _primitives, _xla_cpu
@@ -411,6 +411,39 @@ def test_cpu_compiler_options_compile_and_keep_results():
     f = functools.partial(jcb.conv2d_backprop_input, input_size=geom.x_shape, pad_mode="pad", pad=1)
     out = jax.jit(f, compiler_options=options)(dout, w)
     np.testing.assert_allclose(np.asarray(out), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
+
+
+def _ynn_fusions(fn, *args) -> int:
+    return jax.jit(fn).lower(*args).compile().as_text().count("__ynn_fusion")
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_stride1_convolutions_stay_off_ynnpack_in_a_plain_jit(rank):
+    # The stride-1 forward and input gradient (flipped_conv) run their convolution
+    # through conv_off_ynn in a user's own jax.jit (default options); in 3-D that is
+    # the 2-D convolution the depth fold leaves. Where this jaxlib does not hand a
+    # "same"-padded 2-D convolution to YNNPACK at all, there is nothing to avoid.
+    if jax.default_backend() != "cpu":
+        pytest.skip("XLA CPU's convolution routing")
+    plain = functools.partial(
+        jax.lax.conv_general_dilated,
+        window_strides=(1, 1),
+        padding=[(1, 1)] * 2,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
+    if _ynn_fusions(plain, jnp.ones((6, 24, 6, 6)), jnp.ones((8, 24, 3, 3))) == 0:
+        pytest.skip("this jaxlib does not hand a same-padded stride-1 convolution to YNNPACK")
+    geom = geometry_nd(1, 8, 8, (6,) * rank, 3, padding=1)
+    rng = np.random.default_rng(11)
+    x64, w64, d64 = (rng.standard_normal(shape) for shape in (geom.x_shape, geom.w_shape, geom.y_shape))
+    x, w, dout = (jnp.asarray(a, jnp.float32) for a in (x64, w64, d64))
+    conv = lambda x, w: _primitives.conv_p.bind(x, w, geom=geom)  # noqa: E731
+    bpi = lambda d, w: _primitives.backprop_input_p.bind(d, w, geom=geom)  # noqa: E731
+    assert _ynn_fusions(conv, x, w) == 0
+    assert _ynn_fusions(bpi, dout, w) == 0
+    ref_x = reference.conv_transpose_nd(d64, w64, geom.x_shape[2:], geom.stride, geom.dilation, geom.padding, 1)
+    np.testing.assert_allclose(np.asarray(jax.jit(bpi)(dout, w)), ref_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(conv)(x, w)), ref_conv(geom, x64, w64), rtol=1e-5, atol=1e-5)
 
 
 def test_eager_call_compiles_with_the_cpu_options(monkeypatch):
