@@ -5,12 +5,13 @@ performance-only (results are identical without them); a jaxlib that routes
 convolutions differently can drop this module by making ``conv_off_ynn`` a
 plain ``conv`` and ``cpu_compiler_options`` return ``{}``.
 
-* jaxlib 0.10.2's CPU compiler hands a convolution to YNNPACK only when every
-  padding is at most ``(extent - 1) // 2`` (up to "same" padding); on the
-  benchmark's stride-1 shapes that backend ran 1.2-1.7x slower than XLA's
-  other one (``docs/performance.md``). ``conv_off_ynn`` raises the first
+* jaxlib 0.10.2's CPU compiler hands a stride-1 convolution to YNNPACK only
+  when every padding is at most ``(extent - 1) // 2`` (up to "same" padding);
+  on the benchmark's stride-1 shapes that backend ran 1.2-1.7x slower than
+  XLA's other one (``docs/performance.md``). ``conv_off_ynn`` raises the first
   spatial axis's low padding one step past that bound and crops the extra
-  rows: the same result for a few rows of extra work.
+  rows: the same result for a few rows of extra work. (A strided convolution
+  goes to YNNPACK whatever its padding; only ``cpu_compiler_options`` moves it.)
 * ``cpu_compiler_options()`` is the per-compilation option that sends every
   convolution of a user's own ``jax.jit`` to the other backend; eager calls
   of the primitives compile with it on CPU.
