@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from conftest import golden_probes
 from helpers import as_nchw, enable_x64, from_nchw, mindspore_geometry, probe_array
 from helpers import hw as _hw
 
 import jax_conv_bpi as jcb
+from conftest import golden_probes
 from jax_conv_bpi import _args
 
 # ---------------------------------------------------------------------------

@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from conftest import Golden, golden_cases
 from helpers import compile_and_run, enable_x64, from_nchw, hw, mindspore_geometry, to_nchw, to_nhwc
 
 import jax_conv_bpi
+from conftest import Golden, golden_cases
 
 
 def reference_vjp(case: dict, kw: dict, dout, weight, cot):
