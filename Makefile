@@ -12,9 +12,11 @@ $(VENV)/.core: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-# Everything the tests, notebooks and linters need, on top of the core.
+# Everything the tests, notebooks and linters need, on top of the core; the native kernel built
+# ahead of the tests (it prints where it is, or why it is off: the tests then cover the fallback).
 $(VENV)/.installed: $(VENV)/.core
-	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev]"
+	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev,native]"
+	$(PY) -c "import jax_conv_bpi; print(jax_conv_bpi.native_status())"
 	touch $@
 
 demo: $(VENV)/.core

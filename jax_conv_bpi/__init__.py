@@ -25,6 +25,7 @@ from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DT
 from ._conv_transpose import conv_transpose
 from ._dispatch import CPU_PATHS
 from ._functions import conv2d, conv2d_backprop_filter, conv2d_backprop_input
+from ._native import native_status
 from ._primitives import backprop_filter_p, backprop_input_p, conv_p
 from ._sizes import conv2d_output_size, conv_transpose_sizes, valid_input_sizes
 from ._xla_cpu import cpu_compiler_options
@@ -52,6 +53,7 @@ __all__ = [
     "cpu_compiler_options",
     "load_checkpoint",
     "load_param_into_net",
+    "native_status",
     "ops",
     "parameters_dict",
     "save_checkpoint",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _lowering as L
-from . import _xla_cpu
+from . import _native, _xla_cpu
 from ._geometry import ConvGeometry
 
 __all__ = ["BACKPROP_FILTER_PATHS", "CONV_PATHS"]
@@ -185,6 +185,20 @@ def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM
 
         total = lax.fori_loop(0, blocks, body, jnp.zeros((c_out, c_in, taps), L.acc_dtype(x.dtype)))
     return total.reshape(geom.w_shape).astype(L.out_dtype(geom, dout))
+
+
+def backprop_filter_native(dout, x, *, geom: ConvGeometry):
+    """Weight gradient by the native kernel (``_native``): im2col patches per block of pixels, one OpenBLAS sgemm each.
+
+    Blocks of whole samples (or output lines of one sample) of at most
+    ``_native.BLOCK_BYTES`` of patches; single-device, float32 and ungrouped
+    only (``_dispatch.wants_native``, ``_native.usable``). Not in
+    ``BACKPROP_FILTER_PATHS``: that lists the pure-XLA formulations, which work
+    everywhere.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.w_shape, geom, dout)
+    return _native.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
 
 
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}

@@ -14,7 +14,15 @@ import math
 from . import _cpu_dense, _cpu_input_grad
 from ._geometry import ConvGeometry
 
-__all__ = ["CPU_PATHS", "cpu_lowering", "select_cpu_path", "select_filter_path", "select_forward_path"]
+__all__ = [
+    "CPU_PATHS",
+    "cpu_lowering",
+    "cpu_lowering_native",
+    "select_cpu_path",
+    "select_filter_path",
+    "select_forward_path",
+    "wants_native",
+]
 
 CPU_PATHS = tuple(sorted(_cpu_input_grad.PATHS))
 """Names of the input-gradient formulations ``conv_transpose(..., cpu_path=...)`` accepts."""
@@ -30,6 +38,7 @@ FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many ta
 FILTER_BATCHED_MIN_N = 8
 FILTER_BATCHED_MIN_CHANNELS = 16
 FILTER_BATCHED_MAX_PARTIAL = 16
+NATIVE_1D_MAX_ROWS = 2048  # backprop_filter, 1-D, 8+ taps: from this many C_in*taps rows XLA's 1-D form stays
 
 
 def _few_channels(geom: ConvGeometry) -> bool:
@@ -118,11 +127,31 @@ def _filter_batched(geom: ConvGeometry) -> bool:
     )
 
 
-def select_filter_path(geom: ConvGeometry) -> str:
+def _filter_native(geom: ConvGeometry) -> bool:
+    """The native kernel's weight gradient pays: ungrouped, at most ``FILTER_GEMM_MAX_TAPS`` taps, except
+    long 1-D kernels over many channels.
+
+    Measured (weight gradient alone, ms, pure XLA -> native, medians of 5, one
+    interleaved run; docs/performance.md): resnet50_l1 160 -> 91, resnet50_stem
+    110 -> 61, unet3d_conv 73 -> 48, Conv-TasNet dec 17.7 -> 5.8, and no loss
+    beyond the noise on any 2-D or 3-D shape of the suites. XLA's own 1-D
+    convolution stays for kernels of 8 taps or more with at least
+    ``NATIVE_1D_MAX_ROWS`` im2col rows (``C_in * taps``): HiFi-GAN up2 38.5 ->
+    49 (up1, 25.8 -> 22.9, within the noise); so does ``default`` for FCN-8s'
+    256 taps (9.5 -> 20.3).
+    """
+    if geom.group != 1 or math.prod(geom.kernel) > FILTER_GEMM_MAX_TAPS:
+        return False
+    rows = geom.w_shape[1] * math.prod(geom.kernel)
+    return not (geom.ndim == 1 and geom.kernel[0] >= 8 and rows >= NATIVE_1D_MAX_ROWS)
+
+
+def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:
     """CPU path of the weight gradient: ``direct`` for few channels per group; ``default`` in 1-D;
     ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, ``im2col`` for fewer than ``SMALL_C_IN``
     input channels, ``gemm_batched`` where it pays (``_filter_batched``), else ``gemm``; otherwise
-    ``default``.
+    ``default``. With ``native`` (the native kernel is loaded and fits the
+    program: ``_primitives``), ``native`` where ``_filter_native`` says it pays.
 
     ``im2col`` against ``gemm`` (weight gradient alone, ms, four runs, 256 KiB blocks):
     resnet50_stem (3 input channels) 262-279 -> 66-92, dcgan_torgb (3) 13-20 -> 9.2-9.6.
@@ -131,6 +160,8 @@ def select_filter_path(geom: ConvGeometry) -> str:
     """
     if _few_channels(geom):
         return "direct"
+    if native and _filter_native(geom):
+        return "native"
     if geom.ndim == 1:  # XLA's own 1-D form, not lifted to 2-D (see cpu_lowering)
         return "default"
     if geom.group == 1 and math.prod(geom.kernel) <= FILTER_GEMM_MAX_TAPS:
@@ -172,17 +203,27 @@ def _one_d_as_two_d(lowering):
     return lowered
 
 
-def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry):
-    """The weight gradient, 1-D lifted to 2-D like the others except on the ``default`` path.
+def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = False):
+    """The weight gradient, 1-D lifted to 2-D like the others except on the ``default`` and ``native`` paths.
 
     There XLA's own 1-D backward-filter convolution beat the lifted 2-D
     formulations on the 1-D suite (weight gradient alone, ms, lifted -> 1-D):
     HiFi-GAN up2 55.6 -> 40.6, up4 46.3 -> 30.3, Conv-TasNet 21.9 -> 17.9 (up1
-    19.1 -> 20.8, within the noise).
+    19.1 -> 20.8, within the noise). ``native`` is rank-generic and blocks the
+    1-D axis itself.
     """
-    if geom.ndim == 1 and select_filter_path(geom) == "default":
-        return _cpu_dense.BACKPROP_FILTER_PATHS["default"](dout, x, geom=geom)
+    path = select_filter_path(geom, native=native)
+    if path == "native":
+        return _cpu_dense.backprop_filter_native(dout, x, geom=geom)
+    if geom.ndim == 1 and path == "default":
+        return _cpu_dense.BACKPROP_FILTER_PATHS[path](dout, x, geom=geom)
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
+
+
+def wants_native(role: str, geom: ConvGeometry, dtypes) -> bool:
+    """The CPU lowering of ``role`` would take the native kernel's path, were it loaded (float32 only)."""
+    float32 = all(str(d) == "float32" for d in dtypes) and geom.out_dtype in (None, "float32")
+    return role == "backprop_filter" and float32 and select_filter_path(geom, native=True) == "native"
 
 
 cpu_lowering = {
@@ -191,3 +232,6 @@ cpu_lowering = {
     "backprop_filter": _backprop_filter_any_rank,
 }
 """The CPU lowering of each primitive, by role. None of them uses lhs dilation."""
+
+cpu_lowering_native = {"backprop_filter": functools.partial(_backprop_filter_any_rank, native=True)}
+"""The CPU lowerings that may call the native kernel (``_native``), where ``wants_native`` and it is usable."""

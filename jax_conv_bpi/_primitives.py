@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _dispatch, _lowering, _sharding, _spmd, _xla_cpu
+from . import _dispatch, _lowering, _native, _sharding, _spmd, _xla_cpu
 from ._geometry import ConvGeometry
 
 __all__ = ["backprop_filter_p", "backprop_input_p", "conv_p"]
@@ -235,6 +235,25 @@ def _fold_batch(a, d, size):
 
 # -- registration -----------------------------------------------------------
 
+
+def _lowered(prim, formulation):
+    return mlir.lower_fun(_spmd.partitioned(prim.name, _OPERANDS[prim], formulation), multiple_results=False)
+
+
+def _cpu_lowering(prim, role):
+    """The CPU dispatcher's lowering; the native kernel's variant where it applies and fits the program."""
+    plain = _lowered(prim, _dispatch.cpu_lowering[role])
+    if role not in _dispatch.cpu_lowering_native:
+        return plain
+    native = _lowered(prim, _dispatch.cpu_lowering_native[role])
+
+    def rule(ctx, *args, geom: ConvGeometry):
+        wanted = _dispatch.wants_native(role, geom, [a.dtype for a in ctx.avals_in])
+        return (native if wanted and _native.usable(ctx) else plain)(ctx, *args, geom=geom)
+
+    return rule
+
+
 _TRANSPOSES = {
     conv_p: (_conv_t_x, _conv_t_w),
     backprop_input_p: (_bpi_t_y, _bpi_t_w),
@@ -246,7 +265,6 @@ for _p, _role in _ROLE.items():
     _p.def_abstract_eval(functools.partial(_abstract_eval, _p))
     ad.defbilinear(_p, *_TRANSPOSES[_p])
     batching.primitive_batchers[_p] = functools.partial(_batch_rule, _p)
-    for _platform_name, _rule in ((None, _lowering.DEFAULT[_role]), ("cpu", _dispatch.cpu_lowering[_role])):
-        _lowered = mlir.lower_fun(_spmd.partitioned(_p.name, _OPERANDS[_p], _rule), multiple_results=False)
-        mlir.register_lowering(_p, _lowered, platform=_platform_name)
+    mlir.register_lowering(_p, _lowered(_p, _lowering.DEFAULT[_role]))
+    mlir.register_lowering(_p, _cpu_lowering(_p, _role), platform="cpu")
 _sharding.register_replication_rules(*_ROLE)

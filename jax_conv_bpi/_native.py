@@ -1,0 +1,185 @@
+"""The optional native CPU kernel (the ``[native]`` extra): build, load, register, gate.
+
+One kernel, ``_csrc/conv_weight_grad.cc``: the weight gradient of an
+ungrouped float32 convolution as im2col patches per block of pixels and one
+OpenBLAS sgemm per block (the ``scipy-openblas32`` wheel), where XLA CPU's dot
+runs the long contraction well below the machine's matmul speed
+(docs/performance.md). It is compiled once per machine, jaxlib and source with
+the machine's C++ compiler (``$CXX``, else ``c++``/``g++``), into
+``$JCB_NATIVE_CACHE`` (default ``~/.cache/jax_conv_bpi``), the first time a
+program could use it; that takes a few seconds. ``jax_conv_bpi.native_status()``
+builds it ahead of time and says where it is, or why it cannot be used.
+
+Where it cannot be built or loaded (no compiler, no ``scipy-openblas32``, a
+JAX without ``jax.ffi``), or ``JCB_NATIVE=0`` is set, every formulation stays
+pure XLA: ``native_status()`` tells which and why. ``usable(ctx)`` also keeps the
+kernel out of programs it does not fit: lowerings for ``jax.export`` (a custom
+call is not a stable export) and programs over more than one device (XLA's
+partitioner cannot split a custom call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["TARGET", "conv_weight_grad", "load", "native_status", "usable"]
+
+TARGET = "jcb_conv_weight_grad"
+_SOURCE = Path(__file__).with_name("_csrc") / "conv_weight_grad.cc"
+_THREAD_TIMEOUT = "4"
+"""``OPENBLAS_THREAD_TIMEOUT`` for the kernel's OpenBLAS (2**4 cycles), unless the user set one.
+
+OpenBLAS's idle threads spin for a while after each call; with its default, the
+XLA or PyTorch op run next on the same cores ran up to 2x slower here.
+"""
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("JCB_NATIVE_CACHE"):
+        return Path(os.environ["JCB_NATIVE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jax_conv_bpi"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cxx: str) -> Path:
+    """Compile the kernel (or find it compiled) for this source, jaxlib and compiler; return the library."""
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), jax.__version__.encode(), cxx.encode()])).hexdigest()
+    out = _cache_dir() / f"libjcb_native-{key[:16]}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        lib = Path(tmp) / out.name
+        cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", str(_SOURCE), "-o", str(lib)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
+        os.replace(lib, out)  # atomic: concurrent builds of the same key leave one complete file
+    return out
+
+
+def _openblas_sgemm():
+    """The address of ``cblas_sgemm`` in the scipy-openblas32 wheel's library (loaded with a short thread spin)."""
+    import scipy_openblas32
+
+    set_here = "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+    if set_here:
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = _THREAD_TIMEOUT
+    try:
+        lib = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"))
+    finally:
+        if set_here:
+            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    return ctypes.cast(lib.scipy_cblas_sgemm, ctypes.c_void_p), lib
+
+
+@functools.cache
+def load() -> tuple[bool, str]:
+    """Build (once) and register the kernel: ``(True, library path)`` or ``(False, why not)``."""
+    if os.environ.get("JCB_NATIVE", "1") == "0":
+        return False, "disabled by JCB_NATIVE=0"
+    if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):
+        return False, f"jax {jax.__version__} has no jax.ffi"
+    try:
+        sgemm, blas = _openblas_sgemm()
+    except (ImportError, OSError, AttributeError) as e:
+        return False, f"no OpenBLAS from the scipy-openblas32 wheel (pip install 'jax_conv_bpi[native]'): {e}"
+    cxx = _compiler()
+    if cxx is None:
+        return False, "no C++ compiler found ($CXX, c++, g++, clang++)"
+    try:
+        path = _build(cxx)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError) as e:
+        return False, f"the kernel did not build: {e}"
+    lib.jcb_native_set_sgemm.argtypes = [ctypes.c_void_p]
+    lib.jcb_native_set_sgemm(sgemm)
+    _keep.extend([blas, lib])
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
+    return True, str(path)
+
+
+_keep: list = []  # the loaded libraries stay loaded as long as the process
+
+
+def native_status() -> str:
+    """Build (once) and load the optional native CPU kernel; say where it is, or why it is off.
+
+    The kernel (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
+    computes the weight gradient of ungrouped float32 convolutions on one CPU
+    device with OpenBLAS; it is compiled with the machine's C++ compiler the
+    first time it is needed, or by this call. Where it is off (no compiler, no
+    ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
+    and the results are the same to float32 rounding.
+
+    Returns:
+      One line: ``"native kernel: <library path>"`` or ``"native kernel off: <why>"``.
+
+    Example:
+      >>> import jax_conv_bpi as jcb
+      >>> jcb.native_status().startswith(("native kernel: ", "native kernel off: "))
+      True
+    """
+    ok, what = load()
+    return f"native kernel: {what}" if ok else f"native kernel off: {what}"
+
+
+def usable(ctx) -> bool:
+    """The kernel may go into this lowering: it loaded, one device, and not for ``jax.export``."""
+    module = getattr(ctx, "module_context", None)
+    axis = getattr(module, "axis_context", None)
+    params = getattr(module, "lowering_parameters", None)
+    if type(axis).__name__ != "ShardingContext" or getattr(axis, "num_devices", None) != 1:
+        return False
+    if params is None or getattr(params, "for_export", True):
+        return False
+    return load()[0]
+
+
+BLOCK_BYTES = 1 << 23
+"""The kernel's scratch per block: im2col patches (and packed ``dout`` rows) of at most this many bytes."""
+
+
+def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES):
+    """The weight gradient of ``geom`` (ungrouped, float32) through the native kernel (``load()`` must have succeeded).
+
+    The kernel takes 3 spatial axes: lower ranks get leading unit axes (kernel 1,
+    stride 1, no padding), free reshapes. ``block_bytes`` bounds its scratch
+    (one output line of one sample when that is larger).
+    """
+    lead = (1,) * (3 - geom.ndim)
+
+    def as_3d(a):
+        return a.reshape(*a.shape[:2], *lead, *a.shape[2:]).astype(jnp.float32)
+
+    ints = functools.partial(np.array, dtype=np.int64)
+    out = jax.ShapeDtypeStruct((*geom.w_shape[:2], *lead, *geom.kernel), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET, out)
+    w = call(
+        as_3d(dout),
+        as_3d(x),
+        stride=ints((*lead, *geom.stride)),
+        dilation=ints((*lead, *geom.dilation)),
+        lo=ints((*(0,) * len(lead), *(lo for lo, _ in geom.padding))),
+        block=np.int64(max(1, block_bytes // 4)),
+    )
+    return w.reshape(geom.w_shape)

@@ -1,0 +1,268 @@
+"""The optional native CPU kernel (the ``[native]`` extra) and the gate around it.
+
+* the kernel itself against the float64 reference weight gradient, ranks 1-3,
+  on the ungrouped cases of ``test_paths_nd.CASES`` and 2-D layers of the
+  benchmark's kinds, with blocks small enough to take every way through it
+  (whole samples packed side by side, one sgemm per sample, one sample split
+  into output lines, one line per block);
+* the dispatcher: a plain ``jax.jit`` of an ungrouped float32 weight gradient
+  carries its custom call, and ``grad``/``vmap`` through the library's ops
+  still match the references; bfloat16, groups, ``jax.export`` and programs
+  over several devices stay pure XLA;
+* the fallback, in child processes: ``JCB_NATIVE=0`` and a compiler that
+  fails leave every program pure XLA and its results unchanged.
+
+The kernel tests skip, saying why, where the kernel is off (no compiler or no
+``scipy-openblas32``: ``jcb.native_status()``); the gate and fallback tests
+run everywhere.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_close, geometry_nd, random_arrays, ref_filter, requires_cpu
+from test_paths_nd import CASES
+
+import jax_conv_bpi as jcb
+from jax_conv_bpi import _native
+from jax_conv_bpi._geometry import ConvGeometry
+
+pytestmark = requires_cpu
+
+needs_kernel = pytest.mark.skipif(not _native.load()[0], reason=f"native kernel off here: {_native.load()[1]}")
+
+# 2-D layers of the benchmark's kinds, small: (n, c_in, c_out, spatial, kernel, stride, dilation, padding)
+_TWO_D = {
+    "s1_same_k3": geometry_nd(3, 5, 4, (40, 40), 3, padding=1),  # >= 1024 pixels per sample, contiguous runs
+    "s1_same_d2": geometry_nd(2, 3, 6, (9, 33), 3, dilation=2, padding=2),
+    "s2_k4_p1": geometry_nd(4, 6, 3, (12, 10), 4, stride=2, padding=1),
+    "s5_gather": geometry_nd(2, 3, 2, (11, 23), (2, 3), stride=(2, 5), padding=((1, 0), (2, 2))),
+    "k1_s1": geometry_nd(2, 7, 5, (6, 8), 1),
+    "valid_crop": geometry_nd(1, 4, 4, (10, 12), 3, padding=((0, -1), (1, -2))),
+    "k7_s2_p3": geometry_nd(2, 3, 8, (20, 20), 7, stride=2, padding=3),
+}
+
+_GRID = {
+    **{f"1d_{cid}": c.geom for cid, c in CASES[1].items() if c.geom.group == 1},
+    **{f"2d_{cid}": g for cid, g in _TWO_D.items()},
+    **{f"3d_{cid}": c.geom for cid, c in CASES[3].items() if c.geom.group == 1},
+}
+
+# Scratch bounds: one line per block; a few lines or a sample; the default (many samples per block).
+_BLOCKS = {"one_line": 4, "4KiB": 1 << 12, "default": _native.BLOCK_BYTES}
+
+
+def _data(geom: ConvGeometry, seed: int):
+    return random_arrays(seed, geom.y_shape, geom.x_shape, dtype=np.float32)
+
+
+@needs_kernel
+@pytest.mark.parametrize("block", sorted(_BLOCKS))
+def test_kernel_matches_the_reference(block):
+    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_GRID.items())}
+
+    @jax.jit
+    def program(args):
+        return {
+            cid: _native.conv_weight_grad(y, x, geom=_GRID[cid], block_bytes=_BLOCKS[block])
+            for cid, (y, x) in args.items()
+        }
+
+    outs = jax.device_get(program(data))
+    for cid, g in _GRID.items():
+        y, x = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, block {block}", scale_atol=2e-5)
+
+
+def test_grid_takes_every_way_through_the_kernel():
+    """The grid holds what the block choice and the fill distinguish (the kernel's header comment)."""
+    pixels = lambda g: int(np.prod(g.y_shape[2:]))  # noqa: E731
+    geoms = list(_GRID.values())
+    assert any(pixels(g) >= 1024 and g.y_shape[0] > 1 for g in geoms)  # one sgemm per sample
+    assert any(0 < pixels(g) < 1024 and g.y_shape[0] > 1 for g in geoms)  # samples packed
+    assert any(g.y_shape[0] == 0 for g in geoms) and any(pixels(g) == 0 for g in geoms)
+    same = [g for g in geoms if g.ndim >= 2 and g.stride[-2:] == (1, 1) and g.x_shape[-1] == g.y_shape[-1]]
+    assert any(max(g.dilation) > 1 for g in same) and any(max(g.kernel) > 1 for g in same)  # contiguous runs
+    assert {s for g in geoms for s in g.stride} >= {1, 2, 3, 5}  # each Gather case
+    assert any(min(hi for _, hi in g.padding) < 0 for g in geoms)
+    assert {g.ndim for g in geoms} == {1, 2, 3}
+
+
+# -- the dispatcher -------------------------------------------------------------
+
+
+def _filter_call(dtype=jnp.float32, group=1):
+    """An ungrouped (or grouped) 2-D weight gradient through the public op, its inputs and reference."""
+    g = geometry_nd(2, 4, 6, (9, 9), 3, stride=2, padding=1, group=group)
+    y, x = _data(g, 3)
+
+    def f(y, x):
+        return jcb.conv2d_backprop_filter(y, x, g.w_shape, stride=2, pad_mode="pad", pad=1, group=group)
+
+    return f, (jnp.asarray(y, dtype), jnp.asarray(x, dtype)), ref_filter(g, y.astype(np.float64), x)
+
+
+def _custom_calls(fn, *args) -> int:
+    return jax.jit(fn).lower(*args).as_text().count(_native.TARGET)
+
+
+@needs_kernel
+def test_plain_jit_takes_the_kernel_and_matches():
+    f, args, ref = _filter_call()
+    assert _custom_calls(f, *args) == 1
+    assert_close(jax.jit(f)(*args), ref, "dispatched weight gradient", scale_atol=2e-5)
+
+
+@needs_kernel
+def test_training_gradients_through_the_kernel():
+    """``grad`` of a loss over ``conv_transpose`` and ``ops.conv3d``: each weight gradient is one custom call."""
+    g = geometry_nd(2, 5, 6, (7, 6), 3, stride=2, padding=1)  # beyond the few-channel direct forms
+    y, w, ct = random_arrays(5, g.y_shape, g.w_shape, g.x_shape, dtype=np.float32)
+
+    def loss(w):
+        out = jcb.conv_transpose(y, w, 2, [(1, 1), (1, 1)], output_padding=(0, 1))
+        return jnp.sum(out * ct)
+
+    assert _custom_calls(jax.grad(loss), w) == 1
+    assert_close(jax.jit(jax.grad(loss))(w), ref_filter(g, y.astype(np.float64), ct), "grad", scale_atol=2e-5)
+
+    g3 = geometry_nd(1, 4, 5, (4, 5, 4), 3, padding=1)
+    x3, w3, ct3 = random_arrays(6, g3.x_shape, g3.w_shape, g3.y_shape, dtype=np.float32)
+
+    def loss3(w):
+        return jnp.sum(jcb.ops.conv3d(x3, w, pad_mode="pad", padding=1) * ct3)
+
+    assert _custom_calls(jax.grad(loss3), w3) == 1
+    assert_close(jax.jit(jax.grad(loss3))(w3), ref_filter(g3, ct3, x3.astype(np.float64)), "3-D grad", 2e-5, 2e-5)
+
+
+@needs_kernel
+def test_vmap_over_the_kernel():
+    f, (y, x), _ = _filter_call()
+    ys, xs = jnp.stack([y, 2 * y, -y]), jnp.stack([x, x, 0.5 * x])
+    got = jax.jit(jax.vmap(f))(ys, xs)
+    g = geometry_nd(2, 4, 6, (9, 9), 3, stride=2, padding=1)
+    for i in range(3):
+        assert_close(got[i], ref_filter(g, np.asarray(ys[i], np.float64), np.asarray(xs[i])), f"vmap {i}", 2e-5, 2e-5)
+
+
+@needs_kernel
+def test_threads_call_the_kernel_concurrently():
+    """The handler keeps no state: programs run from several Python threads at once all get their own result."""
+    f, (y, x), ref = _filter_call()
+    jf = jax.jit(f)
+    scales = [1.0, -2.0, 0.5, 3.0, 1.5, -1.0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(scales)) as pool:
+        outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
+    for k, got in enumerate(outs):
+        assert_close(got, scales[k % len(scales)] * ref, f"thread call {k}", scale_atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "which, kwargs",
+    [("bfloat16", {"dtype": jnp.bfloat16}), ("float16", {"dtype": jnp.float16}), ("grouped", {"group": 2})],
+)
+def test_other_dtypes_and_groups_stay_pure_xla(which, kwargs):
+    f, args, ref = _filter_call(**kwargs)
+    assert _custom_calls(f, *args) == 0, which
+    tol = 2e-5 if which == "grouped" else 5e-2
+    assert_close(jax.jit(f)(*args), ref, which, rtol=tol, scale_atol=tol)
+
+
+def test_export_stays_pure_xla():
+    """``jax.export`` never carries the custom call (it is no stable export); the exported program still runs."""
+    f, args, ref = _filter_call()
+    exported = jax.export.export(jax.jit(f))(*args)
+    assert _native.TARGET not in exported.mlir_module()
+    assert_close(exported.call(*args), ref, "exported weight gradient", scale_atol=2e-5)
+
+
+def test_native_status_names_the_library_or_the_reason():
+    ok, what = _native.load()
+    status = jcb.native_status()
+    assert status == (f"native kernel: {what}" if ok else f"native kernel off: {what}")
+    if ok:
+        assert os.path.isfile(what)
+
+
+# -- child processes: several devices, disabled, a failing build ---------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    import jax_conv_bpi as jcb
+    from jax_conv_bpi import _native
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)
+    x = rng.standard_normal((4, 4, 9, 9)).astype(np.float32)
+    f = lambda y, x: jcb.conv2d_backprop_filter(y, x, (6, 4, 3, 3), stride=2, pad_mode="pad", pad=1)
+    out = {"status": jcb.native_status(), "one_device": jax.jit(f).lower(y, x).as_text().count(_native.TARGET)}
+    out["result"] = np.asarray(jax.jit(f)(y, x)).tolist()
+    if len(jax.devices()) > 1:
+        mesh = jax.sharding.Mesh(np.array(jax.devices()), ("b",))
+        spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("b"))
+        ys, xs = jax.device_put(y, spec), jax.device_put(x, spec)
+        out["sharded"] = jax.jit(f).lower(ys, xs).as_text().count(_native.TARGET)
+        out["sharded_result"] = np.asarray(jax.jit(f)(ys, xs)).tolist()
+    json.dump(out, sys.stdout)
+    """
+)
+
+
+def _child(**env) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _child_reference():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((4, 6, 5, 5))
+    x = rng.standard_normal((4, 4, 9, 9)).astype(np.float32).astype(np.float64)
+    y = y.astype(np.float32).astype(np.float64)
+    return ref_filter(geometry_nd(4, 4, 6, (9, 9), 3, stride=2, padding=1), y, x)
+
+
+@needs_kernel
+def test_several_devices_stay_pure_xla():
+    flags = f"--xla_force_host_platform_device_count=2 {os.environ.get('XLA_FLAGS', '')}".strip()
+    out = _child(XLA_FLAGS=flags)
+    ref = _child_reference()
+    assert out["one_device"] == 1 and out["sharded"] == 0, out["status"]
+    assert_close(out["result"], ref, "one device, native", scale_atol=2e-5)
+    assert_close(out["sharded_result"], ref, "two devices, pure XLA", scale_atol=2e-5)
+
+
+def test_disabled_by_the_environment():
+    out = _child(JCB_NATIVE="0")
+    assert out["status"] == "native kernel off: disabled by JCB_NATIVE=0"
+    assert out["one_device"] == 0
+    assert_close(out["result"], _child_reference(), "JCB_NATIVE=0", scale_atol=2e-5)
+
+
+def test_a_failing_build_falls_back(tmp_path):
+    """A compiler that fails (``CXX=false``, an empty cache): the status says so, the program stays pure XLA."""
+    out = _child(CXX="false", JCB_NATIVE_CACHE=str(tmp_path / "cache"))
+    assert out["one_device"] == 0
+    assert out["status"].startswith("native kernel off: "), out["status"]
+    if _native.load()[0]:  # with OpenBLAS present, the build itself is what failed
+        assert "did not build" in out["status"] and "false" in out["status"], out["status"]
+    assert_close(out["result"], _child_reference(), "failed build", scale_atol=2e-5)
