@@ -57,7 +57,7 @@ import numpy as np
 from jax import lax
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _dispatch
+from jax_conv_bpi import _dispatch, _native
 from jax_conv_bpi._args import default_dimension_numbers
 from jax_conv_bpi._geometry import ConvGeometry
 
@@ -254,13 +254,18 @@ def weight_grad_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Ca
     return weight_grad
 
 
-def cpu_paths(shape: AnyShape) -> dict[str, str]:
-    """The CPU formulation each primitive of the library picks for ``shape`` (``jax_conv_bpi._dispatch``'s rules)."""
+def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
+    """The CPU formulation each primitive of the library picks for ``shape`` with ``dtype`` arrays.
+
+    ``jax_conv_bpi._dispatch``'s rules, single-device; ``native`` where the
+    weight gradient takes the native kernel (it loaded: ``jcb.native_status()``).
+    """
     geom = geometry(shape)
+    native = _dispatch.wants_native("backprop_filter", geom, [dtype, dtype]) and _native.load()[0]
     return {
         "conv": _dispatch.select_forward_path(geom),
         "backprop_input": _dispatch.select_cpu_path(geom),
-        "backprop_filter": _dispatch.select_filter_path(geom),
+        "backprop_filter": "native" if native else _dispatch.select_filter_path(geom),
     }
 
 

@@ -50,6 +50,8 @@ def machine_lines(result: dict) -> list[str]:
             else "PyTorch: not used"
         ),
     ]
+    if m.get("native"):
+        lines.append(m["native"])
     if m.get("loadavg_start") is not None:
         lines.append(
             f"load average (1/5/15 min) at start {m['loadavg_start']}, at end {m.get('loadavg_end')}"

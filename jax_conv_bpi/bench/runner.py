@@ -181,6 +181,7 @@ def machine_info(device, torch_info: dict | None) -> dict:
         "jax_platform": device.platform,
         "jax_device": getattr(device, "device_kind", str(device)),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "native": jax_conv_bpi.native_status() if device.platform == "cpu" else None,
         "loadavg_start": load_average(),
         "torch": torch_info,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -365,7 +366,7 @@ def run_op_shape(shape: AnyShape, config: Config, device, torch, torch_device, p
         flops=shape.flops,
         io_bytes=shape.io_bytes,
         depthwise=shape.depthwise,
-        paths=_paths(shape, device),
+        paths=_paths(shape, device, config),
     )
     if isinstance(shape, ShapeND):
         entry["output_padding"] = list(shape.output_padding)
@@ -421,8 +422,8 @@ def opt_in_applies(config: Config, device) -> bool:
     return config.opt_in and device.platform == "cpu" and bool(jax_conv_bpi.cpu_compiler_options())
 
 
-def _paths(shape: AnyShape, device) -> dict | None:
-    return impls.cpu_paths(shape) if device.platform == "cpu" else None
+def _paths(shape: AnyShape, device, config: Config) -> dict | None:
+    return impls.cpu_paths(shape, config.dtype) if device.platform == "cpu" else None
 
 
 def run_weight_grad_shape(shape: AnyShape, config: Config, device, torch, torch_device, progress) -> dict:
@@ -430,7 +431,7 @@ def run_weight_grad_shape(shape: AnyShape, config: Config, device, torch, torch_
     dout, _ = shape.arrays(config.seed)
     x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
     entry: dict = {"name": shape.name, "rank": shape.rank, "flops": shape.flops, "notes": []}
-    entry["paths"] = _paths(shape, device)
+    entry["paths"] = _paths(shape, device, config)
     entry["dense"] = shape.group == 1
     numerics = {"precision": config.precision, "dtype": config.dtype}
     entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
@@ -447,7 +448,7 @@ def run_train_shape(shape: AnyShape, config: Config, device, torch, torch_device
     dout, w = shape.arrays(config.seed)
     x = np.random.default_rng(config.seed + 1).standard_normal(shape.x_shape, dtype=np.float32)
     entry: dict = {"name": shape.name, "rank": shape.rank, "flops": 3 * shape.flops, "notes": []}
-    entry["paths"] = _paths(shape, device)
+    entry["paths"] = _paths(shape, device, config)
     numerics = {"precision": config.precision, "dtype": config.dtype}
     entry["precision"] = "highest" if impls.jax_precision(shape, config.precision) is not None else "default"
     use_baseline = True
