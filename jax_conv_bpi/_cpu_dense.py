@@ -6,7 +6,9 @@ small groups get per-tap fused multiply-adds instead of XLA CPU's slow
 grouped convolution; the ungrouped weight gradient gets one matmul per tap;
 with few input channels, the weight gradient is one matmul of im2col patches
 per block of output rows; stride-1 forward convolutions avoid XLA CPU's slower
-convolution backend.
+convolution backend. ``backprop_filter_native`` hands the ungrouped float32
+weight gradient to the optional native kernel (``_native``) where the
+dispatcher and the program allow it.
 """
 
 from __future__ import annotations

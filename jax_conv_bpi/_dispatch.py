@@ -38,7 +38,7 @@ FILTER_GEMM_MAX_TAPS = 64  # backprop_filter: per-tap matmuls up to this many ta
 FILTER_BATCHED_MIN_N = 8
 FILTER_BATCHED_MIN_CHANNELS = 16
 FILTER_BATCHED_MAX_PARTIAL = 16
-NATIVE_1D_MAX_ROWS = 2048  # backprop_filter, 1-D, 8+ taps: from this many C_in*taps rows XLA's 1-D form stays
+NATIVE_MAX_RESULT = 1 << 20  # backprop_filter's native kernel: results of at most this many elements
 
 
 def _few_channels(geom: ConvGeometry) -> bool:
@@ -128,22 +128,19 @@ def _filter_batched(geom: ConvGeometry) -> bool:
 
 
 def _filter_native(geom: ConvGeometry) -> bool:
-    """The native kernel's weight gradient pays: ungrouped, at most ``FILTER_GEMM_MAX_TAPS`` taps, except
-    long 1-D kernels over many channels.
+    """The native kernel's weight gradient pays: ungrouped, at most ``FILTER_GEMM_MAX_TAPS`` taps and a
+    result (``C_out * C_in * taps``) of at most ``NATIVE_MAX_RESULT`` elements.
 
-    Measured (weight gradient alone, ms, pure XLA -> native, medians of 5, one
-    interleaved run; docs/performance.md): resnet50_l1 160 -> 91, resnet50_stem
-    110 -> 61, unet3d_conv 73 -> 48, Conv-TasNet dec 17.7 -> 5.8, and no loss
-    beyond the noise on any 2-D or 3-D shape of the suites. XLA's own 1-D
-    convolution stays for kernels of 8 taps or more with at least
-    ``NATIVE_1D_MAX_ROWS`` im2col rows (``C_in * taps``): HiFi-GAN up2 38.5 ->
-    49 (up1, 25.8 -> 22.9, within the noise); so does ``default`` for FCN-8s'
-    256 taps (9.5 -> 20.3).
+    Measured (weight gradient alone, ms, pure XLA -> native, 2 cores, medians
+    of 5, one interleaved run; docs/performance.md): resnet50_l1 164 -> 46,
+    resnet50_stem 110 -> 33, unet3d_conv 86 -> 16, dcgan_g 29 -> 14. XLA's own
+    dot stays for large results over short contractions, which it runs near the
+    machine's matmul speed: deeplabv3 (2.4M elements, 1089 pixels) 27 -> 39,
+    unet_up (2.1M, 1024) 29 -> 30, HiFi-GAN up1 (2.1M, 512) 13 -> 22.
     """
     if geom.group != 1 or math.prod(geom.kernel) > FILTER_GEMM_MAX_TAPS:
         return False
-    rows = geom.w_shape[1] * math.prod(geom.kernel)
-    return not (geom.ndim == 1 and geom.kernel[0] >= 8 and rows >= NATIVE_1D_MAX_ROWS)
+    return math.prod(geom.w_shape) <= NATIVE_MAX_RESULT
 
 
 def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:

@@ -84,6 +84,38 @@ def test_kernel_matches_the_reference(block):
         assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, block {block}", scale_atol=2e-5)
 
 
+# Problems above the kernel's kMinParallelFlops (2**24), so several workers share them: whole samples
+# packed per block, one sgemm per sample, one sample's lines split among the workers, 3-D.
+_PARALLEL = {
+    "packed": geometry_nd(64, 32, 16, (14, 14), 3, padding=1),
+    "per_sample": geometry_nd(6, 16, 16, (40, 40), 3, padding=1),
+    "one_sample": geometry_nd(1, 16, 16, (64, 64), 3, padding=1),
+    "3d": geometry_nd(2, 8, 8, (10, 24, 24), 3, stride=(1, 2, 1), padding=1),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("block", ["4KiB", "default"])
+def test_workers_share_the_blocks(threads, block):
+    """Any number of workers, fewer or more than the blocks, sums to the reference."""
+    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_PARALLEL.items())}
+
+    @jax.jit
+    def program(args):
+        return {
+            cid: _native.conv_weight_grad(y, x, geom=_PARALLEL[cid], block_bytes=_BLOCKS[block], threads=threads)
+            for cid, (y, x) in args.items()
+        }
+
+    outs = jax.device_get(program(data))
+    for cid, g in _PARALLEL.items():
+        flops = 2 * np.prod(g.w_shape) * np.prod(g.y_shape) // g.y_shape[1]
+        assert flops >= 1 << 24, cid  # large enough to be shared
+        y, x = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, {threads} workers, block {block}", scale_atol=2e-5)
+
+
 def test_grid_takes_every_way_through_the_kernel():
     """The grid holds what the block choice and the fill distinguish (the kernel's header comment)."""
     pixels = lambda g: int(np.prod(g.y_shape[2:]))  # noqa: E731
@@ -162,6 +194,20 @@ def test_threads_call_the_kernel_concurrently():
     f, (y, x), ref = _filter_call()
     jf = jax.jit(f)
     scales = [1.0, -2.0, 0.5, 3.0, 1.5, -1.0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(scales)) as pool:
+        outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
+    for k, got in enumerate(outs):
+        assert_close(got, scales[k % len(scales)] * ref, f"thread call {k}", scale_atol=2e-5)
+
+
+@needs_kernel
+def test_threads_call_the_shared_kernel_concurrently():
+    """Calls large enough for several workers each, from several Python threads at once: XLA's pool is shared."""
+    g = _PARALLEL["per_sample"]
+    y, x = _data(g, 11)
+    ref = ref_filter(g, np.asarray(y, np.float64), np.asarray(x, np.float64))
+    jf = jax.jit(lambda y, x: _native.conv_weight_grad(y, x, geom=g, threads=3))
+    scales = [1.0, -2.0, 0.5, 3.0]
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(scales)) as pool:
         outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
     for k, got in enumerate(outs):
