@@ -203,6 +203,17 @@ def backprop_filter_native(dout, x, *, geom: ConvGeometry):
     return _native.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
 
 
+def conv_native(x, w, *, geom: ConvGeometry):
+    """Forward convolution by the native kernel (``_native``): im2col patches per block of pixels, one sgemm each.
+
+    Ungrouped float32, single-device (``_dispatch.wants_native``,
+    ``_native.usable``); not in ``CONV_PATHS``, which lists the pure-XLA forms.
+    """
+    if L.zero_result(geom):
+        return L.zeros(geom.y_shape, geom, x)
+    return _native.conv_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
+
+
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}
 BACKPROP_FILTER_PATHS = {
     "default": L.backprop_filter_default,

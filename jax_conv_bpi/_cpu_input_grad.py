@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from . import _lowering as L
-from . import _padding, _xla_cpu
+from . import _native, _padding, _xla_cpu
 from ._geometry import ConvGeometry
 
 __all__ = ["PATHS"]
@@ -343,6 +343,30 @@ def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
     w_flipped = L.flip_transpose_weight(w, geom.group)
     out = _xla_cpu.conv(dout, w_flipped, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group, off_ynn=True)
     return L.crop(out, crops).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_native(dout, w, *, geom: ConvGeometry):
+    """Stride 1, ungrouped, float32: ``flipped_conv``'s correlation by the native kernel's forward convolution.
+
+    Its padding may be negative (a crop): the kernel reads from any offset and
+    writes exactly the input's size. Not in ``PATHS``, which lists the pure-XLA
+    forms (``_dispatch.wants_native``, ``_native.usable``).
+    """
+    if set(geom.stride) != {1} or geom.group != 1:
+        raise ValueError(f"the native input gradient needs stride 1 and 1 group, got {geom.stride}, {geom.group}")
+    if L.zero_result(geom):
+        return L.zeros(geom.x_shape, geom, dout)
+    pads = tuple(_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim))
+    w_flipped = L.flip_transpose_weight(w, 1)
+    correlation = ConvGeometry(
+        x_shape=geom.y_shape,
+        w_shape=tuple(w_flipped.shape),
+        y_shape=geom.x_shape,
+        stride=geom.stride,
+        dilation=geom.dilation,
+        padding=pads,
+    )
+    return _native.conv_forward(dout, w_flipped, geom=correlation).astype(L.out_dtype(geom, dout))
 
 
 PATHS = {

@@ -65,12 +65,14 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
     return tuple(most), dense - used
 
 
-def select_cpu_path(geom: ConvGeometry) -> str:
-    """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``).
+def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
+    """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``, or ``native``).
 
     1. Few channels per group (depthwise, channel multipliers, small groups)
        and at most ``DIRECT_MAX_TAPS`` taps: ``direct``.
-    2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``.
+    2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``
+       (with ``native``: the native kernel's forward convolution of the same
+       flipped correlation, where ``_native_pays``).
        Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
        beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
        ``phase_conv`` 1.2x).
@@ -89,7 +91,9 @@ def select_cpu_path(geom: ConvGeometry) -> str:
     if _few_channels(geom):
         return "direct"
     if set(geom.stride) == {1}:
-        return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
+        if set(geom.kernel) == {1}:
+            return "gemm"
+        return "native" if native and _native_pays(geom) else "flipped_conv"
     if geom.ndim == 3:
         return "phase_gemm"
     most, wasted = phase_stats(geom)
@@ -105,9 +109,13 @@ def select_cpu_path(geom: ConvGeometry) -> str:
     return "gemm" if c_out // geom.group >= GEMM_MIN_CONTRACTION else "phase_conv"
 
 
-def select_forward_path(geom: ConvGeometry) -> str:
-    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``routed`` (``_xla_cpu.conv``)."""
-    return "direct" if _few_channels(geom) else "routed"
+def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
+    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``routed``
+    (``_xla_cpu.conv``); with ``native`` (the native kernel is loaded and fits the program), ``native``
+    for ungrouped ones (``_native_pays``)."""
+    if _few_channels(geom):
+        return "direct"
+    return "native" if native and _native_pays(geom) else "routed"
 
 
 def _filter_batched(geom: ConvGeometry) -> bool:
@@ -127,20 +135,30 @@ def _filter_batched(geom: ConvGeometry) -> bool:
     )
 
 
+def _native_pays(geom: ConvGeometry) -> bool:
+    """The native kernel's forward convolution pays: ungrouped.
+
+    Measured (forward alone, ms, pure XLA -> native, 2 cores, medians of 5,
+    interleaved runs; docs/performance.md): resnet50_stem 68 -> 36, unet_up 38 ->
+    23, resnet50_l3 30 -> 20, Conv-TasNet 28 -> 11, and no shape of the suites
+    slower beyond the noise (deeplabv3 24.4 -> 23.2, unet3d_conv 14.0 -> 13.9).
+    """
+    return geom.group == 1
+
+
 def _filter_native(geom: ConvGeometry) -> bool:
-    """The native kernel's weight gradient pays: ungrouped, at most ``FILTER_GEMM_MAX_TAPS`` taps and a
-    result (``C_out * C_in * taps``) of at most ``NATIVE_MAX_RESULT`` elements.
+    """The native kernel's weight gradient pays: ungrouped, a result (``C_out * C_in * taps``) of at most
+    ``NATIVE_MAX_RESULT`` elements.
 
     Measured (weight gradient alone, ms, pure XLA -> native, 2 cores, medians
-    of 5, one interleaved run; docs/performance.md): resnet50_l1 164 -> 46,
-    resnet50_stem 110 -> 33, unet3d_conv 86 -> 16, dcgan_g 29 -> 14. XLA's own
+    of 5, interleaved runs; docs/performance.md): resnet50_l1 164 -> 46,
+    resnet50_stem 110 -> 33, unet3d_conv 86 -> 16, dcgan_g 27 -> 12. XLA's own
     dot stays for large results over short contractions, which it runs near the
-    machine's matmul speed: deeplabv3 (2.4M elements, 1089 pixels) 27 -> 39,
-    unet_up (2.1M, 1024) 29 -> 30, HiFi-GAN up1 (2.1M, 512) 13 -> 22.
+    machine's matmul speed and the kernel's per-worker partial results do not:
+    deeplabv3 (2.4M elements, 1089 pixels) 25 -> 31, HiFi-GAN up1 (2.1M, 512)
+    12 -> 17.
     """
-    if geom.group != 1 or math.prod(geom.kernel) > FILTER_GEMM_MAX_TAPS:
-        return False
-    return math.prod(geom.w_shape) <= NATIVE_MAX_RESULT
+    return geom.group == 1 and math.prod(geom.w_shape) <= NATIVE_MAX_RESULT
 
 
 def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:
@@ -200,6 +218,20 @@ def _one_d_as_two_d(lowering):
     return lowered
 
 
+def _conv_any_rank(x, w, *, geom: ConvGeometry, native: bool = False):
+    """The forward convolution: the native kernel's (rank-generic) where chosen, else 1-D lifted to 2-D."""
+    if select_forward_path(geom, native=native) == "native":
+        return _cpu_dense.conv_native(x, w, geom=geom)
+    return _one_d_as_two_d(cpu_conv)(x, w, geom=geom)
+
+
+def _backprop_input_any_rank(dout, w, *, geom: ConvGeometry, native: bool = False):
+    """The input gradient: the native kernel's (rank-generic) where chosen, else 1-D lifted to 2-D."""
+    if select_cpu_path(geom, native=native) == "native":
+        return _cpu_input_grad.backprop_input_native(dout, w, geom=geom)
+    return _one_d_as_two_d(cpu_backprop_input)(dout, w, geom=geom)
+
+
 def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = False):
     """The weight gradient, 1-D lifted to 2-D like the others except on the ``default`` and ``native`` paths.
 
@@ -217,18 +249,21 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = Fal
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
 
 
+_SELECT = {"conv": select_forward_path, "backprop_input": select_cpu_path, "backprop_filter": select_filter_path}
+
+
 def wants_native(role: str, geom: ConvGeometry, dtypes) -> bool:
     """The CPU lowering of ``role`` would take the native kernel's path, were it loaded (float32 only)."""
     float32 = all(str(d) == "float32" for d in dtypes) and geom.out_dtype in (None, "float32")
-    return role == "backprop_filter" and float32 and select_filter_path(geom, native=True) == "native"
+    return float32 and _SELECT[role](geom, native=True) == "native"
 
 
 cpu_lowering = {
-    "conv": _one_d_as_two_d(cpu_conv),
-    "backprop_input": _one_d_as_two_d(cpu_backprop_input),
+    "conv": _conv_any_rank,
+    "backprop_input": _backprop_input_any_rank,
     "backprop_filter": _backprop_filter_any_rank,
 }
 """The CPU lowering of each primitive, by role. None of them uses lhs dilation."""
 
-cpu_lowering_native = {"backprop_filter": functools.partial(_backprop_filter_any_rank, native=True)}
+cpu_lowering_native = {role: functools.partial(fn, native=True) for role, fn in cpu_lowering.items()}
 """The CPU lowerings that may call the native kernel (``_native``), where ``wants_native`` and it is usable."""

@@ -1,22 +1,23 @@
-"""The optional native CPU kernel (the ``[native]`` extra): build, load, register, gate.
+"""The optional native CPU kernels (the ``[native]`` extra): build, load, register, gate.
 
-One kernel, ``_csrc/conv_weight_grad.cc``: the weight gradient of an
-ungrouped float32 convolution as im2col patches per block of pixels and one
-OpenBLAS sgemm per block (the ``scipy-openblas32`` wheel), where XLA CPU's dot
-runs the long contraction well below the machine's matmul speed
-(docs/performance.md). One worker per usable core (the calling thread and tasks
+Two kernels in ``_csrc/conv.cc``, the forward convolution and the weight
+gradient of an ungrouped float32 convolution, as im2col patches per block of
+pixels and OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's
+convolutions and dot run well below the machine's matmul speed
+(docs/performance.md); the stride-1 input gradient is the forward kernel's
+flipped correlation. One worker per usable core (the calling thread and tasks
 on XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
-sgemm, so one worker's im2col fill overlaps the others' sgemms. It is compiled
-once per machine, jaxlib and source with the machine's C++ compiler (``$CXX``,
-else ``c++``/``g++``), into
-``$JCB_NATIVE_CACHE`` (default ``~/.cache/jax_conv_bpi``), the first time a
-program could use it; that takes a few seconds. ``jax_conv_bpi.native_status()``
-builds it ahead of time and says where it is, or why it cannot be used.
+sgemm, so one worker's im2col fill overlaps the others' sgemms. The library is
+compiled once per machine, jaxlib and source with the machine's C++ compiler
+(``$CXX``, else ``c++``/``g++``), into ``$JCB_NATIVE_CACHE`` (default
+``~/.cache/jax_conv_bpi``), the first time a program could use it; that takes a
+few seconds. ``jax_conv_bpi.native_status()`` builds it ahead of time and says
+where it is, or why it cannot be used.
 
 Where it cannot be built or loaded (no compiler, no ``scipy-openblas32``, a
 JAX without ``jax.ffi``), or ``JCB_NATIVE=0`` is set, every formulation stays
 pure XLA: ``native_status()`` tells which and why. ``usable(ctx)`` also keeps the
-kernel out of programs it does not fit: lowerings for ``jax.export`` (a custom
+kernels out of programs they do not fit: lowerings for ``jax.export`` (a custom
 call is not a stable export) and programs over more than one device (XLA's
 partitioner cannot split a custom call).
 """
@@ -36,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TARGET", "conv_weight_grad", "load", "native_status", "usable"]
+__all__ = ["FORWARD_TARGET", "TARGET", "conv_forward", "conv_weight_grad", "load", "native_status", "usable"]
 
 TARGET = "jcb_conv_weight_grad"
-_SOURCE = Path(__file__).with_name("_csrc") / "conv_weight_grad.cc"
+FORWARD_TARGET = "jcb_conv_forward"
+_SOURCE = Path(__file__).with_name("_csrc") / "conv.cc"
 
 
 def _cache_dir() -> Path:
@@ -108,7 +110,7 @@ def _threads() -> int:
 
 @functools.cache
 def load() -> tuple[bool, str]:
-    """Build (once) and register the kernel: ``(True, library path)`` or ``(False, why not)``."""
+    """Build (once) and register the kernels: ``(True, library path)`` or ``(False, why not)``."""
     if os.environ.get("JCB_NATIVE", "1") == "0":
         return False, "disabled by JCB_NATIVE=0"
     if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):
@@ -129,6 +131,7 @@ def load() -> tuple[bool, str]:
     lib.jcb_native_set_sgemm(sgemm)
     _keep.extend([blas, lib])
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
+    jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
     return True, str(path)
 
 
@@ -136,12 +139,13 @@ _keep: list = []  # the loaded libraries stay loaded as long as the process
 
 
 def native_status() -> str:
-    """Build (once) and load the optional native CPU kernel; say where it is, or why it is off.
+    """Build (once) and load the optional native CPU kernels; say where they are, or why they are off.
 
-    The kernel (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
-    computes the weight gradient of ungrouped float32 convolutions on one CPU
-    device with OpenBLAS; it is compiled with the machine's C++ compiler the
-    first time it is needed, or by this call. Where it is off (no compiler, no
+    The kernels (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
+    compute the forward convolution, the stride-1 input gradient and the weight
+    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS;
+    they are compiled with the machine's C++ compiler the first time they are
+    needed, or by this call. Where it is off (no compiler, no
     ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
     and the results are the same to float32 rounding.
 
@@ -181,29 +185,38 @@ MAX_THREADS = 16
 """At most this many workers per call (each holds ``BLOCK_BYTES`` of patches and a partial result)."""
 
 
-def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):
-    """The weight gradient of ``geom`` (ungrouped, float32) through the native kernel (``load()`` must have succeeded).
-
-    The kernel takes 3 spatial axes: lower ranks get leading unit axes (kernel 1,
-    stride 1, no padding), free reshapes. ``block_bytes`` bounds its scratch
-    per worker (one output line of one sample when that is larger); ``threads``
-    caps its workers (default ``_threads()``: the usable cores).
-    """
+def _call(target, a, b, out_shape, *, geom, block_bytes: int, threads: int | None):
+    """``target`` on ``a`` and ``b`` (channels-first, ``geom``'s rank) with 3 spatial axes: lower ranks get
+    leading unit axes (kernel 1, stride 1, no padding), free reshapes."""
     lead = (1,) * (3 - geom.ndim)
 
     def as_3d(a):
         return a.reshape(*a.shape[:2], *lead, *a.shape[2:]).astype(jnp.float32)
 
     ints = functools.partial(np.array, dtype=np.int64)
-    out = jax.ShapeDtypeStruct((*geom.w_shape[:2], *lead, *geom.kernel), jnp.float32)
-    call = jax.ffi.ffi_call(TARGET, out)
-    w = call(
-        as_3d(dout),
-        as_3d(x),
+    out = jax.ShapeDtypeStruct((*out_shape[:2], *lead, *out_shape[2:]), jnp.float32)
+    result = jax.ffi.ffi_call(target, out)(
+        as_3d(a),
+        as_3d(b),
         stride=ints((*lead, *geom.stride)),
         dilation=ints((*lead, *geom.dilation)),
         lo=ints((*(0,) * len(lead), *(lo for lo, _ in geom.padding))),
         block=np.int64(max(1, block_bytes // 4)),
         threads=np.int64(_threads() if threads is None else threads),
     )
-    return w.reshape(geom.w_shape)
+    return result.reshape(out_shape)
+
+
+def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):
+    """The weight gradient of ``geom`` (ungrouped, float32) through the native kernel (``load()`` must have succeeded).
+
+    ``block_bytes`` bounds its scratch per worker (one output line of one sample
+    when that is larger); ``threads`` caps its workers (default ``_threads()``:
+    the usable cores).
+    """
+    return _call(TARGET, dout, x, geom.w_shape, geom=geom, block_bytes=block_bytes, threads=threads)
+
+
+def conv_forward(x, w, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):
+    """The forward convolution of ``geom`` (ungrouped, float32) through the native kernel, as ``conv_weight_grad``."""
+    return _call(FORWARD_TARGET, x, w, geom.y_shape, geom=geom, block_bytes=block_bytes, threads=threads)

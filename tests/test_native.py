@@ -1,14 +1,17 @@
-"""The optional native CPU kernel (the ``[native]`` extra) and the gate around it.
+"""The optional native CPU kernels (the ``[native]`` extra) and the gate around them.
 
-* the kernel itself against the float64 reference weight gradient, ranks 1-3,
-  on the ungrouped cases of ``test_paths_nd.CASES`` and 2-D layers of the
-  benchmark's kinds, with blocks small enough to take every way through it
-  (whole samples packed side by side, one sgemm per sample, one sample split
-  into output lines, one line per block);
-* the dispatcher: a plain ``jax.jit`` of an ungrouped float32 weight gradient
-  carries its custom call, and ``grad``/``vmap`` through the library's ops
-  still match the references; bfloat16, groups, ``jax.export`` and programs
-  over several devices stay pure XLA;
+* the kernels themselves against the float64 references, ranks 1-3, on the
+  ungrouped cases of ``test_paths_nd.CASES`` and 2-D layers of the benchmark's
+  kinds, with blocks small enough to take every way through them (whole
+  samples packed side by side, one sgemm per sample, one sample split into
+  output lines, one line per block; the forward's 1x1 input read in place),
+  and larger problems shared by 1-5 workers: the weight gradient, the forward
+  convolution, and the stride-1 input gradient as the forward of the flipped
+  correlation;
+* the dispatcher: a plain ``jax.jit`` of an ungrouped float32 convolution and
+  of its gradients carries their custom calls, and ``grad``/``vmap`` through
+  the library's ops still match the references; bfloat16, groups,
+  ``jax.export`` and programs over several devices stay pure XLA;
 * the fallback, in child processes: ``JCB_NATIVE=0`` and a compiler that
   fails leave every program pure XLA and its results unchanged.
 
@@ -30,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, geometry_nd, random_arrays, ref_filter, requires_cpu
+from helpers import assert_close, geometry_nd, random_arrays, ref_conv, ref_filter, ref_input_grad, requires_cpu
 from test_paths_nd import CASES
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _native
+from jax_conv_bpi import _cpu_input_grad, _native
 from jax_conv_bpi._geometry import ConvGeometry
 
 pytestmark = requires_cpu
@@ -116,6 +119,65 @@ def test_workers_share_the_blocks(threads, block):
         assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, {threads} workers, block {block}", scale_atol=2e-5)
 
 
+@needs_kernel
+@pytest.mark.parametrize("block", sorted(_BLOCKS))
+def test_forward_kernel_matches_the_reference(block):
+    """The forward convolution on the grid, whole and with every block size; the 1x1 cases read x in place."""
+    data = {cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_GRID.items())}
+
+    @jax.jit
+    def program(args):
+        return {
+            cid: _native.conv_forward(x, w, geom=_GRID[cid], block_bytes=_BLOCKS[block]) for cid, (x, w) in args.items()
+        }
+
+    outs = jax.device_get(program(data))
+    for cid, g in _GRID.items():
+        x, w = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, block {block}", scale_atol=2e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_forward_workers_share_the_blocks(threads):
+    data = {
+        cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_PARALLEL.items())
+    }
+    outs = jax.device_get(
+        jax.jit(
+            lambda args: {
+                cid: _native.conv_forward(x, w, geom=_PARALLEL[cid], threads=threads) for cid, (x, w) in args.items()
+            }
+        )(data)
+    )
+    for cid, g in _PARALLEL.items():
+        x, w = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, {threads} workers", scale_atol=2e-5)
+
+
+_STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
+
+
+@needs_kernel
+def test_input_gradient_through_the_forward_kernel():
+    """Stride 1: the flipped correlation by the forward kernel, negative (cropping) paddings included."""
+    assert any(min(lo for lo, _ in g.padding) < 0 or min(hi for _, hi in g.padding) < 0 for g in _STRIDE_1.values())
+    assert any(max(g.dilation) > 1 for g in _STRIDE_1.values())
+    data = {
+        cid: random_arrays(k, g.y_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_STRIDE_1.items())
+    }
+    outs = jax.device_get(
+        jax.jit(
+            lambda args: {
+                cid: _cpu_input_grad.backprop_input_native(y, w, geom=_STRIDE_1[cid]) for cid, (y, w) in args.items()
+            }
+        )(data)
+    )
+    for cid, g in _STRIDE_1.items():
+        y, w = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_input_grad(g, y, w), cid, scale_atol=2e-5)
+
+
 def test_grid_takes_every_way_through_the_kernel():
     """The grid holds what the block choice and the fill distinguish (the kernel's header comment)."""
     pixels = lambda g: int(np.prod(g.y_shape[2:]))  # noqa: E731
@@ -128,6 +190,9 @@ def test_grid_takes_every_way_through_the_kernel():
     assert {s for g in geoms for s in g.stride} >= {1, 2, 3, 5}  # each Gather case
     assert any(min(hi for _, hi in g.padding) < 0 for g in geoms)
     assert {g.ndim for g in geoms} == {1, 2, 3}
+    # the forward kernel's in-place case: a 1x1 kernel at stride 1, unpadded
+    unpadded = [g for g in geoms if all(p == (0, 0) for p in g.padding) and set(g.stride) == {1}]
+    assert any(set(g.kernel) == {1} and g.y_shape[0] > 0 for g in unpadded)
 
 
 # -- the dispatcher -------------------------------------------------------------
@@ -144,8 +209,10 @@ def _filter_call(dtype=jnp.float32, group=1):
     return f, (jnp.asarray(y, dtype), jnp.asarray(x, dtype)), ref_filter(g, y.astype(np.float64), x)
 
 
-def _custom_calls(fn, *args) -> int:
-    return jax.jit(fn).lower(*args).as_text().count(_native.TARGET)
+def _custom_calls(fn, *args, target=_native.TARGET) -> int:
+    """Calls of the weight-gradient kernel (``target``; None: of either kernel) in ``jax.jit(fn)``'s program."""
+    text = jax.jit(fn).lower(*args).as_text()
+    return sum(text.count(t) for t in ((_native.TARGET, _native.FORWARD_TARGET) if target is None else (target,)))
 
 
 @needs_kernel
@@ -176,6 +243,25 @@ def test_training_gradients_through_the_kernel():
 
     assert _custom_calls(jax.grad(loss3), w3) == 1
     assert_close(jax.jit(jax.grad(loss3))(w3), ref_filter(g3, ct3, x3.astype(np.float64)), "3-D grad", 2e-5, 2e-5)
+
+
+@needs_kernel
+def test_forward_and_input_gradient_take_the_kernel():
+    """A stride-1 ``conv2d`` and its gradients: the forward and the input gradient by the forward kernel."""
+    g = geometry_nd(2, 5, 6, (9, 8), 3, dilation=(1, 2), padding=((1, 1), (2, 2)))
+    x, w, ct = random_arrays(7, g.x_shape, g.w_shape, g.y_shape, dtype=np.float32)
+
+    def f(x, w):
+        return jcb.conv2d(x, w, pad_mode="pad", pad=(1, 1, 2, 2), dilation=(1, 2))
+
+    assert _custom_calls(f, x, w, target=_native.FORWARD_TARGET) == 1
+    assert_close(jax.jit(f)(x, w), ref_conv(g, x.astype(np.float64), w), "forward", scale_atol=2e-5)
+    grad = jax.grad(lambda x, w: jnp.sum(f(x, w) * ct), argnums=(0, 1))
+    assert _custom_calls(grad, x, w, target=_native.FORWARD_TARGET) == 1  # the input gradient
+    assert _custom_calls(grad, x, w) == 1  # the weight gradient
+    dx, dw = jax.jit(grad)(x, w)
+    assert_close(dx, ref_input_grad(g, ct.astype(np.float64), w), "input gradient", scale_atol=2e-5)
+    assert_close(dw, ref_filter(g, ct.astype(np.float64), x), "weight gradient", scale_atol=2e-5)
 
 
 @needs_kernel
@@ -220,7 +306,7 @@ def test_threads_call_the_shared_kernel_concurrently():
 )
 def test_other_dtypes_and_groups_stay_pure_xla(which, kwargs):
     f, args, ref = _filter_call(**kwargs)
-    assert _custom_calls(f, *args) == 0, which
+    assert _custom_calls(f, *args, target=None) == 0, which
     tol = 2e-5 if which == "grouped" else 5e-2
     assert_close(jax.jit(f)(*args), ref, which, rtol=tol, scale_atol=tol)
 
@@ -229,7 +315,7 @@ def test_export_stays_pure_xla():
     """``jax.export`` never carries the custom call (it is no stable export); the exported program still runs."""
     f, args, ref = _filter_call()
     exported = jax.export.export(jax.jit(f))(*args)
-    assert _native.TARGET not in exported.mlir_module()
+    assert all(t not in exported.mlir_module() for t in (_native.TARGET, _native.FORWARD_TARGET))
     assert_close(exported.call(*args), ref, "exported weight gradient", scale_atol=2e-5)
 
 
@@ -248,7 +334,7 @@ _CHILD = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     import jax_conv_bpi as jcb
-    from jax_conv_bpi import _native
+    from jax_conv_bpi import _cpu_input_grad, _native
 
     rng = np.random.default_rng(0)
     y = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -257,15 +258,19 @@ def weight_grad_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Ca
 def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
     """The CPU formulation each primitive of the library picks for ``shape`` with ``dtype`` arrays.
 
-    ``jax_conv_bpi._dispatch``'s rules, single-device; ``native`` where the
-    weight gradient takes the native kernel (it loaded: ``jcb.native_status()``).
+    ``jax_conv_bpi._dispatch``'s rules, single-device; ``native`` where a
+    primitive takes the native kernel (it loaded: ``jcb.native_status()``).
     """
     geom = geometry(shape)
-    native = _dispatch.wants_native("backprop_filter", geom, [dtype, dtype]) and _native.load()[0]
+    loaded = _native.load()[0]
+    select = {
+        "conv": _dispatch.select_forward_path,
+        "backprop_input": _dispatch.select_cpu_path,
+        "backprop_filter": _dispatch.select_filter_path,
+    }
     return {
-        "conv": _dispatch.select_forward_path(geom),
-        "backprop_input": _dispatch.select_cpu_path(geom),
-        "backprop_filter": "native" if native else _dispatch.select_filter_path(geom),
+        role: "native" if loaded and _dispatch.wants_native(role, geom, [dtype, dtype]) else fn(geom)
+        for role, fn in select.items()
     }
 
 
@@ -335,8 +340,26 @@ def matmul_peak_fn(n: int):
 # -- PyTorch ------------------------------------------------------------------
 
 
+OMP_WAIT_POLICY = "PASSIVE"
+"""PyTorch's OpenMP threads' wait policy in the benchmark, unless the environment sets one.
+
+With the default, PyTorch's idle OpenMP threads spin on their cores after each
+call and slow whichever peer runs next in the interleaved loop: measured here
+(2 cores, forward convolution, ms, default -> PASSIVE), the native kernel
+dcgan_g 17.1 -> 12.1 and hifigan_up1 18.6 -> 15.0, while PyTorch's own times
+stayed (dcgan_g 10.9 -> 11.1, hifigan_up1 12.7 -> 13.2).
+"""
+
+
 def import_torch():
-    """``torch`` or ``None`` when it is not installed (it is an optional extra)."""
+    """``torch`` or ``None`` when it is not installed (it is an optional extra).
+
+    Sets ``OMP_WAIT_POLICY`` (``OMP_WAIT_POLICY``, the module constant) first
+    when the environment has none and torch is not loaded yet: OpenMP reads it
+    once, when torch loads it.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     try:
         import torch
     except ImportError:
@@ -365,6 +388,7 @@ def configure_torch(torch, device: str) -> dict:
         "cuda": torch.version.cuda if device == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device == "cuda" else None,
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -45,6 +45,7 @@ def machine_lines(result: dict) -> list[str]:
         (
             f"PyTorch {t['version']} on {t['device']} ({t['threads']} threads"
             + (f", CUDA {t['cuda']}, cuDNN {t['cudnn']}" if t.get("cuda") else "")
+            + (f", OMP_WAIT_POLICY={t['omp_wait_policy']}" if t.get("omp_wait_policy") else "")
             + ")"
             if t
             else "PyTorch: not used"

@@ -1,0 +1,380 @@
+// jax_conv_bpi's native CPU kernels: the forward convolution and the weight gradient of an
+// ungrouped convolution, as im2col blocks and OpenBLAS sgemms.
+//
+//   y[n, o, p]          = sum_(c, t) w[o, c, t] * x[n, c, p*s + t*d - lo]               (Forward)
+//   w[o, c, kd, kh, kw] = sum_n sum_(pd, ph, pw) dout[n, o, pd, ph, pw] * x[n, c, pd*sd + kd*dd - ld, ...]
+//                                                                                       (WeightGrad)
+//
+// float32, channels-first, 1-3 spatial dims given as 3 (leading unit axes); x reads outside the
+// input (the padding `lo`, which may be negative: a crop) are zeros, and the output's size sets the
+// padding past the end. Per block of output pixels a kernel writes the im2col patches P (C_in *
+// taps rows, one column per pixel). The weight gradient accumulates P * dout_block^T with a
+// row-major sgemm, so the contraction is over the block's pixels, long, and the small result
+// (C_in * taps) x C_out is written once per sgemm (transposed into w at the end); the forward
+// writes w * P (C_out x pixels) into y in place. A block is as many whole samples as fit in
+// `block` floats of patches (an attribute; 1 MiB from jax_conv_bpi, at least kMinCols pixels, more
+// for many rows), else as many output lines of one sample as fit. In the weight gradient, samples
+// with fewer than kMinK pixels share one sgemm (their dout rows packed side by side too); the
+// others get one each, on dout in place. The stride-1 input gradient is the forward kernel's
+// correlation of dout with the flipped kernel (jax_conv_bpi/_cpu_input_grad.py).
+//
+// Threads: up to `threads` workers (an attribute: the usable cores, from jax_conv_bpi; one for
+// problems under kMinParallelFlops), the calling thread one of them and the others tasks on XLA's
+// intra-op thread pool, take blocks in turn; each fills its own patches and runs its own
+// single-threaded sgemm (into its own partial result of the weight gradient, summed at the end). One
+// worker's im2col fill then overlaps the other's sgemm; measured here (2 cores), this beat one
+// fill thread feeding OpenBLAS's own threads (resnet50_l1 82-88 -> 60 ms, unet3d_conv 30 -> 16-17
+// ms), and 2 workers took resnet50_l1 77 -> 40 ms against 1.
+//
+// The sgemm is OpenBLAS's CBLAS entry point, looked up by the Python side (jax_conv_bpi/_native.py)
+// in the scipy-openblas32 wheel (its private copy, set to one thread) and handed over once through
+// jcb_native_set_sgemm before the handler is registered; nothing here links against a BLAS. A call
+// keeps no state beyond its own buffers and its workers, so concurrent calls from XLA's threads
+// are as safe as OpenBLAS's own concurrent sgemms.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// cblas_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), 32-bit ints.
+using Sgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                       int);
+Sgemm g_sgemm = nullptr;
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+constexpr int64_t kMinK = 1024;  // samples with fewer pixels share one sgemm (packed)
+constexpr double kMinParallelFlops = 1 << 24;  // smaller problems run on the calling thread alone
+constexpr int64_t kMinCols = 256;              // pixels per block at least (MakePlan)
+constexpr int64_t kBlocksPerWorker = 4;        // blocks per worker at least, where kMinCols allows
+
+struct Geometry {
+  int64_t n, c_in, c_out;
+  int64_t in[3], out[3], k[3], s[3], d[3], lo[3];
+  int64_t taps() const { return k[0] * k[1] * k[2]; }
+  int64_t pixels() const { return out[0] * out[1] * out[2]; }
+  int64_t in_pixels() const { return in[0] * in[1] * in[2]; }
+};
+
+// dst[i] = src[i * S] for i in [0, count): S a compile-time constant where it is small, so the
+// compiler can vectorise the gather.
+template <int64_t S>
+void Strided(float* dst, const float* src, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = src[i * S];
+}
+
+void Gather(float* dst, const float* src, int64_t count, int64_t s) {
+  switch (s) {
+    case 1:
+      std::memcpy(dst, src, count * sizeof(float));
+      return;
+    case 2:
+      return Strided<2>(dst, src, count);
+    case 3:
+      return Strided<3>(dst, src, count);
+    case 4:
+      return Strided<4>(dst, src, count);
+    default:
+      for (int64_t i = 0; i < count; ++i) dst[i] = src[i * s];
+  }
+}
+
+// The patch rows (row = c * taps + tap) of sample `n` and output lines [q0, q1) (a line is one
+// (depth, height) pair, out[2] pixels), into columns [col, col + (q1 - q0) * out[2]) of P (leading
+// dimension ld).
+void FillRows(const Geometry& g, const float* x, int64_t n, int64_t q0, int64_t q1, float* p, int64_t ld, int64_t col) {
+  const int64_t taps = g.taps(), width = g.out[2];
+  // Stride 1 along the lines and the width, input as wide as the output ("same" padding): a run of
+  // lines of one depth reads one contiguous stretch of the input, copied at once, then its edges
+  // (reads before or past a line) zeroed.
+  const bool runs = g.s[1] == 1 && g.s[2] == 1 && g.in[2] == width;
+  for (int64_t r = 0; r < g.c_in * taps; ++r) {
+    const int64_t c = r / taps, t = r % taps;
+    const int64_t kd = t / (g.k[1] * g.k[2]), kh = (t / g.k[2]) % g.k[1], kw = t % g.k[2];
+    const float* xc = x + (n * g.c_in + c) * g.in_pixels();
+    float* row = p + r * ld + col;
+    // Output columns whose input column is inside: ow in [w0, w1).
+    const int64_t off_w = kw * g.d[2] - g.lo[2];
+    int64_t w0 = off_w >= 0 ? 0 : (-off_w + g.s[2] - 1) / g.s[2];
+    int64_t w1 = g.in[2] - off_w <= 0 ? 0 : std::min(width, (g.in[2] - off_w + g.s[2] - 1) / g.s[2]);
+    w0 = std::min(w0, width);
+    w1 = std::max(w1, w0);
+    for (int64_t q = q0; q < q1;) {
+      float* dst = row + (q - q0) * width;
+      const int64_t qd = q / g.out[1], qh = q % g.out[1];
+      const int64_t id = qd * g.s[0] + kd * g.d[0] - g.lo[0];
+      const int64_t ih = qh * g.s[1] + kh * g.d[1] - g.lo[1];
+      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+        std::fill(dst, dst + width, 0.0f);
+        ++q;
+        continue;
+      }
+      const float* src = xc + (id * g.in[1] + ih) * g.in[2] + off_w;
+      if (runs) {  // lines q .. q + count - 1 of this depth whose input line exists
+        const int64_t count = std::min({q1 - q, g.out[1] - qh, g.in[1] - ih});
+        const int64_t lo = w0, hi = count * width - (width - w1);  // [lo, hi) reads inside the input
+        std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+        for (int64_t j = 0; j < count; ++j) {
+          std::fill(dst + j * width, dst + j * width + w0, 0.0f);
+          std::fill(dst + j * width + w1, dst + (j + 1) * width, 0.0f);
+        }
+        q += count;
+        continue;
+      }
+      std::fill(dst, dst + w0, 0.0f);
+      Gather(dst + w0, src + w0 * g.s[2], w1 - w0, g.s[2]);
+      std::fill(dst + w1, dst + width, 0.0f);
+      ++q;
+    }
+  }
+}
+
+// The workers handed to XLA's thread pool by one call: how many are running, and whether the call
+// still takes more.
+struct Join {
+  std::mutex m;
+  std::condition_variable cv;
+  int64_t active = 0;
+  bool closed = false;
+};
+
+// work(0) on the calling thread, work(1 .. used - 1) as tasks on XLA's intra-op thread pool, whose
+// idle threads pick them up at once (new threads had to wait for a time slice next to the pool's
+// spinning ones: ms_doc's second worker started after the first had done both blocks). Workers
+// take blocks from a shared counter, so the call waits only for those that started; one that
+// starts after the call closed returns without touching it.
+template <typename Work>
+void RunWorkers(ffi::ThreadPool& pool, int64_t used, Work& work) {
+  auto join = std::make_shared<Join>();
+  for (int64_t id = 1; id < used; ++id)
+    pool.Schedule([join, &work, id] {
+      {
+        std::lock_guard<std::mutex> lock(join->m);
+        if (join->closed) return;
+        ++join->active;
+      }
+      work(id);
+      std::lock_guard<std::mutex> lock(join->m);
+      if (--join->active == 0) join->cv.notify_all();
+    });
+  work(0);
+  std::unique_lock<std::mutex> lock(join->m);
+  join->closed = true;
+  join->cv.wait(lock, [&] { return join->active == 0; });
+}
+
+// The geometry of x (N, C_in, spatial), y (N, C_out, spatial) and w (C_out, C_in, kernel) dims.
+bool MakeGeometry(Geometry& g, ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, ffi::Span<const int64_t> wd,
+                  ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo) {
+  if (xd.size() != 5 || yd.size() != 5 || wd.size() != 5 || stride.size() != 3 || dilation.size() != 3 ||
+      lo.size() != 3 || yd[0] != xd[0] || wd[0] != yd[1] || wd[1] != xd[1])
+    return false;
+  g = Geometry{yd[0], xd[1], yd[1]};
+  for (int a = 0; a < 3; ++a) {
+    g.in[a] = xd[2 + a], g.out[a] = yd[2 + a], g.k[a] = wd[2 + a];
+    g.s[a] = stride[a], g.d[a] = dilation[a], g.lo[a] = lo[a];
+  }
+  return true;
+}
+
+// Blocks of output pixels: `samples` whole samples, or one sample's `q_rows` output lines, within
+// `block` floats (`per_pixel` floats of scratch per pixel); `tasks` their (first sample, first
+// line); `used` workers, at most `threads`.
+struct Plan {
+  int64_t samples = 1, q_rows = 0, cols = 0, used = 1;
+  std::vector<std::pair<int64_t, int64_t>> tasks;
+};
+
+Plan MakePlan(const Geometry& g, int64_t per_pixel, int64_t block, int64_t threads) {
+  const int64_t rows = g.c_in * g.taps(), width = g.out[2], lines = g.out[0] * g.out[1], pixels = g.pixels();
+  Plan b;
+  b.q_rows = lines;
+  // At least kMinCols pixels per block whatever `block` says: each sgemm also repacks (or rereads)
+  // its C_out x (C_in * taps) side, which short blocks repeat too often (deeplabv3's 4608 x 512
+  // forward, one 33-pixel line per 1 MiB block: 38 ms; 198 pixels: 26 ms).
+  const int64_t min_cols = std::max(kMinCols, rows / 8);
+  block = std::max(block, rows * min_cols);
+  if (per_pixel * pixels <= block) {
+    b.samples = std::max<int64_t>(1, std::min(g.n, block / (per_pixel * pixels)));
+  } else {
+    b.q_rows = std::max<int64_t>(1, block / (rows * width));
+  }
+  // Workers: up to `threads`, none beyond one for a small problem (a thread costs more than it saves);
+  const double flops = 2.0 * rows * g.c_out * g.n * pixels;
+  const int64_t workers = flops < kMinParallelFlops ? 1 : std::max<int64_t>(1, threads);
+  // then kBlocksPerWorker blocks per worker where blocks of kMinCols pixels allow it, so that a
+  // worker slowed by another process's thread on its core (PyTorch's spinning OpenMP threads, in
+  // the benchmark) holds up no one.
+  if (workers > 1) {
+    const int64_t target = kBlocksPerWorker * workers;
+    if (b.samples > 1) {
+      const int64_t fewest = (min_cols + pixels - 1) / pixels;
+      b.samples = std::min(b.samples, std::max(fewest, (g.n + target - 1) / target));
+    } else {
+      const int64_t per_sample = (target + g.n - 1) / g.n, fewest = (min_cols + width - 1) / width;
+      b.q_rows = std::min(b.q_rows, std::max(fewest, (lines + per_sample - 1) / per_sample));
+    }
+  }
+  // Few blocks: as many per worker, so that none waits on another's last one (stylegan2_up, one
+  // sample of 64 lines in blocks of 28: 3 blocks for 2 workers).
+  // Blocks of equal size, too (hifigan_up1: 16 samples in blocks of 14 were 2 blocks, 14 and 2).
+  if (workers > 1 && b.samples > 1) {
+    int64_t blocks = (g.n + b.samples - 1) / b.samples;
+    if (blocks < kBlocksPerWorker * workers) blocks = (blocks + workers - 1) / workers * workers;
+    b.samples = std::max<int64_t>(1, (g.n + blocks - 1) / blocks);
+  } else if (workers > 1) {
+    int64_t per_sample = (lines + b.q_rows - 1) / b.q_rows;
+    if (g.n * per_sample < kBlocksPerWorker * workers)
+      while (g.n * per_sample % workers != 0 && per_sample < lines) ++per_sample;
+    b.q_rows = (lines + per_sample - 1) / per_sample;
+  }
+  b.cols = b.samples > 1 ? b.samples * pixels : b.q_rows * width;
+  for (int64_t n0 = 0; n0 < g.n; n0 += b.samples)
+    for (int64_t q0 = 0; q0 < lines; q0 += b.q_rows) b.tasks.emplace_back(n0, q0);
+  b.used = std::min<int64_t>(workers, b.tasks.size());
+  return b;
+}
+
+bool FitsBlas(const Geometry& g, const Plan& b) {
+  return std::max({g.c_in * g.taps(), g.c_out, b.cols, g.pixels()}) <= INT32_MAX;
+}
+
+ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, ffi::Buffer<ffi::F32> x,
+                      ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> stride,
+                      ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo, int64_t block, int64_t threads) {
+  if (g_sgemm == nullptr) return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "jcb_conv_weight_grad: no sgemm");
+  Geometry g;
+  if (!MakeGeometry(g, x.dimensions(), dout.dimensions(), out->dimensions(), stride, dilation, lo) || block < 1 ||
+      threads < 1)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_weight_grad: expects rank-5 (N, C, D, H, W) arrays");
+  const int64_t rows = g.c_in * g.taps(), width = g.out[2], lines = g.out[0] * g.out[1], pixels = g.pixels();
+  float* w = out->typed_data();
+  std::fill(w, w + g.c_out * rows, 0.0f);  // also the result of an empty problem
+  if (g.n == 0 || pixels == 0 || rows == 0 || g.c_out == 0) return ffi::Error::Success();
+  // Scratch per pixel: its patch column, and its packed dout column for samples with few pixels.
+  const Plan b = MakePlan(g, rows + (pixels < kMinK ? g.c_out : 0), block, threads);
+  if (!FitsBlas(g, b))
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_weight_grad: a matrix side exceeds 32-bit BLAS");
+  const float* px = x.typed_data();
+  const float* pd = dout.typed_data();
+  // The sgemms accumulate the transpose, (C_in * taps) x C_out, = P * dout_block^T: with the long
+  // side first, OpenBLAS ran this 10% faster here than dout_block * P^T. One per worker, summed and
+  // transposed at the end.
+  std::vector<std::vector<float>> partial(b.used);
+  std::atomic<int64_t> next{0};
+  auto work = [&](int64_t id) {
+    std::vector<float> p(rows * b.cols), a(b.samples > 1 && pixels < kMinK ? g.c_out * b.cols : 0);
+    std::vector<float>& wt = partial[id];
+    wt.assign(rows * g.c_out, 0.0f);
+    for (int64_t t; (t = next.fetch_add(1)) < static_cast<int64_t>(b.tasks.size());) {
+      const auto [n0, q0] = b.tasks[t];
+      const int64_t ns = std::min(b.samples, g.n - n0);
+      const int64_t q1 = std::min(lines, q0 + b.q_rows), k = b.samples > 1 ? ns * pixels : (q1 - q0) * width;
+      for (int64_t j = 0; j < ns; ++j) FillRows(g, px, n0 + j, q0, q1, p.data(), b.cols, j * pixels);
+      if (b.samples == 1 || pixels >= kMinK) {  // one sgemm per sample, on dout in place
+        for (int64_t j = 0; j < ns; ++j)
+          g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, b.samples > 1 ? pixels : k, 1.0f,
+                  p.data() + j * pixels, b.cols, pd + (n0 + j) * g.c_out * pixels + q0 * width, pixels, 1.0f,
+                  wt.data(), g.c_out);
+        continue;
+      }
+      for (int64_t o = 0; o < g.c_out; ++o)  // few pixels per sample: their dout rows side by side, one sgemm
+        for (int64_t j = 0; j < ns; ++j)
+          std::memcpy(&a[o * b.cols + j * pixels], pd + ((n0 + j) * g.c_out + o) * pixels, pixels * sizeof(float));
+      g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, k, 1.0f, p.data(), b.cols, a.data(), b.cols, 1.0f,
+              wt.data(), g.c_out);
+    }
+  };
+  RunWorkers(pool, b.used, work);
+  // w = (sum of the partials)^T, in tiles that stay in cache on both sides (a plain strided
+  // transpose of deeplabv3's 4608 x 512 result took longer than a worker's sgemms).
+  for (int64_t id = 1; id < b.used; ++id)
+    if (!partial[id].empty())
+      for (int64_t j = 0; j < rows * g.c_out; ++j) partial[0][j] += partial[id][j];
+  const float* wt = partial[0].data();
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t o0 = 0; o0 < g.c_out; o0 += kTile)
+      for (int64_t o = o0; o < std::min(g.c_out, o0 + kTile); ++o)
+        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) w[o * rows + r] = wt[r * g.c_out + o];
+  return ffi::Error::Success();
+}
+
+// The forward convolution y = conv(x, w): per block, the patches P and y_block = w * P (C_out x
+// pixels, row-major), one sgemm per sample written into y in place; blocks are disjoint, so the
+// workers need no partial results. A 1x1 kernel at stride 1 without padding reads x as P itself.
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wb,
+                   ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> stride,
+                   ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo, int64_t block, int64_t threads) {
+  if (g_sgemm == nullptr) return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "jcb_conv_forward: no sgemm");
+  Geometry g;
+  if (!MakeGeometry(g, x.dimensions(), out->dimensions(), wb.dimensions(), stride, dilation, lo) || block < 1 ||
+      threads < 1)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_forward: expects rank-5 (N, C, D, H, W) arrays");
+  const int64_t rows = g.c_in * g.taps(), width = g.out[2], lines = g.out[0] * g.out[1], pixels = g.pixels();
+  float* y = out->typed_data();
+  if (g.n == 0 || pixels == 0 || g.c_out == 0) return ffi::Error::Success();
+  if (rows == 0) {
+    std::fill(y, y + g.n * g.c_out * pixels, 0.0f);
+    return ffi::Error::Success();
+  }
+  bool in_place = g.taps() == 1;
+  for (int a = 0; a < 3; ++a) in_place = in_place && g.s[a] == 1 && g.lo[a] == 0 && g.in[a] == g.out[a];
+  // Reading x in place needs no scratch: then blocks only share the work out.
+  const Plan b = MakePlan(g, rows, in_place ? std::numeric_limits<int64_t>::max() / 2 : block, threads);
+  if (!FitsBlas(g, b))
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_forward: a matrix side exceeds 32-bit BLAS");
+  const float* px = x.typed_data();
+  const float* pw = wb.typed_data();
+  std::atomic<int64_t> next{0};
+  auto work = [&](int64_t) {
+    std::vector<float> p(in_place ? 0 : rows * b.cols);
+    for (int64_t t; (t = next.fetch_add(1)) < static_cast<int64_t>(b.tasks.size());) {
+      const auto [n0, q0] = b.tasks[t];
+      const int64_t ns = std::min(b.samples, g.n - n0);
+      const int64_t q1 = std::min(lines, q0 + b.q_rows), k = b.samples > 1 ? pixels : (q1 - q0) * width;
+      for (int64_t j = 0; j < ns; ++j) {
+        const float* src = px + (n0 + j) * g.c_in * pixels + q0 * width;
+        if (!in_place) {
+          FillRows(g, px, n0 + j, q0, q1, p.data(), b.cols, j * pixels);
+          src = p.data() + j * pixels;
+        }
+        g_sgemm(kRowMajor, kNoTrans, kNoTrans, g.c_out, k, rows, 1.0f, pw, rows, src, in_place ? pixels : b.cols,
+                0.0f, y + (n0 + j) * g.c_out * pixels + q0 * width, pixels);
+      }
+    }
+  };
+  RunWorkers(pool, b.used, work);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+extern "C" void jcb_native_set_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<Sgemm>(sgemm); }
+
+#define JCB_BIND                                                                                               \
+  ffi::Ffi::Bind()                                                                                             \
+      .Ctx<ffi::ThreadPool>()                                                                                  \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Attr<ffi::Span<const int64_t>>("stride")                                                                \
+      .Attr<ffi::Span<const int64_t>>("dilation")                                                              \
+      .Attr<ffi::Span<const int64_t>>("lo")                                                                    \
+      .Attr<int64_t>("block")                                                                                  \
+      .Attr<int64_t>("threads")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvWeightGrad, WeightGrad, JCB_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvForward, Forward, JCB_BIND);
