@@ -190,17 +190,20 @@ def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM
 
 
 def backprop_filter_native(dout, x, *, geom: ConvGeometry):
-    """Weight gradient by the native kernel (``_native``): im2col patches per block of pixels, one OpenBLAS sgemm each.
+    """Weight gradient by the native kernels (``_native``), single-device float32 only
+    (``_dispatch.wants_native``, ``_native.usable``).
 
-    Blocks of whole samples (or output lines of one sample) of at most
-    ``_native.BLOCK_BYTES`` of patches; single-device, float32 and ungrouped
-    only (``_dispatch.wants_native``, ``_native.usable``). Not in
-    ``BACKPROP_FILTER_PATHS``: that lists the pure-XLA formulations, which work
-    everywhere.
+    Ungrouped: im2col patches per block of whole samples (or output lines of
+    one sample) of at most ``_native.BLOCK_BYTES``, one OpenBLAS sgemm each.
+    Grouped (few channels per group): one dot product per channel pair, tap
+    and plane. Not in ``BACKPROP_FILTER_PATHS``: that lists the pure-XLA
+    formulations, which work everywhere.
     """
     if L.zero_result(geom):
         return L.zeros(geom.w_shape, geom, dout)
-    return _native.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
+    if geom.group == 1:
+        return _native.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
+    return _native.grouped_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
 
 
 def conv_native(x, w, *, geom: ConvGeometry):

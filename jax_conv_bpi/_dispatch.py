@@ -66,13 +66,14 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
 
 
 def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
-    """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``, or ``native``).
+    """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``, or a native one).
 
     1. Few channels per group (depthwise, channel multipliers, small groups)
        and at most ``DIRECT_MAX_TAPS`` taps: ``direct``.
-    2. Stride 1: ``gemm`` for a 1x1 kernel (one matmul), else ``flipped_conv``
-       (with ``native``: the native kernel's forward convolution of the same
-       flipped correlation, where ``_native_pays``).
+    2. Stride 1: with ``native``, where ``_native_pays``, the native kernel's
+       forward convolution of the flipped correlation (a 1x1 kernel: one sgemm
+       per block on ``dout`` in place); else ``gemm`` for a 1x1 kernel (one
+       matmul), ``flipped_conv`` otherwise.
        Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
        beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
        ``phase_conv`` 1.2x).
@@ -84,6 +85,11 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        ``gemm``'s per-tap planes would be more than ``GEMM_MAX_EXPANSION``
        times the result; else ``gemm`` when its matmul contracts at least
        ``GEMM_MIN_CONTRACTION`` channels, ``phase_conv`` when fewer.
+
+    The native kernel's convolutions inside ``subpixel`` and ``phase_conv``
+    were measured too (input gradient alone, ms, XLA -> native) and left out:
+    HiFi-GAN up1 14.9 -> 21.3, resnet50_l2 53 -> 84, dcgan_g 12.2 -> 13.3,
+    against HiFi-GAN up4 14.9 -> 11.0.
     """
     if geom.cpu_path is not None:
         return geom.cpu_path
@@ -91,9 +97,9 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
     if _few_channels(geom):
         return "direct"
     if set(geom.stride) == {1}:
-        if set(geom.kernel) == {1}:
-            return "gemm"
-        return "native" if native and _native_pays(geom) else "flipped_conv"
+        if native and _native_pays(geom):
+            return "native"
+        return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
     if geom.ndim == 3:
         return "phase_gemm"
     most, wasted = phase_stats(geom)
@@ -147,8 +153,9 @@ def _native_pays(geom: ConvGeometry) -> bool:
 
 
 def _filter_native(geom: ConvGeometry) -> bool:
-    """The native kernel's weight gradient pays: ungrouped, a result (``C_out * C_in * taps``) of at most
-    ``NATIVE_MAX_RESULT`` elements.
+    """The native kernels' weight gradient pays: ungrouped with a result (``C_out * C_in * taps``) of at
+    most ``NATIVE_MAX_RESULT`` elements, or grouped with few channels per group (``_few_channels``: the
+    grouped kernel's per-plane dot products).
 
     Measured (weight gradient alone, ms, pure XLA -> native, 2 cores, medians
     of 5, interleaved runs; docs/performance.md): resnet50_l1 164 -> 46,
@@ -156,27 +163,30 @@ def _filter_native(geom: ConvGeometry) -> bool:
     dot stays for large results over short contractions, which it runs near the
     machine's matmul speed and the kernel's per-worker partial results do not:
     deeplabv3 (2.4M elements, 1089 pixels) 25 -> 31, HiFi-GAN up1 (2.1M, 512)
-    12 -> 17.
+    12 -> 17. MobileNetV2's depthwise weight gradient: ``direct`` 69 -> 11.
     """
-    return geom.group == 1 and math.prod(geom.w_shape) <= NATIVE_MAX_RESULT
+    if geom.group == 1:
+        return math.prod(geom.w_shape) <= NATIVE_MAX_RESULT
+    return _few_channels(geom)
 
 
 def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:
-    """CPU path of the weight gradient: ``direct`` for few channels per group; ``default`` in 1-D;
+    """CPU path of the weight gradient: with ``native`` (the native kernels are loaded and fit the
+    program: ``_primitives``), ``native`` where ``_filter_native`` says it pays; then ``direct`` for few
+    channels per group; ``default`` in 1-D;
     ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, ``im2col`` for fewer than ``SMALL_C_IN``
     input channels, ``gemm_batched`` where it pays (``_filter_batched``), else ``gemm``; otherwise
-    ``default``. With ``native`` (the native kernel is loaded and fits the
-    program: ``_primitives``), ``native`` where ``_filter_native`` says it pays.
+    ``default``.
 
     ``im2col`` against ``gemm`` (weight gradient alone, ms, four runs, 256 KiB blocks):
     resnet50_stem (3 input channels) 262-279 -> 66-92, dcgan_torgb (3) 13-20 -> 9.2-9.6.
     With more channels it was no steady gain (resnet50_l2, unet3d_conv: within the
     noise) and lost on batch-1 2-D layers (stylegan2_up 24 -> 38-53, deeplabv3 35-43 -> 80-105).
     """
-    if _few_channels(geom):
-        return "direct"
     if native and _filter_native(geom):
         return "native"
+    if _few_channels(geom):
+        return "direct"
     if geom.ndim == 1:  # XLA's own 1-D form, not lifted to 2-D (see cpu_lowering)
         return "default"
     if geom.group == 1 and math.prod(geom.kernel) <= FILTER_GEMM_MAX_TAPS:

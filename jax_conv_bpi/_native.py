@@ -5,7 +5,8 @@ gradient of an ungrouped float32 convolution, as im2col patches per block of
 pixels and OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's
 convolutions and dot run well below the machine's matmul speed
 (docs/performance.md); the stride-1 input gradient is the forward kernel's
-flipped correlation. One worker per usable core (the calling thread and tasks
+flipped correlation. A third computes the weight gradient of grouped
+convolutions with few channels per group (depthwise) as per-plane dot products. One worker per usable core (the calling thread and tasks
 on XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
 sgemm, so one worker's im2col fill overlaps the others' sgemms. The library is
 compiled once per machine, jaxlib and source with the machine's C++ compiler
@@ -37,10 +38,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FORWARD_TARGET", "TARGET", "conv_forward", "conv_weight_grad", "load", "native_status", "usable"]
+__all__ = [
+    "FORWARD_TARGET",
+    "GROUPED_TARGET",
+    "TARGET",
+    "conv_forward",
+    "conv_weight_grad",
+    "grouped_weight_grad",
+    "load",
+    "native_status",
+    "usable",
+]
 
 TARGET = "jcb_conv_weight_grad"
 FORWARD_TARGET = "jcb_conv_forward"
+GROUPED_TARGET = "jcb_conv_grouped_weight_grad"
 _SOURCE = Path(__file__).with_name("_csrc") / "conv.cc"
 
 
@@ -132,6 +144,7 @@ def load() -> tuple[bool, str]:
     _keep.extend([blas, lib])
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
+    jax.ffi.register_ffi_target(GROUPED_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedWeightGrad), platform="cpu")
     return True, str(path)
 
 
@@ -143,7 +156,8 @@ def native_status() -> str:
 
     The kernels (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
     compute the forward convolution, the stride-1 input gradient and the weight
-    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS;
+    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS,
+    and the weight gradient of depthwise-like grouped ones;
     they are compiled with the machine's C++ compiler the first time they are
     needed, or by this call. Where it is off (no compiler, no
     ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
@@ -185,7 +199,7 @@ MAX_THREADS = 16
 """At most this many workers per call (each holds ``BLOCK_BYTES`` of patches and a partial result)."""
 
 
-def _call(target, a, b, out_shape, *, geom, block_bytes: int, threads: int | None):
+def _call(target, a, b, out_shape, *, geom, threads: int | None, **attrs):
     """``target`` on ``a`` and ``b`` (channels-first, ``geom``'s rank) with 3 spatial axes: lower ranks get
     leading unit axes (kernel 1, stride 1, no padding), free reshapes."""
     lead = (1,) * (3 - geom.ndim)
@@ -201,8 +215,8 @@ def _call(target, a, b, out_shape, *, geom, block_bytes: int, threads: int | Non
         stride=ints((*lead, *geom.stride)),
         dilation=ints((*lead, *geom.dilation)),
         lo=ints((*(0,) * len(lead), *(lo for lo, _ in geom.padding))),
-        block=np.int64(max(1, block_bytes // 4)),
         threads=np.int64(_threads() if threads is None else threads),
+        **{k: np.int64(v) for k, v in attrs.items()},
     )
     return result.reshape(out_shape)
 
@@ -214,9 +228,14 @@ def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: 
     when that is larger); ``threads`` caps its workers (default ``_threads()``:
     the usable cores).
     """
-    return _call(TARGET, dout, x, geom.w_shape, geom=geom, block_bytes=block_bytes, threads=threads)
+    return _call(TARGET, dout, x, geom.w_shape, geom=geom, threads=threads, block=max(1, block_bytes // 4))
 
 
 def conv_forward(x, w, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):
     """The forward convolution of ``geom`` (ungrouped, float32) through the native kernel, as ``conv_weight_grad``."""
-    return _call(FORWARD_TARGET, x, w, geom.y_shape, geom=geom, block_bytes=block_bytes, threads=threads)
+    return _call(FORWARD_TARGET, x, w, geom.y_shape, geom=geom, threads=threads, block=max(1, block_bytes // 4))
+
+
+def grouped_weight_grad(dout, x, *, geom, threads: int | None = None):
+    """The weight gradient of a grouped ``geom`` (float32; few channels per group) through the native kernel."""
+    return _call(GROUPED_TARGET, dout, x, geom.w_shape, geom=geom, threads=threads, groups=geom.group)

@@ -155,6 +155,36 @@ def test_forward_workers_share_the_blocks(threads):
         assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, {threads} workers", scale_atol=2e-5)
 
 
+# Grouped with few channels per group (the grouped weight-gradient kernel): the grouped cases of
+# test_paths_nd.CASES, 2-D depthwise under each stride case, and one large enough for several workers.
+_GROUPED = {
+    **{f"{r}d_{cid}": c.geom for r in (1, 3) for cid, c in CASES[r].items() if c.geom.group > 1},
+    "2d_depthwise_s2": geometry_nd(3, 6, 6, (13, 12), 3, stride=2, padding=1, group=6),
+    "2d_multiplier_s1_d2": geometry_nd(2, 4, 8, (9, 17), 3, dilation=2, padding=((2, 1), (2, 2)), group=4),
+    "2d_s3_crop": geometry_nd(2, 6, 3, (11, 16), (2, 3), stride=3, padding=((1, -1), (0, 2)), group=3),
+    "2d_depthwise_parallel": geometry_nd(8, 64, 64, (48, 48), 3, padding=1, group=64),  # 21 MFLOP
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_grouped_weight_gradient_kernel(threads):
+    assert {s for g in _GROUPED.values() for s in g.stride} >= {1, 2, 3}
+    assert any(g.ndim == 3 for g in _GROUPED.values()) and any(g.ndim == 1 for g in _GROUPED.values())
+    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_GROUPED.items())}
+    outs = jax.device_get(
+        jax.jit(
+            lambda args: {
+                cid: _native.grouped_weight_grad(y, x, geom=_GROUPED[cid], threads=threads)
+                for cid, (y, x) in args.items()
+            }
+        )(data)
+    )
+    for cid, g in _GROUPED.items():
+        y, x = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, {threads} workers", scale_atol=2e-5)
+
+
 _STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
 
 
@@ -199,8 +229,10 @@ def test_grid_takes_every_way_through_the_kernel():
 
 
 def _filter_call(dtype=jnp.float32, group=1):
-    """An ungrouped (or grouped) 2-D weight gradient through the public op, its inputs and reference."""
-    g = geometry_nd(2, 4, 6, (9, 9), 3, stride=2, padding=1, group=group)
+    """An ungrouped (or grouped: 8 x 6 channels per group) 2-D weight gradient through the public op, its
+    inputs and reference."""
+    c_in, c_out = (4, 6) if group == 1 else (8 * group, 6 * group)
+    g = geometry_nd(2, c_in, c_out, (9, 9), 3, stride=2, padding=1, group=group)
     y, x = _data(g, 3)
 
     def f(y, x):
@@ -298,6 +330,23 @@ def test_threads_call_the_shared_kernel_concurrently():
         outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
     for k, got in enumerate(outs):
         assert_close(got, scales[k % len(scales)] * ref, f"thread call {k}", scale_atol=2e-5)
+
+
+@needs_kernel
+def test_few_channels_per_group_take_the_grouped_kernel():
+    """A depthwise ``conv2d``'s weight gradient: the grouped kernel; its forward and input gradient stay XLA's."""
+    g = geometry_nd(2, 6, 6, (10, 9), 3, stride=2, padding=1, group=6)
+    x, w, ct = random_arrays(9, g.x_shape, g.w_shape, g.y_shape, dtype=np.float32)
+
+    def loss(x, w):
+        return jnp.sum(jcb.conv2d(x, w, stride=2, pad_mode="pad", pad=1, group=6) * ct)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    assert _custom_calls(grad, x, w, target=_native.GROUPED_TARGET) == 1
+    assert _custom_calls(grad, x, w, target=_native.FORWARD_TARGET) == 0
+    dx, dw = jax.jit(grad)(x, w)
+    assert_close(dw, ref_filter(g, ct.astype(np.float64), x), "weight gradient", scale_atol=2e-5)
+    assert_close(dx, ref_input_grad(g, ct.astype(np.float64), w), "input gradient", scale_atol=2e-5)
 
 
 @pytest.mark.parametrize(
