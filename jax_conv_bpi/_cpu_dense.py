@@ -13,8 +13,10 @@ dispatcher and the program allow it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 
 import jax.numpy as jnp
 from jax import lax
@@ -63,7 +65,7 @@ def conv_direct(x, w, *, geom: ConvGeometry):
     total = None
     for idx, xs in _grouped_taps(x, geom):
         t = xs * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        t = t[:, :, :, 0] if c_in_g == 1 else t.sum(axis=3)
+        t = functools.reduce(operator.add, [t[:, :, :, j] for j in range(c_in_g)])  # see backprop_input_direct
         total = t if total is None else total + t
     return total.reshape(geom.y_shape).astype(L.out_dtype(geom, x))
 
@@ -207,14 +209,16 @@ def backprop_filter_native(dout, x, *, geom: ConvGeometry):
 
 
 def conv_native(x, w, *, geom: ConvGeometry):
-    """Forward convolution by the native kernel (``_native``): im2col patches per block of pixels, one sgemm each.
-
-    Ungrouped float32, single-device (``_dispatch.wants_native``,
-    ``_native.usable``); not in ``CONV_PATHS``, which lists the pure-XLA forms.
+    """Forward convolution by the native kernels (``_native``), single-device float32 only
+    (``_dispatch.wants_native``, ``_native.usable``): ungrouped, im2col patches per block of pixels and
+    one sgemm each; grouped (few channels per group), one axpy per channel pair, tap and output line.
+    Not in ``CONV_PATHS``, which lists the pure-XLA forms.
     """
     if L.zero_result(geom):
         return L.zeros(geom.y_shape, geom, x)
-    return _native.conv_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
+    if geom.group == 1:
+        return _native.conv_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
+    return _native.grouped_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
 
 
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}

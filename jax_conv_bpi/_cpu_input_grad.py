@@ -23,8 +23,10 @@ multiply-adds (``direct``), or all phases as one convolution (``subpixel``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+import operator
 
 import jax.numpy as jnp
 import numpy as np
@@ -238,7 +240,10 @@ def backprop_input_direct(dout, w, *, geom: ConvGeometry):
 
     def tap(idx):
         t = d * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        t = t[:, :, 0] if og == 1 else t.sum(axis=2)
+        # Unrolled adds, not a reduce: jaxlib 0.10's XLA CPU miscompiled that reduce inside a larger
+        # program (jax.jacfwd over y and w of a grouped 3-D op returned zeros for 8% of the input
+        # gradient; tests/test_transforms_nd.py), and og is at most DIRECT_MAX_CHANNEL_PRODUCT.
+        t = functools.reduce(operator.add, [t[:, :, j] for j in range(og)])
         return t.reshape(n, g * c_in_g, *o)
 
     return overlap_add(lambda taps: tap, geom, acc).astype(L.out_dtype(geom, dout))

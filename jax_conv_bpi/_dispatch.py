@@ -116,12 +116,14 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
 
 
 def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
-    """CPU path of the forward convolution: ``direct`` for few channels per group, else ``routed``
-    (``_xla_cpu.conv``); with ``native`` (the native kernel is loaded and fits the program), ``native``
-    for ungrouped ones (``_native_pays``)."""
-    if _few_channels(geom):
-        return "direct"
-    return "native" if native and _native_pays(geom) else "routed"
+    """CPU path of the forward convolution: with ``native`` (the native kernels are loaded and fit the
+    program), ``native`` for ungrouped ones (``_native_pays``) and few channels per group (the grouped
+    kernel: MobileNetV2's depthwise forward 29 -> 12 ms, and a loss over it 62 -> 13 ms, where XLA
+    fused ``direct``'s multiply-adds into the loss's reduction); else ``direct`` for few channels per
+    group, ``routed`` (``_xla_cpu.conv``) otherwise."""
+    if native and (_native_pays(geom) or _few_channels(geom)):
+        return "native"
+    return "direct" if _few_channels(geom) else "routed"
 
 
 def _filter_batched(geom: ConvGeometry) -> bool:

@@ -1,14 +1,15 @@
 """The optional native CPU kernels (the ``[native]`` extra): build, load, register, gate.
 
-Two kernels in ``_csrc/conv.cc``, the forward convolution and the weight
-gradient of an ungrouped float32 convolution, as im2col patches per block of
-pixels and OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's
-convolutions and dot run well below the machine's matmul speed
-(docs/performance.md); the stride-1 input gradient is the forward kernel's
-flipped correlation. A third computes the weight gradient of grouped
-convolutions with few channels per group (depthwise) as per-plane dot products. One worker per usable core (the calling thread and tasks
-on XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
-sgemm, so one worker's im2col fill overlaps the others' sgemms. The library is
+Kernels in ``_csrc/conv.cc``: the forward convolution and the weight gradient
+of an ungrouped float32 convolution, as im2col patches per block of pixels and
+OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's convolutions
+and dot run well below the machine's matmul speed (docs/performance.md); the
+stride-1 input gradient is the forward kernel's flipped correlation. Two more
+compute the forward and the weight gradient of grouped convolutions with few
+channels per group (depthwise) plane by plane, without BLAS. One worker per usable core (the
+calling thread and tasks on XLA's intra-op thread pool) takes blocks in turn,
+each with a single-threaded sgemm, so one worker's im2col fill overlaps the
+others' sgemms. The library is
 compiled once per machine, jaxlib and source with the machine's C++ compiler
 (``$CXX``, else ``c++``/``g++``), into ``$JCB_NATIVE_CACHE`` (default
 ``~/.cache/jax_conv_bpi``), the first time a program could use it; that takes a
@@ -40,10 +41,12 @@ import numpy as np
 
 __all__ = [
     "FORWARD_TARGET",
+    "GROUPED_FORWARD_TARGET",
     "GROUPED_TARGET",
     "TARGET",
     "conv_forward",
     "conv_weight_grad",
+    "grouped_forward",
     "grouped_weight_grad",
     "load",
     "native_status",
@@ -53,6 +56,7 @@ __all__ = [
 TARGET = "jcb_conv_weight_grad"
 FORWARD_TARGET = "jcb_conv_forward"
 GROUPED_TARGET = "jcb_conv_grouped_weight_grad"
+GROUPED_FORWARD_TARGET = "jcb_conv_grouped_forward"
 _SOURCE = Path(__file__).with_name("_csrc") / "conv.cc"
 
 
@@ -145,6 +149,7 @@ def load() -> tuple[bool, str]:
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
     jax.ffi.register_ffi_target(GROUPED_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedWeightGrad), platform="cpu")
+    jax.ffi.register_ffi_target(GROUPED_FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedForward), platform="cpu")
     return True, str(path)
 
 
@@ -157,7 +162,7 @@ def native_status() -> str:
     The kernels (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
     compute the forward convolution, the stride-1 input gradient and the weight
     gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS,
-    and the weight gradient of depthwise-like grouped ones;
+    and the forward and weight gradient of depthwise-like grouped ones;
     they are compiled with the machine's C++ compiler the first time they are
     needed, or by this call. Where it is off (no compiler, no
     ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
@@ -239,3 +244,8 @@ def conv_forward(x, w, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | N
 def grouped_weight_grad(dout, x, *, geom, threads: int | None = None):
     """The weight gradient of a grouped ``geom`` (float32; few channels per group) through the native kernel."""
     return _call(GROUPED_TARGET, dout, x, geom.w_shape, geom=geom, threads=threads, groups=geom.group)
+
+
+def grouped_forward(x, w, *, geom, threads: int | None = None):
+    """The forward convolution of a grouped ``geom`` (float32; few channels per group) through the native kernel."""
+    return _call(GROUPED_FORWARD_TARGET, x, w, geom.y_shape, geom=geom, threads=threads, groups=geom.group)

@@ -207,7 +207,7 @@ def test_weight_gradient_is_the_reference_and_paths_follow_the_rules():
     # results over NATIVE_MAX_RESULT elements keep XLA's dot
     assert impls.cpu_paths(by["deeplabv3_dil2_k3p2_b1"])["backprop_filter"] == "gemm"
     assert impls.cpu_paths(by["mobilenetv2_dw_k3s2p1_b32"]) == {  # depthwise
-        "conv": "direct",
+        "conv": "native" if native else "direct",
         "backprop_input": "direct",
         "backprop_filter": "native" if native else "direct",
     }
@@ -258,9 +258,9 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "tiny_s2_g2_asym" in printed and "training step" in printed and "GFLOP/s" in printed
     assert "tiny3_s2_op" in printed and "N-D training step" in printed and "geomean per rank" in printed
-    # a tiny grouped layer: the direct forms, with the grouped native weight gradient where it is loaded
+    # a tiny grouped layer: the direct forms, with the native forward and weight gradient where loaded
     assert "weight gradient" in printed
-    assert ("direct/direct/native" if _native.load()[0] else "direct/direct/direct") in printed
+    assert ("native/direct/native" if _native.load()[0] else "direct/direct/direct") in printed
 
     result = json.loads(out_json.read_text())
     assert result["schema"] == runner.SCHEMA
@@ -329,13 +329,15 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert wg["3d"]["dense"]["jax_vjp"]["count"] == 1 and wg["3d"]["all"]["jax_vjp"]["count"] == 2
     assert wg["3d"]["all"]["torch_conv_weight"] is None  # --no-torch
     # Paths: every tiny shape has few channels per group (C_in/g * C_out/g <= 16), where every primitive is
-    # direct, except the weight gradient where the native kernels are loaded.
-    filter_path = "native" if _native.load()[0] else "direct"
+    # direct, except the forward and the weight gradient where the native kernels are loaded.
+    native_path = "native" if _native.load()[0] else "direct"
     for e in result["ops"] + result["ops_nd"] + result["training"] + result["weight_grad"]:
         d = next(d for d in TINY + TINY_ND if d["name"] == e["name"])
         g = d.get("group", 1)
         assert (d["C_in"] // g) * (d["C_out"] // g) <= 16
-        assert e["paths"] == {"conv": "direct", "backprop_input": "direct", "backprop_filter": filter_path}, e["name"]
+        assert e["paths"] == {"conv": native_path, "backprop_input": "direct", "backprop_filter": native_path}, e[
+            "name"
+        ]
 
     # First calls (trace + compile + run): one per JAX program, the slowest of ours summarised.
     every = result["ops"] + result["training"] + result["ops_nd"] + result["training_nd"] + result["weight_grad"]

@@ -168,6 +168,24 @@ _GROUPED = {
 
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3])
+def test_grouped_forward_kernel(threads):
+    data = {
+        cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_GROUPED.items())
+    }
+    outs = jax.device_get(
+        jax.jit(
+            lambda args: {
+                cid: _native.grouped_forward(x, w, geom=_GROUPED[cid], threads=threads) for cid, (x, w) in args.items()
+            }
+        )(data)
+    )
+    for cid, g in _GROUPED.items():
+        x, w = (np.asarray(a, np.float64) for a in data[cid])
+        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, {threads} workers", scale_atol=2e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_grouped_weight_gradient_kernel(threads):
     assert {s for g in _GROUPED.values() for s in g.stride} >= {1, 2, 3}
     assert any(g.ndim == 3 for g in _GROUPED.values()) and any(g.ndim == 1 for g in _GROUPED.values())
@@ -242,9 +260,10 @@ def _filter_call(dtype=jnp.float32, group=1):
 
 
 def _custom_calls(fn, *args, target=_native.TARGET) -> int:
-    """Calls of the weight-gradient kernel (``target``; None: of either kernel) in ``jax.jit(fn)``'s program."""
+    """Calls of the weight-gradient kernel (``target``; None: of any kernel) in ``jax.jit(fn)``'s program."""
     text = jax.jit(fn).lower(*args).as_text()
-    return sum(text.count(t) for t in ((_native.TARGET, _native.FORWARD_TARGET) if target is None else (target,)))
+    every = (_native.TARGET, _native.FORWARD_TARGET, _native.GROUPED_TARGET, _native.GROUPED_FORWARD_TARGET)
+    return sum(text.count(t) for t in (every if target is None else (target,)))
 
 
 @needs_kernel
@@ -334,13 +353,18 @@ def test_threads_call_the_shared_kernel_concurrently():
 
 @needs_kernel
 def test_few_channels_per_group_take_the_grouped_kernel():
-    """A depthwise ``conv2d``'s weight gradient: the grouped kernel; its forward and input gradient stay XLA's."""
+    """A depthwise ``conv2d`` and its weight gradient: the grouped kernels; its input gradient stays XLA's."""
     g = geometry_nd(2, 6, 6, (10, 9), 3, stride=2, padding=1, group=6)
     x, w, ct = random_arrays(9, g.x_shape, g.w_shape, g.y_shape, dtype=np.float32)
 
-    def loss(x, w):
-        return jnp.sum(jcb.conv2d(x, w, stride=2, pad_mode="pad", pad=1, group=6) * ct)
+    def f(x, w):
+        return jcb.conv2d(x, w, stride=2, pad_mode="pad", pad=1, group=6)
 
+    def loss(x, w):
+        return jnp.sum(f(x, w) * ct)
+
+    assert _custom_calls(f, x, w, target=_native.GROUPED_FORWARD_TARGET) == 1
+    assert_close(jax.jit(f)(x, w), ref_conv(g, x.astype(np.float64), w), "forward", scale_atol=2e-5)
     grad = jax.grad(loss, argnums=(0, 1))
     assert _custom_calls(grad, x, w, target=_native.GROUPED_TARGET) == 1
     assert _custom_calls(grad, x, w, target=_native.FORWARD_TARGET) == 0
@@ -364,7 +388,7 @@ def test_export_stays_pure_xla():
     """``jax.export`` never carries the custom call (it is no stable export); the exported program still runs."""
     f, args, ref = _filter_call()
     exported = jax.export.export(jax.jit(f))(*args)
-    assert all(t not in exported.mlir_module() for t in (_native.TARGET, _native.FORWARD_TARGET))
+    assert "jcb_conv" not in exported.mlir_module()  # none of the kernels' targets
     assert_close(exported.call(*args), ref, "exported weight gradient", scale_atol=2e-5)
 
 

@@ -28,7 +28,7 @@ import jax.test_util
 import numpy as np
 import pytest
 import reference
-from helpers import compile_and_run, default_xla_env, enable_x64, fast_compile_options, random_arrays, requires_cpu
+from helpers import compile_and_run, default_xla_env, enable_x64, random_arrays, requires_cpu
 from jax import export, lax
 
 import jax_conv_bpi as jcb
@@ -242,23 +242,12 @@ def _assert_tree_close(got, want, what, rtol=1e-5, scale_atol=2e-5):
         )
 
 
-def _run_with_cpu_options(fn, *args):
-    """``jax.jit(fn)(*args)`` compiled with ``jcb.cpu_compiler_options()`` (and the fast-compile ones)."""
-    lowered = jax.jit(fn).lower(*args)
-    return jax.device_get(lowered.compile({**(fast_compile_options() or {}), **jcb.cpu_compiler_options()})(*args))
-
-
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 @pytest.mark.parametrize("case", _ids(CASES))
 def test_transform_matches_lax_autodiff(case, name):
     y, w, c = case.inputs()
     fn = TRANSFORMS[name]
-    # The 3-D hessian compiled with XLA CPU's default options kills the process (jaxlib 0.10.2, see
-    # test_hessian_3d_with_default_compiler_options below); the library's documented options avoid it.
-    # (XLA CPU's options exist only there: other backends compile with their defaults.)
-    on_cpu = jax.default_backend() == "cpu"
-    run = _run_with_cpu_options if name == "hessian" and case.nd == 3 and on_cpu else compile_and_run
-    got = run(lambda a, b: fn(case.ours, case, a, b, c), y, w)
+    got = compile_and_run(lambda a, b: fn(case.ours, case, a, b, c), y, w)
     want = compile_and_run(lambda a, b: fn(case.lax_op, case, a, b, c), y, w)
     nonzero = [x for x in jax.tree.leaves(want) if np.any(np.asarray(x) != 0)]
     assert nonzero, "the oracle's result is all zeros"
@@ -310,17 +299,12 @@ print("ok")
 
 
 @requires_cpu
-@pytest.mark.xfail(
-    condition=jax.__version__.startswith("0.10."),
-    strict=True,
-    raises=AssertionError,
-    reason="bug (jaxlib 0.10.x CPU): jax.jit(jax.hessian(loss, argnums=(0, 1))) of a 3-D grouped conv_transpose "
-    "with y (1, 4, 2, 3, 2), w (4, 1, 2, 3, 2), stride 1, 'VALID', 2 groups dies with SIGSEGV under XLA CPU's "
-    "default compiler options (in a YNNPACK reduce fusion of the library's 'direct' per-tap formulation); "
-    "compiler_options=jcb.cpu_compiler_options() or jaxlib 0.4.36 do not crash",
-)
 def test_hessian_3d_with_default_compiler_options():
-    """In a child process (a crash there fails this test instead of killing pytest), with XLA's defaults."""
+    """In a child process (a crash there fails this test instead of killing pytest), with XLA's defaults.
+
+    jaxlib 0.10's XLA CPU died here with SIGSEGV (in a YNNPACK reduce fusion) while the ``direct``
+    forms reduced over a group's channels; they add them with unrolled adds now.
+    """
     env = default_xla_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-c", _HESSIAN_CHILD], capture_output=True, text=True, env=env, timeout=300)

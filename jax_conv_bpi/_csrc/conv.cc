@@ -1,6 +1,6 @@
 // jax_conv_bpi's native CPU kernels: the forward convolution and the weight gradient of an
-// ungrouped convolution, as im2col blocks and OpenBLAS sgemms, and the weight gradient of a grouped
-// one with few channels per group, as per-plane dot products (GroupedWeightGrad, below).
+// ungrouped convolution, as im2col blocks and OpenBLAS sgemms, and the forward and weight gradient
+// of a grouped one with few channels per group, plane by plane (GroupedForward, GroupedWeightGrad).
 //
 //   y[n, o, p]          = sum_(c, t) w[o, c, t] * x[n, c, p*s + t*d - lo]               (Forward)
 //   w[o, c, kd, kh, kw] = sum_n sum_(pd, ph, pw) dout[n, o, pd, ph, pw] * x[n, c, pd*sd + kd*dd - ld, ...]
@@ -460,6 +460,81 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
   return ffi::Error::Success();
 }
 
+// y[p] += sum_t w[t] * x[p*s + t*d - lo] over one output plane y and one input plane x (of one
+// sample), for the taps of one (output channel, input channel) pair: the forward of the grouped
+// weight gradient's PlaneGrad, one axpy per tap and output line.
+template <int64_t S>
+JCB_CLONES void PlaneConv(const Geometry& g, const float* w, const float* x, float* y) {
+  const int64_t width = g.out[2], lines = g.out[0] * g.out[1], s = S == 0 ? g.s[2] : S;
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    const int64_t kd = t / (g.k[1] * g.k[2]), kh = (t / g.k[2]) % g.k[1], kw = t % g.k[2];
+    const int64_t off_w = kw * g.d[2] - g.lo[2];
+    int64_t w0 = off_w >= 0 ? 0 : (-off_w + s - 1) / s;
+    int64_t w1 = g.in[2] - off_w <= 0 ? 0 : std::min(width, (g.in[2] - off_w + s - 1) / s);
+    w0 = std::min(w0, width);
+    if (w1 <= w0) continue;
+    const float wt = w[t];
+    for (int64_t q = 0; q < lines; ++q) {
+      const int64_t qd = q / g.out[1], qh = q % g.out[1];
+      const int64_t id = qd * g.s[0] + kd * g.d[0] - g.lo[0];
+      const int64_t ih = qh * g.s[1] + kh * g.d[1] - g.lo[1];
+      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) continue;
+      float* yr = y + q * width;
+      const float* xr = x + (id * g.in[1] + ih) * g.in[2] + off_w;
+      for (int64_t i = w0; i < w1; ++i) yr[i] += wt * xr[i * s];
+    }
+  }
+}
+
+// The forward convolution of a grouped convolution with few channels per group: per sample and
+// group, PlaneConv for each channel pair into planes of y that stay in cache. Workers take (sample,
+// group) pairs, whose outputs are disjoint.
+ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wb,
+                          ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> stride,
+                          ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo, int64_t groups,
+                          int64_t threads) {
+  auto yd = out->dimensions(), xd = x.dimensions(), wd = wb.dimensions();
+  if (yd.size() != 5 || xd.size() != 5 || wd.size() != 5 || stride.size() != 3 || dilation.size() != 3 ||
+      lo.size() != 3 || yd[0] != xd[0] || wd[0] != yd[1] || groups < 1 || threads < 1 || xd[1] % groups != 0 ||
+      yd[1] % groups != 0 || wd[1] * groups != xd[1])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_grouped_forward: inconsistent shapes");
+  Geometry g{yd[0], xd[1], yd[1]};
+  for (int a = 0; a < 3; ++a) {
+    g.in[a] = xd[2 + a], g.out[a] = yd[2 + a], g.k[a] = wd[2 + a];
+    g.s[a] = stride[a], g.d[a] = dilation[a], g.lo[a] = lo[a];
+  }
+  const int64_t og = g.c_out / groups, cg = g.c_in / groups, taps = g.taps();
+  const int64_t pixels = g.pixels(), in_pixels = g.in_pixels();
+  float* y = out->typed_data();
+  std::fill(y, y + g.n * g.c_out * pixels, 0.0f);
+  if (g.n == 0 || pixels == 0 || taps == 0 || cg == 0 || og == 0) return ffi::Error::Success();
+  const float* px = x.typed_data();
+  const float* pw = wb.typed_data();
+  const double flops = 2.0 * g.n * g.c_out * cg * taps * pixels;
+  const int64_t jobs = g.n * groups;
+  const int64_t used = flops < kMinParallelFlops ? 1 : std::min(threads, jobs);
+  std::atomic<int64_t> next{0};
+  auto work = [&](int64_t) {
+    for (int64_t j; (j = next.fetch_add(1)) < jobs;) {
+      const int64_t n = j / groups, gi = j % groups;
+      for (int64_t o = 0; o < og; ++o)
+        for (int64_t c = 0; c < cg; ++c) {
+          const float* wp = pw + ((gi * og + o) * cg + c) * taps;
+          const float* xp = px + (n * g.c_in + gi * cg + c) * in_pixels;
+          float* yp = y + (n * g.c_out + gi * og + o) * pixels;
+          if (g.s[2] == 1)
+            PlaneConv<1>(g, wp, xp, yp);
+          else if (g.s[2] == 2)
+            PlaneConv<2>(g, wp, xp, yp);
+          else
+            PlaneConv<0>(g, wp, xp, yp);
+        }
+    }
+  };
+  RunWorkers(pool, used, work);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 extern "C" void jcb_native_set_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<Sgemm>(sgemm); }
@@ -478,14 +553,17 @@ extern "C" void jcb_native_set_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<S
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvWeightGrad, WeightGrad, JCB_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvForward, Forward, JCB_BIND);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedWeightGrad, GroupedWeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("stride")
-                                  .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<ffi::Span<const int64_t>>("lo")
-                                  .Attr<int64_t>("groups")
-                                  .Attr<int64_t>("threads"));
+#define JCB_BIND_GROUPED                                                                                       \
+  ffi::Ffi::Bind()                                                                                             \
+      .Ctx<ffi::ThreadPool>()                                                                                  \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Attr<ffi::Span<const int64_t>>("stride")                                                                \
+      .Attr<ffi::Span<const int64_t>>("dilation")                                                              \
+      .Attr<ffi::Span<const int64_t>>("lo")                                                                    \
+      .Attr<int64_t>("groups")                                                                                 \
+      .Attr<int64_t>("threads")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedWeightGrad, GroupedWeightGrad, JCB_BIND_GROUPED);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedForward, GroupedForward, JCB_BIND_GROUPED);
