@@ -6,15 +6,14 @@ OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's convolutions
 and dot run well below the machine's matmul speed (docs/performance.md); the
 stride-1 input gradient is the forward kernel's flipped correlation. Two more
 compute the forward and the weight gradient of grouped convolutions with few
-channels per group (depthwise) plane by plane, without BLAS. One worker per usable core (the
-calling thread and tasks on XLA's intra-op thread pool) takes blocks in turn,
-each with a single-threaded sgemm, so one worker's im2col fill overlaps the
-others' sgemms. The library is
-compiled once per machine, jaxlib and source with the machine's C++ compiler
-(``$CXX``, else ``c++``/``g++``), into ``$JCB_NATIVE_CACHE`` (default
-``~/.cache/jax_conv_bpi``), the first time a program could use it; that takes a
-few seconds. ``jax_conv_bpi.native_status()`` builds it ahead of time and says
-where it is, or why it cannot be used.
+channels per group (depthwise) plane by plane, without BLAS. One worker per
+usable core (the calling thread and tasks on XLA's intra-op thread pool) takes
+blocks in turn, each with a single-threaded sgemm, so one worker's im2col fill
+overlaps the others' sgemms. The library is compiled once per machine, jaxlib
+and source with the machine's C++ compiler (``$CXX``, else ``c++``/``g++``),
+into ``$JCB_NATIVE_CACHE`` (default ``~/.cache/jax_conv_bpi``), the first time
+a program could use it; that takes 5-10 seconds. ``jax_conv_bpi.native_status()``
+builds it ahead of time and says where it is, or why it cannot be used.
 
 Where it cannot be built or loaded (no compiler, no ``scipy-openblas32``, a
 JAX without ``jax.ffi``), or ``JCB_NATIVE=0`` is set, every formulation stays
@@ -164,7 +163,7 @@ def native_status() -> str:
     gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS,
     and the forward and weight gradient of depthwise-like grouped ones;
     they are compiled with the machine's C++ compiler the first time they are
-    needed, or by this call. Where it is off (no compiler, no
+    needed, or by this call. Where they are off (no compiler, no
     ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
     and the results are the same to float32 rounding.
 
@@ -181,7 +180,7 @@ def native_status() -> str:
 
 
 def usable(ctx) -> bool:
-    """The kernel may go into this lowering: it loaded, one device, and not for ``jax.export``."""
+    """The kernels may go into this lowering: they loaded, one device, and not for ``jax.export``."""
     module = getattr(ctx, "module_context", None)
     axis = getattr(module, "axis_context", None)
     params = getattr(module, "lowering_parameters", None)
