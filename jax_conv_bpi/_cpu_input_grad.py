@@ -334,6 +334,11 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     return L.window(out, [lo for lo, _ in geom.padding], geom.x_shape[2:]).astype(L.out_dtype(geom, dout))
 
 
+def _flipped_padding(geom: ConvGeometry) -> tuple[tuple[int, int], ...]:
+    """Stride 1: the ``(lo, hi)`` padding (negative: a crop) of the flipped correlation that gives the input gradient."""
+    return tuple(_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim))
+
+
 def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
     """Stride 1 only: the flipped correlation of ``backprop_input_default`` (no lhs dilation).
 
@@ -343,8 +348,7 @@ def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
         raise ValueError(f"the flipped_conv path needs stride 1 on every axis, got {geom.stride}")
     if L.zero_result(geom):
         return L.zeros(geom.x_shape, geom, dout)
-    pads = [_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim)]
-    pos, crops = L.split_negative(pads)
+    pos, crops = L.split_negative(_flipped_padding(geom))
     w_flipped = L.flip_transpose_weight(w, geom.group)
     out = _xla_cpu.conv(dout, w_flipped, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group, off_ynn=True)
     return L.crop(out, crops).astype(L.out_dtype(geom, dout))
@@ -361,7 +365,6 @@ def backprop_input_native(dout, w, *, geom: ConvGeometry):
         raise ValueError(f"the native input gradient needs stride 1 and 1 group, got {geom.stride}, {geom.group}")
     if L.zero_result(geom):
         return L.zeros(geom.x_shape, geom, dout)
-    pads = tuple(_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim))
     w_flipped = L.flip_transpose_weight(w, 1)
     correlation = ConvGeometry(
         x_shape=geom.y_shape,
@@ -369,7 +372,7 @@ def backprop_input_native(dout, w, *, geom: ConvGeometry):
         y_shape=geom.x_shape,
         stride=geom.stride,
         dilation=geom.dilation,
-        padding=pads,
+        padding=_flipped_padding(geom),
     )
     return _native.conv_forward(dout, w_flipped, geom=correlation).astype(L.out_dtype(geom, dout))
 

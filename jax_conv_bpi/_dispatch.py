@@ -16,6 +16,7 @@ from ._geometry import ConvGeometry
 
 __all__ = [
     "CPU_PATHS",
+    "SELECT_PATH",
     "cpu_lowering",
     "cpu_lowering_native",
     "select_cpu_path",
@@ -261,13 +262,14 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = Fal
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
 
 
-_SELECT = {"conv": select_forward_path, "backprop_input": select_cpu_path, "backprop_filter": select_filter_path}
+SELECT_PATH = {"conv": select_forward_path, "backprop_input": select_cpu_path, "backprop_filter": select_filter_path}
+"""Each primitive's CPU path selection, by role (each takes ``(geom, native=False)``)."""
 
 
 def wants_native(role: str, geom: ConvGeometry, dtypes) -> bool:
     """The CPU lowering of ``role`` would take the native kernel's path, were it loaded (float32 only)."""
     float32 = all(str(d) == "float32" for d in dtypes) and geom.out_dtype in (None, "float32")
-    return float32 and _SELECT[role](geom, native=True) == "native"
+    return float32 and SELECT_PATH[role](geom, native=True) == "native"
 
 
 cpu_lowering = {

@@ -69,22 +69,29 @@ def _data(geom: ConvGeometry, seed: int):
     return random_arrays(seed, geom.y_shape, geom.x_shape, dtype=np.float32)
 
 
+# Each kernel's operands and float64 reference, by what it computes.
+_ROLES = {
+    "forward": (lambda g: (g.x_shape, g.w_shape), ref_conv),
+    "input_grad": (lambda g: (g.y_shape, g.w_shape), ref_input_grad),
+    "filter": (lambda g: (g.y_shape, g.x_shape), ref_filter),
+}
+
+
+def _check_kernel(kernel, grid: dict, role: str, what: str, **kwargs):
+    """``kernel(a, b, geom=g, **kwargs)`` on every geometry of ``grid`` in one jitted program, against the reference."""
+    shapes, reference = _ROLES[role]
+    data = {cid: random_arrays(k, *shapes(g), dtype=np.float32) for k, (cid, g) in enumerate(grid.items())}
+    program = jax.jit(lambda args: {cid: kernel(a, b, geom=grid[cid], **kwargs) for cid, (a, b) in args.items()})
+    outs = jax.device_get(program(data))
+    for cid, g in grid.items():
+        a, b = (np.asarray(v, np.float64) for v in data[cid])
+        assert_close(outs[cid], reference(g, a, b), f"{cid}, {what}", scale_atol=2e-5)
+
+
 @needs_kernel
 @pytest.mark.parametrize("block", sorted(_BLOCKS))
 def test_kernel_matches_the_reference(block):
-    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_GRID.items())}
-
-    @jax.jit
-    def program(args):
-        return {
-            cid: _native.conv_weight_grad(y, x, geom=_GRID[cid], block_bytes=_BLOCKS[block])
-            for cid, (y, x) in args.items()
-        }
-
-    outs = jax.device_get(program(data))
-    for cid, g in _GRID.items():
-        y, x = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, block {block}", scale_atol=2e-5)
+    _check_kernel(_native.conv_weight_grad, _GRID, "filter", f"block {block}", block_bytes=_BLOCKS[block])
 
 
 # Problems above the kernel's kMinParallelFlops (2**24), so several workers share them: whole samples
@@ -102,57 +109,24 @@ _PARALLEL = {
 @pytest.mark.parametrize("block", ["4KiB", "default"])
 def test_workers_share_the_blocks(threads, block):
     """Any number of workers, fewer or more than the blocks, sums to the reference."""
-    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_PARALLEL.items())}
-
-    @jax.jit
-    def program(args):
-        return {
-            cid: _native.conv_weight_grad(y, x, geom=_PARALLEL[cid], block_bytes=_BLOCKS[block], threads=threads)
-            for cid, (y, x) in args.items()
-        }
-
-    outs = jax.device_get(program(data))
     for cid, g in _PARALLEL.items():
         flops = 2 * np.prod(g.w_shape) * np.prod(g.y_shape) // g.y_shape[1]
         assert flops >= 1 << 24, cid  # large enough to be shared
-        y, x = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, {threads} workers, block {block}", scale_atol=2e-5)
+    what = f"{threads} workers, block {block}"
+    _check_kernel(_native.conv_weight_grad, _PARALLEL, "filter", what, block_bytes=_BLOCKS[block], threads=threads)
 
 
 @needs_kernel
 @pytest.mark.parametrize("block", sorted(_BLOCKS))
 def test_forward_kernel_matches_the_reference(block):
     """The forward convolution on the grid, whole and with every block size; the 1x1 cases read x in place."""
-    data = {cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_GRID.items())}
-
-    @jax.jit
-    def program(args):
-        return {
-            cid: _native.conv_forward(x, w, geom=_GRID[cid], block_bytes=_BLOCKS[block]) for cid, (x, w) in args.items()
-        }
-
-    outs = jax.device_get(program(data))
-    for cid, g in _GRID.items():
-        x, w = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, block {block}", scale_atol=2e-5)
+    _check_kernel(_native.conv_forward, _GRID, "forward", f"block {block}", block_bytes=_BLOCKS[block])
 
 
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_forward_workers_share_the_blocks(threads):
-    data = {
-        cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_PARALLEL.items())
-    }
-    outs = jax.device_get(
-        jax.jit(
-            lambda args: {
-                cid: _native.conv_forward(x, w, geom=_PARALLEL[cid], threads=threads) for cid, (x, w) in args.items()
-            }
-        )(data)
-    )
-    for cid, g in _PARALLEL.items():
-        x, w = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, {threads} workers", scale_atol=2e-5)
+    _check_kernel(_native.conv_forward, _PARALLEL, "forward", f"{threads} workers", threads=threads)
 
 
 # Grouped with few channels per group (the grouped weight-gradient kernel): the grouped cases of
@@ -169,19 +143,7 @@ _GROUPED = {
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_grouped_forward_kernel(threads):
-    data = {
-        cid: random_arrays(k, g.x_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_GROUPED.items())
-    }
-    outs = jax.device_get(
-        jax.jit(
-            lambda args: {
-                cid: _native.grouped_forward(x, w, geom=_GROUPED[cid], threads=threads) for cid, (x, w) in args.items()
-            }
-        )(data)
-    )
-    for cid, g in _GROUPED.items():
-        x, w = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_conv(g, x, w), f"{cid}, {threads} workers", scale_atol=2e-5)
+    _check_kernel(_native.grouped_forward, _GROUPED, "forward", f"{threads} workers", threads=threads)
 
 
 @needs_kernel
@@ -189,18 +151,7 @@ def test_grouped_forward_kernel(threads):
 def test_grouped_weight_gradient_kernel(threads):
     assert {s for g in _GROUPED.values() for s in g.stride} >= {1, 2, 3}
     assert any(g.ndim == 3 for g in _GROUPED.values()) and any(g.ndim == 1 for g in _GROUPED.values())
-    data = {cid: _data(g, k) for k, (cid, g) in enumerate(_GROUPED.items())}
-    outs = jax.device_get(
-        jax.jit(
-            lambda args: {
-                cid: _native.grouped_weight_grad(y, x, geom=_GROUPED[cid], threads=threads)
-                for cid, (y, x) in args.items()
-            }
-        )(data)
-    )
-    for cid, g in _GROUPED.items():
-        y, x = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_filter(g, y, x), f"{cid}, {threads} workers", scale_atol=2e-5)
+    _check_kernel(_native.grouped_weight_grad, _GROUPED, "filter", f"{threads} workers", threads=threads)
 
 
 _STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
@@ -211,19 +162,7 @@ def test_input_gradient_through_the_forward_kernel():
     """Stride 1: the flipped correlation by the forward kernel, negative (cropping) paddings included."""
     assert any(min(lo for lo, _ in g.padding) < 0 or min(hi for _, hi in g.padding) < 0 for g in _STRIDE_1.values())
     assert any(max(g.dilation) > 1 for g in _STRIDE_1.values())
-    data = {
-        cid: random_arrays(k, g.y_shape, g.w_shape, dtype=np.float32) for k, (cid, g) in enumerate(_STRIDE_1.items())
-    }
-    outs = jax.device_get(
-        jax.jit(
-            lambda args: {
-                cid: _cpu_input_grad.backprop_input_native(y, w, geom=_STRIDE_1[cid]) for cid, (y, w) in args.items()
-            }
-        )(data)
-    )
-    for cid, g in _STRIDE_1.items():
-        y, w = (np.asarray(a, np.float64) for a in data[cid])
-        assert_close(outs[cid], ref_input_grad(g, y, w), cid, scale_atol=2e-5)
+    _check_kernel(_cpu_input_grad.backprop_input_native, _STRIDE_1, "input_grad", "stride 1")
 
 
 def test_grid_takes_every_way_through_the_kernel():

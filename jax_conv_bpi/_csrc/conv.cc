@@ -41,6 +41,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -75,7 +76,38 @@ struct Geometry {
   int64_t taps() const { return k[0] * k[1] * k[2]; }
   int64_t pixels() const { return out[0] * out[1] * out[2]; }
   int64_t in_pixels() const { return in[0] * in[1] * in[2]; }
+  // The tap's kernel indices (kd, kh, kw).
+  void tap(int64_t t, int64_t& kd, int64_t& kh, int64_t& kw) const {
+    kd = t / (k[1] * k[2]), kh = (t / k[2]) % k[1], kw = t % k[2];
+  }
+  // The output columns [w0, w1) whose input column (ow * s[2] + kw * d[2] - lo[2]) is inside the
+  // input, for width tap kw.
+  std::pair<int64_t, int64_t> inside_columns(int64_t kw) const {
+    const int64_t off = kw * d[2] - lo[2], sw = s[2], width = out[2];
+    const int64_t w0 = std::min(width, off >= 0 ? 0 : (-off + sw - 1) / sw);
+    const int64_t w1 = in[2] - off <= 0 ? 0 : std::min(width, (in[2] - off + sw - 1) / sw);
+    return {w0, std::max(w1, w0)};
+  }
+  // The input line (id * in[1] + ih) that output line q (one (depth, height) pair) reads for
+  // depth and height taps kd, kh; -1 where it lies outside the input.
+  int64_t input_line(int64_t q, int64_t kd, int64_t kh) const {
+    const int64_t id = q / out[1] * s[0] + kd * d[0] - lo[0];
+    const int64_t ih = q % out[1] * s[1] + kh * d[1] - lo[1];
+    return id < 0 || id >= in[0] || ih < 0 || ih >= in[1] ? -1 : id * in[1] + ih;
+  }
 };
+
+// f(std::integral_constant<int64_t, S>) with S the width stride where it is 1 or 2 (0: any), so the
+// plane loops below get the common strides as compile-time constants.
+template <typename F>
+void ByWidthStride(int64_t s, F&& f) {
+  if (s == 1)
+    f(std::integral_constant<int64_t, 1>{});
+  else if (s == 2)
+    f(std::integral_constant<int64_t, 2>{});
+  else
+    f(std::integral_constant<int64_t, 0>{});
+}
 
 // dst[i] = src[i * S] for i in [0, count): S a compile-time constant where it is small, so the
 // compiler can vectorise the gather.
@@ -110,29 +142,24 @@ void FillRows(const Geometry& g, const float* x, int64_t n, int64_t q0, int64_t 
   // (reads before or past a line) zeroed.
   const bool runs = g.s[1] == 1 && g.s[2] == 1 && g.in[2] == width;
   for (int64_t r = 0; r < g.c_in * taps; ++r) {
-    const int64_t c = r / taps, t = r % taps;
-    const int64_t kd = t / (g.k[1] * g.k[2]), kh = (t / g.k[2]) % g.k[1], kw = t % g.k[2];
+    const int64_t c = r / taps;
+    int64_t kd, kh, kw;
+    g.tap(r % taps, kd, kh, kw);
     const float* xc = x + (n * g.c_in + c) * g.in_pixels();
     float* row = p + r * ld + col;
-    // Output columns whose input column is inside: ow in [w0, w1).
     const int64_t off_w = kw * g.d[2] - g.lo[2];
-    int64_t w0 = off_w >= 0 ? 0 : (-off_w + g.s[2] - 1) / g.s[2];
-    int64_t w1 = g.in[2] - off_w <= 0 ? 0 : std::min(width, (g.in[2] - off_w + g.s[2] - 1) / g.s[2]);
-    w0 = std::min(w0, width);
-    w1 = std::max(w1, w0);
+    const auto [w0, w1] = g.inside_columns(kw);
     for (int64_t q = q0; q < q1;) {
       float* dst = row + (q - q0) * width;
-      const int64_t qd = q / g.out[1], qh = q % g.out[1];
-      const int64_t id = qd * g.s[0] + kd * g.d[0] - g.lo[0];
-      const int64_t ih = qh * g.s[1] + kh * g.d[1] - g.lo[1];
-      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+      const int64_t line = g.input_line(q, kd, kh);
+      if (line < 0) {
         std::fill(dst, dst + width, 0.0f);
         ++q;
         continue;
       }
-      const float* src = xc + (id * g.in[1] + ih) * g.in[2] + off_w;
+      const float* src = xc + line * g.in[2] + off_w;
       if (runs) {  // lines q .. q + count - 1 of this depth whose input line exists
-        const int64_t count = std::min({q1 - q, g.out[1] - qh, g.in[1] - ih});
+        const int64_t count = std::min({q1 - q, g.out[1] - q % g.out[1], g.in[1] - line % g.in[1]});
         const int64_t lo = w0, hi = count * width - (width - w1);  // [lo, hi) reads inside the input
         std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
         for (int64_t j = 0; j < count; ++j) {
@@ -184,11 +211,14 @@ void RunWorkers(ffi::ThreadPool& pool, int64_t used, Work& work) {
   join->cv.wait(lock, [&] { return join->active == 0; });
 }
 
-// The geometry of x (N, C_in, spatial), y (N, C_out, spatial) and w (C_out, C_in, kernel) dims.
+// The geometry of x (N, C_in, spatial), y (N, C_out, spatial) and w (C_out, C_in / groups, kernel)
+// dims; false where they do not fit together.
 bool MakeGeometry(Geometry& g, ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, ffi::Span<const int64_t> wd,
-                  ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo) {
+                  ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo,
+                  int64_t groups = 1) {
   if (xd.size() != 5 || yd.size() != 5 || wd.size() != 5 || stride.size() != 3 || dilation.size() != 3 ||
-      lo.size() != 3 || yd[0] != xd[0] || wd[0] != yd[1] || wd[1] != xd[1])
+      lo.size() != 3 || groups < 1 || yd[0] != xd[0] || wd[0] != yd[1] || wd[1] * groups != xd[1] ||
+      yd[1] % groups != 0)
     return false;
   g = Geometry{yd[0], xd[1], yd[1]};
   for (int a = 0; a < 3; ++a) {
@@ -385,21 +415,17 @@ template <int64_t S>
 JCB_CLONES void PlaneGrad(const Geometry& g, const float* d, const float* x, double* acc) {
   const int64_t width = g.out[2], lines = g.out[0] * g.out[1], s = S == 0 ? g.s[2] : S;
   for (int64_t t = 0; t < g.taps(); ++t) {
-    const int64_t kd = t / (g.k[1] * g.k[2]), kh = (t / g.k[2]) % g.k[1], kw = t % g.k[2];
-    const int64_t off_w = kw * g.d[2] - g.lo[2];
-    int64_t w0 = off_w >= 0 ? 0 : (-off_w + s - 1) / s;
-    int64_t w1 = g.in[2] - off_w <= 0 ? 0 : std::min(width, (g.in[2] - off_w + s - 1) / s);
-    w0 = std::min(w0, width);
-    if (w1 <= w0) continue;
+    int64_t kd, kh, kw;
+    g.tap(t, kd, kh, kw);
+    const auto [w0, w1] = g.inside_columns(kw);
+    if (w1 == w0) continue;
     float lane[kLanes] = {};
     float tail = 0.0f;
     for (int64_t q = 0; q < lines; ++q) {
-      const int64_t qd = q / g.out[1], qh = q % g.out[1];
-      const int64_t id = qd * g.s[0] + kd * g.d[0] - g.lo[0];
-      const int64_t ih = qh * g.s[1] + kh * g.d[1] - g.lo[1];
-      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) continue;
+      const int64_t line = g.input_line(q, kd, kh);
+      if (line < 0) continue;
       const float* dr = d + q * width;
-      const float* xr = x + (id * g.in[1] + ih) * g.in[2] + off_w;
+      const float* xr = x + line * g.in[2] + kw * g.d[2] - g.lo[2];
       int64_t i = w0;
       for (; i + kLanes <= w1; i += kLanes)
         for (int64_t j = 0; j < kLanes; ++j) lane[j] += dr[i + j] * xr[(i + j) * s];
@@ -415,16 +441,10 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
                              ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> stride,
                              ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo, int64_t groups,
                              int64_t threads) {
-  auto dd = dout.dimensions(), xd = x.dimensions(), wd = out->dimensions();
-  if (dd.size() != 5 || xd.size() != 5 || wd.size() != 5 || stride.size() != 3 || dilation.size() != 3 ||
-      lo.size() != 3 || dd[0] != xd[0] || wd[0] != dd[1] || groups < 1 || threads < 1 || xd[1] % groups != 0 ||
-      dd[1] % groups != 0 || wd[1] * groups != xd[1])
+  Geometry g;
+  if (!MakeGeometry(g, x.dimensions(), dout.dimensions(), out->dimensions(), stride, dilation, lo, groups) ||
+      threads < 1)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_grouped_weight_grad: inconsistent shapes");
-  Geometry g{dd[0], xd[1], dd[1]};
-  for (int a = 0; a < 3; ++a) {
-    g.in[a] = xd[2 + a], g.out[a] = dd[2 + a], g.k[a] = wd[2 + a];
-    g.s[a] = stride[a], g.d[a] = dilation[a], g.lo[a] = lo[a];
-  }
   const int64_t og = g.c_out / groups, cg = g.c_in / groups, taps = g.taps();
   const int64_t pixels = g.pixels(), in_pixels = g.in_pixels();
   float* w = out->typed_data();
@@ -445,12 +465,7 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
             const float* dp = pd + (n * g.c_out + gi * og + o) * pixels;
             const float* xp = px + (n * g.c_in + gi * cg + c) * in_pixels;
             double* a = acc.data() + (o * cg + c) * taps;
-            if (g.s[2] == 1)
-              PlaneGrad<1>(g, dp, xp, a);
-            else if (g.s[2] == 2)
-              PlaneGrad<2>(g, dp, xp, a);
-            else
-              PlaneGrad<0>(g, dp, xp, a);
+            ByWidthStride(g.s[2], [&](auto s) { PlaneGrad<decltype(s)::value>(g, dp, xp, a); });
           }
       float* wg = w + gi * og * cg * taps;
       for (int64_t j = 0; j < og * cg * taps; ++j) wg[j] = static_cast<float>(acc[j]);
@@ -467,20 +482,16 @@ template <int64_t S>
 JCB_CLONES void PlaneConv(const Geometry& g, const float* w, const float* x, float* y) {
   const int64_t width = g.out[2], lines = g.out[0] * g.out[1], s = S == 0 ? g.s[2] : S;
   for (int64_t t = 0; t < g.taps(); ++t) {
-    const int64_t kd = t / (g.k[1] * g.k[2]), kh = (t / g.k[2]) % g.k[1], kw = t % g.k[2];
-    const int64_t off_w = kw * g.d[2] - g.lo[2];
-    int64_t w0 = off_w >= 0 ? 0 : (-off_w + s - 1) / s;
-    int64_t w1 = g.in[2] - off_w <= 0 ? 0 : std::min(width, (g.in[2] - off_w + s - 1) / s);
-    w0 = std::min(w0, width);
-    if (w1 <= w0) continue;
+    int64_t kd, kh, kw;
+    g.tap(t, kd, kh, kw);
+    const auto [w0, w1] = g.inside_columns(kw);
+    if (w1 == w0) continue;
     const float wt = w[t];
     for (int64_t q = 0; q < lines; ++q) {
-      const int64_t qd = q / g.out[1], qh = q % g.out[1];
-      const int64_t id = qd * g.s[0] + kd * g.d[0] - g.lo[0];
-      const int64_t ih = qh * g.s[1] + kh * g.d[1] - g.lo[1];
-      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) continue;
+      const int64_t line = g.input_line(q, kd, kh);
+      if (line < 0) continue;
       float* yr = y + q * width;
-      const float* xr = x + (id * g.in[1] + ih) * g.in[2] + off_w;
+      const float* xr = x + line * g.in[2] + kw * g.d[2] - g.lo[2];
       for (int64_t i = w0; i < w1; ++i) yr[i] += wt * xr[i * s];
     }
   }
@@ -493,16 +504,10 @@ ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
                           ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> stride,
                           ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> lo, int64_t groups,
                           int64_t threads) {
-  auto yd = out->dimensions(), xd = x.dimensions(), wd = wb.dimensions();
-  if (yd.size() != 5 || xd.size() != 5 || wd.size() != 5 || stride.size() != 3 || dilation.size() != 3 ||
-      lo.size() != 3 || yd[0] != xd[0] || wd[0] != yd[1] || groups < 1 || threads < 1 || xd[1] % groups != 0 ||
-      yd[1] % groups != 0 || wd[1] * groups != xd[1])
+  Geometry g;
+  if (!MakeGeometry(g, x.dimensions(), out->dimensions(), wb.dimensions(), stride, dilation, lo, groups) ||
+      threads < 1)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_grouped_forward: inconsistent shapes");
-  Geometry g{yd[0], xd[1], yd[1]};
-  for (int a = 0; a < 3; ++a) {
-    g.in[a] = xd[2 + a], g.out[a] = yd[2 + a], g.k[a] = wd[2 + a];
-    g.s[a] = stride[a], g.d[a] = dilation[a], g.lo[a] = lo[a];
-  }
   const int64_t og = g.c_out / groups, cg = g.c_in / groups, taps = g.taps();
   const int64_t pixels = g.pixels(), in_pixels = g.in_pixels();
   float* y = out->typed_data();
@@ -522,12 +527,7 @@ ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
           const float* wp = pw + ((gi * og + o) * cg + c) * taps;
           const float* xp = px + (n * g.c_in + gi * cg + c) * in_pixels;
           float* yp = y + (n * g.c_out + gi * og + o) * pixels;
-          if (g.s[2] == 1)
-            PlaneConv<1>(g, wp, xp, yp);
-          else if (g.s[2] == 2)
-            PlaneConv<2>(g, wp, xp, yp);
-          else
-            PlaneConv<0>(g, wp, xp, yp);
+          ByWidthStride(g.s[2], [&](auto s) { PlaneConv<decltype(s)::value>(g, wp, xp, yp); });
         }
     }
   };
@@ -539,7 +539,9 @@ ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
 
 extern "C" void jcb_native_set_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<Sgemm>(sgemm); }
 
-#define JCB_BIND                                                                                               \
+// Every handler: (x-like, y-or-w-like) -> result, stride / dilation / lo, then `knob` (the im2col
+// kernels' block size, the grouped kernels' group count) and the workers.
+#define JCB_BIND(knob)                                                                                         \
   ffi::Ffi::Bind()                                                                                             \
       .Ctx<ffi::ThreadPool>()                                                                                  \
       .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
@@ -548,22 +550,10 @@ extern "C" void jcb_native_set_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<S
       .Attr<ffi::Span<const int64_t>>("stride")                                                                \
       .Attr<ffi::Span<const int64_t>>("dilation")                                                              \
       .Attr<ffi::Span<const int64_t>>("lo")                                                                    \
-      .Attr<int64_t>("block")                                                                                  \
+      .Attr<int64_t>(knob)                                                                                     \
       .Attr<int64_t>("threads")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvWeightGrad, WeightGrad, JCB_BIND);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvForward, Forward, JCB_BIND);
-#define JCB_BIND_GROUPED                                                                                       \
-  ffi::Ffi::Bind()                                                                                             \
-      .Ctx<ffi::ThreadPool>()                                                                                  \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                                            \
-      .Attr<ffi::Span<const int64_t>>("stride")                                                                \
-      .Attr<ffi::Span<const int64_t>>("dilation")                                                              \
-      .Attr<ffi::Span<const int64_t>>("lo")                                                                    \
-      .Attr<int64_t>("groups")                                                                                 \
-      .Attr<int64_t>("threads")
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedWeightGrad, GroupedWeightGrad, JCB_BIND_GROUPED);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedForward, GroupedForward, JCB_BIND_GROUPED);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvWeightGrad, WeightGrad, JCB_BIND("block"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvForward, Forward, JCB_BIND("block"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedWeightGrad, GroupedWeightGrad, JCB_BIND("groups"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JcbConvGroupedForward, GroupedForward, JCB_BIND("groups"));

@@ -263,14 +263,9 @@ def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
     """
     geom = geometry(shape)
     loaded = _native.load()[0]
-    select = {
-        "conv": _dispatch.select_forward_path,
-        "backprop_input": _dispatch.select_cpu_path,
-        "backprop_filter": _dispatch.select_filter_path,
-    }
     return {
-        role: "native" if loaded and _dispatch.wants_native(role, geom, [dtype, dtype]) else fn(geom)
-        for role, fn in select.items()
+        role: "native" if loaded and _dispatch.wants_native(role, geom, [dtype, dtype]) else select(geom)
+        for role, select in _dispatch.SELECT_PATH.items()
     }
 
 
