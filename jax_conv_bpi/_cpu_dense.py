@@ -6,17 +6,15 @@ small groups get per-tap fused multiply-adds instead of XLA CPU's slow
 grouped convolution; the ungrouped weight gradient gets one matmul per tap;
 with few input channels, the weight gradient is one matmul of im2col patches
 per block of output rows; stride-1 forward convolutions avoid XLA CPU's slower
-convolution backend. ``backprop_filter_native`` hands the ungrouped float32
-weight gradient to the optional native kernel (``_native``) where the
-dispatcher and the program allow it.
+convolution backend. ``conv_native`` and ``backprop_filter_native`` hand
+float32 forward convolutions and weight gradients to the optional native
+kernels (``_native``) where the dispatcher and the program allow it.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
-import operator
 
 import jax.numpy as jnp
 from jax import lax
@@ -65,7 +63,7 @@ def conv_direct(x, w, *, geom: ConvGeometry):
     total = None
     for idx, xs in _grouped_taps(x, geom):
         t = xs * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        t = functools.reduce(operator.add, [t[:, :, :, j] for j in range(c_in_g)])  # see backprop_input_direct
+        t = _xla_cpu.small_sum(t, 3)
         total = t if total is None else total + t
     return total.reshape(geom.y_shape).astype(L.out_dtype(geom, x))
 

@@ -23,10 +23,8 @@ multiply-adds (``direct``), or all phases as one convolution (``subpixel``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
-import operator
 
 import jax.numpy as jnp
 import numpy as np
@@ -240,10 +238,7 @@ def backprop_input_direct(dout, w, *, geom: ConvGeometry):
 
     def tap(idx):
         t = d * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        # Unrolled adds, not a reduce: jaxlib 0.10's XLA CPU miscompiled that reduce inside a larger
-        # program (jax.jacfwd over y and w of a grouped 3-D op returned zeros for 8% of the input
-        # gradient; tests/test_transforms_nd.py), and og is at most DIRECT_MAX_CHANNEL_PRODUCT.
-        t = functools.reduce(operator.add, [t[:, :, j] for j in range(og)])
+        t = _xla_cpu.small_sum(t, 2)  # og is at most DIRECT_MAX_CHANNEL_PRODUCT
         return t.reshape(n, g * c_in_g, *o)
 
     return overlap_add(lambda taps: tap, geom, acc).astype(L.out_dtype(geom, dout))

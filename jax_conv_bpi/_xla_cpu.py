@@ -1,9 +1,10 @@
-"""Workarounds for XLA CPU's convolution routing in jaxlib 0.10.x, in one place.
+"""Workarounds for XLA CPU in jaxlib 0.10.x (convolution routing, one miscompiled reduce), in one place.
 
-Nothing else in the package knows about YNNPACK. Both workarounds are
-performance-only (results are identical without them); a jaxlib that routes
-convolutions differently can drop this module by making ``conv_off_ynn`` a
-plain ``conv`` and ``cpu_compiler_options`` return ``{}``.
+Nothing else in the package knows about YNNPACK. The routing workarounds
+are performance-only (results are identical without them); a jaxlib that routes
+convolutions differently can drop them by making ``conv_off_ynn`` a plain
+``conv`` and ``cpu_compiler_options`` return ``{}`` (``small_sum``, below, is
+for correctness: a plain ``sum`` once jaxlib compiles the reduce correctly).
 
 * jaxlib 0.10.2's CPU compiler hands a stride-1 convolution to YNNPACK only
   when every padding is at most ``(extent - 1) // 2`` (up to "same" padding);
@@ -23,6 +24,13 @@ plain ``conv`` and ``cpu_compiler_options`` return ``{}``.
   another order); costs ``KD`` strided copies of the input.
 
 ``conv`` is the one convolution every CPU formulation calls.
+
+One workaround is for correctness: ``small_sum`` adds the few channels of a
+group (the ``direct`` forms) with unrolled adds instead of a reduce. Under
+jaxlib 0.10's default options XLA CPU miscompiled that reduce inside larger
+programs (``jax.jacfwd`` over both operands of a grouped 3-D ``conv_transpose``
+returned zeros for 8% of the input gradient; ``jax.hessian`` of another one
+died with SIGSEGV in a YNNPACK reduce fusion; ``tests/test_transforms_nd.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from jax import lax
 from . import _lowering
 from ._geometry import ConvGeometry
 
-__all__ = ["conv", "conv_off_ynn", "cpu_compiler_options"]
+__all__ = ["conv", "conv_off_ynn", "cpu_compiler_options", "small_sum"]
+
+
+def small_sum(t, axis: int):
+    """``t.sum(axis)`` as unrolled adds, for an axis of a few elements (see the module docstring)."""
+    return functools.reduce(lax.add, [lax.index_in_dim(t, j, axis, keepdims=False) for j in range(t.shape[axis])])
 
 
 def conv_off_ynn(lhs, rhs, geom: ConvGeometry, *, padding, rhs_dilation=None, groups=1):
