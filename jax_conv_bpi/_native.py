@@ -45,6 +45,7 @@ __all__ = [
     "TARGET",
     "conv_forward",
     "conv_weight_grad",
+    "direct_forward",
     "grouped_forward",
     "grouped_weight_grad",
     "load",
@@ -203,26 +204,48 @@ MAX_THREADS = 16
 """At most this many workers per call (each holds ``BLOCK_BYTES`` of patches and a partial result)."""
 
 
-def _call(target, a, b, out_shape, *, geom, threads: int | None, **attrs):
-    """``target`` on ``a`` and ``b`` (channels-first, ``geom``'s rank) with 3 spatial axes: lower ranks get
-    leading unit axes (kernel 1, stride 1, no padding), free reshapes."""
-    lead = (1,) * (3 - geom.ndim)
+def _as_3d(geom, shape) -> tuple[int, ...]:
+    """An array shape of ``geom``'s rank with 3 spatial axes: leading unit axes for lower ranks."""
+    return (*shape[:2], *(1,) * (3 - geom.ndim), *shape[2:])
 
-    def as_3d(a):
-        return a.reshape(*a.shape[:2], *lead, *a.shape[2:]).astype(jnp.float32)
 
+def _geometry_attrs(geom) -> dict[str, np.ndarray]:
+    """The kernels' stride, dilation and ``lo`` padding with 3 spatial axes (kernel 1, stride 1, no padding in front)."""
+    lead = 3 - geom.ndim
     ints = functools.partial(np.array, dtype=np.int64)
-    out = jax.ShapeDtypeStruct((*out_shape[:2], *lead, *out_shape[2:]), jnp.float32)
+    return {
+        "stride": ints((*(1,) * lead, *geom.stride)),
+        "dilation": ints((*(1,) * lead, *geom.dilation)),
+        "lo": ints((*(0,) * lead, *(lo for lo, _ in geom.padding))),
+    }
+
+
+def _call(target, a, b, out_shape, *, geom, threads: int | None, **attrs):
+    """``target`` on ``a`` and ``b`` (channels-first, ``geom``'s rank) with 3 spatial axes (``_as_3d``: free reshapes)."""
+    out = jax.ShapeDtypeStruct(_as_3d(geom, out_shape), jnp.float32)
     result = jax.ffi.ffi_call(target, out)(
-        as_3d(a),
-        as_3d(b),
-        stride=ints((*lead, *geom.stride)),
-        dilation=ints((*lead, *geom.dilation)),
-        lo=ints((*(0,) * len(lead), *(lo for lo, _ in geom.padding))),
+        a.reshape(_as_3d(geom, a.shape)).astype(jnp.float32),
+        b.reshape(_as_3d(geom, b.shape)).astype(jnp.float32),
+        **_geometry_attrs(geom),
         threads=np.int64(_threads() if threads is None else threads),
         **{k: np.int64(v) for k, v in attrs.items()},
     )
     return result.reshape(out_shape)
+
+
+def direct_forward(geom) -> bool:
+    """Whether ``conv_forward`` computes ``geom`` directly, without im2col patches (``DirectFits`` in the kernel).
+
+    Stride 1, more than one tap, at most 2**18 weights, output lines filling at
+    least 3/4 of their 16-float vectors, on a CPU with AVX-512; False where the
+    kernels are off.
+    """
+    if not load()[0]:
+        return False
+    shapes = [_as_3d(geom, shape) for shape in (geom.x_shape, geom.y_shape, geom.w_shape)]
+    dims = [np.ascontiguousarray(v, np.int64) for v in (*shapes, *_geometry_attrs(geom).values())]
+    pointer = ctypes.POINTER(ctypes.c_int64)
+    return bool(_keep[-1].jcb_native_direct_forward(*(v.ctypes.data_as(pointer) for v in dims)))
 
 
 def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):
