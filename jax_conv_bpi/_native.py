@@ -45,7 +45,7 @@ __all__ = [
     "TARGET",
     "conv_forward",
     "conv_weight_grad",
-    "direct_forward",
+    "direct",
     "grouped_forward",
     "grouped_weight_grad",
     "load",
@@ -233,19 +233,24 @@ def _call(target, a, b, out_shape, *, geom, threads: int | None, **attrs):
     return result.reshape(out_shape)
 
 
-def direct_forward(geom) -> bool:
-    """Whether ``conv_forward`` computes ``geom`` directly, without im2col patches (``DirectFits`` in the kernel).
+def direct(geom, kernel: str) -> bool:
+    """Whether ``kernel`` (``"forward"``: ``conv_forward``; ``"weight_grad"``: ``conv_weight_grad``) computes
+    ``geom`` directly, without im2col patches (``DirectFits`` / ``DirectGradFits`` in the kernel).
 
-    Stride 1, more than one tap, at most 2**18 weights, output lines filling at
-    least 3/4 of their 16-float vectors, on a CPU with AVX-512; False where the
-    kernels are off.
+    Both need stride 1, more than one tap and a CPU with AVX-512; the forward
+    also output lines filling at least 3/4 of their 16-float vectors and at
+    most 2**18 weights, the weight gradient at least 16 input channels and at
+    most 2**20 weights. False where the kernels are off.
     """
+    if kernel not in ("forward", "weight_grad"):
+        raise ValueError(f"kernel must be 'forward' or 'weight_grad', got {kernel!r}")
     if not load()[0]:
         return False
     shapes = [_as_3d(geom, shape) for shape in (geom.x_shape, geom.y_shape, geom.w_shape)]
     dims = [np.ascontiguousarray(v, np.int64) for v in (*shapes, *_geometry_attrs(geom).values())]
     pointer = ctypes.POINTER(ctypes.c_int64)
-    return bool(_keep[-1].jcb_native_direct_forward(*(v.ctypes.data_as(pointer) for v in dims)))
+    which = 0 if kernel == "forward" else 1
+    return bool(_keep[-1].jcb_native_direct(which, *(v.ctypes.data_as(pointer) for v in dims)))
 
 
 def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):

@@ -155,16 +155,19 @@ def test_grouped_weight_gradient_kernel(threads):
     _check_kernel(_native.grouped_weight_grad, _GROUPED, "filter", f"{threads} workers", threads=threads)
 
 
-# Stride-1 layers the forward kernel computes directly on AVX-512 CPUs (its DirectFits): lines of one
-# vector (16 output channels per register block, 13 of them used) and of 2 + 1 vectors (12 per block,
-# 20 channels: a full and a partial block), input channels in 3 chunks (70 x 3 x 40 floats of input
-# lines), dilation with uneven and cropping padding, 3-D, and a long 1-D line split among workers.
+# Stride-1 layers the kernels compute directly on AVX-512 CPUs (DirectFits, DirectGradFits). The
+# forward: lines of one vector (16 output channels per register block, 13 of them used) and of 2 + 1
+# vectors (12 per block, 20 channels: a full and a partial block), input channels in 3 chunks (70 x 3
+# x 40 floats of input lines). The weight gradient (16 input channels or more): 70, 33 and 20 input
+# channels (5, 3 and 2 vectors: blocks of 2 and of 1, padded lanes), 7, 9, 12 and 48 output channels
+# (partial and whole blocks of 12). Both: dilation with uneven and cropping padding, 3-D, and a long
+# 1-D line split among workers.
 _DIRECT = {
     "one_vector": geometry_nd(3, 4, 13, (9, 14), 3, padding=1),
     "three_vectors": geometry_nd(2, 6, 20, (7, 40), 3, padding=1),
     "chunks": geometry_nd(2, 70, 12, (6, 40), 3, padding=1),
-    "dilated_crop": geometry_nd(2, 5, 7, (14, 30), 3, dilation=2, padding=((2, 1), (3, -1))),
-    "3d": geometry_nd(2, 6, 9, (5, 6, 24), 3, padding=1),
+    "dilated_crop": geometry_nd(2, 33, 7, (14, 30), 3, dilation=2, padding=((2, 1), (3, -1))),
+    "3d": geometry_nd(2, 20, 9, (5, 6, 24), 3, dilation=(1, 2, 1), padding=((1, 1), (2, 0), (1, 1))),
     "1d_long": geometry_nd(1, 48, 48, (2000,), 7, padding=3),  # 64 MFLOP in one line: split among workers
 }
 
@@ -183,15 +186,27 @@ def test_direct_forward_kernel(threads):
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_direct_weight_gradient_kernel(threads):
+    _check_kernel(_native.conv_weight_grad, _DIRECT, "filter", f"{threads} workers", threads=threads)
+
+
+@needs_kernel
 def test_direct_input_gradient():
     """The stride-1 input gradient's flipped correlation, direct where its output lines allow."""
     _check_kernel(_cpu_input_grad.backprop_input_native, _DIRECT, "input_grad", "direct")
 
 
 @needs_kernel
-@pytest.mark.skipif(not _has_avx512(), reason="the direct forward needs AVX-512; this CPU lacks it")
-def test_direct_grid_takes_the_direct_forward():
-    assert all(_native.direct_forward(g) for g in _DIRECT.values())
+@pytest.mark.skipif(not _has_avx512(), reason="the direct kernels need AVX-512; this CPU lacks it")
+def test_direct_grid_takes_the_direct_kernels():
+    assert all(_native.direct(g, "forward") for g in _DIRECT.values())
+    assert [cid for cid, g in _DIRECT.items() if _native.direct(g, "weight_grad")] == [
+        "chunks",
+        "dilated_crop",
+        "3d",
+        "1d_long",
+    ]
     # and what DirectFits leaves to the patches: strided, one tap, lines under 3/4 of their lanes, > 2**18 weights
     others = [
         geometry_nd(1, 4, 4, (9, 40), 3, stride=(1, 2), padding=1),
@@ -199,7 +214,12 @@ def test_direct_grid_takes_the_direct_forward():
         geometry_nd(1, 4, 4, (9, 33), 3, padding=1),
         geometry_nd(1, 256, 128, (16, 16), 3, padding=1),
     ]
-    assert not any(_native.direct_forward(g) for g in others)
+    assert not any(_native.direct(g, "forward") for g in others)
+    # and what DirectGradFits leaves: strided, one tap, under 16 input channels, > 2**20 weights
+    others = [*others[:2], geometry_nd(1, 15, 4, (9, 40), 3), geometry_nd(1, 512, 256, (6, 6), 3, padding=1)]
+    assert not any(_native.direct(g, "weight_grad") for g in others)
+    with pytest.raises(ValueError, match="kernel must be"):
+        _native.direct(others[0], "input_grad")
 
 
 _STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
