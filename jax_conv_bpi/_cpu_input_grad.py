@@ -293,21 +293,30 @@ def phase_table(k: int, s: int, d: int) -> tuple[int, np.ndarray]:
     return taps, table
 
 
-def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
-    """Input gradient as one stride-1 convolution plus a pixel interleave.
+def subpixel_geometry(geom: ConvGeometry) -> ConvGeometry:
+    """The stride-1 convolution inside ``subpixel``: ``dout`` with the phases' taps, ``C_in * prod(stride)`` outputs."""
+    a_len = [phase_table(k, st, d)[0] for k, st, d in zip(geom.kernel, geom.stride, geom.dilation)]
+    n, c_in, *_ = geom.x_shape
+    o = geom.y_shape[2:]
+    return ConvGeometry(
+        x_shape=geom.y_shape,
+        w_shape=(c_in * math.prod(geom.stride), geom.w_shape[0] // geom.group, *a_len),
+        y_shape=(n, c_in * math.prod(geom.stride), *(o[a] + a_len[a] - 1 for a in range(geom.ndim))),
+        stride=(1,) * geom.ndim,
+        dilation=(1,) * geom.ndim,
+        padding=tuple((t - 1, t - 1) for t in a_len),
+        group=geom.group,
+        precision=geom.precision,
+    )
 
-    Output phase ``(rho_0, rho_1, ...)`` of the full transposed convolution is
-    a plain (true) convolution of ``dout`` with the taps of that phase. All
-    phases are one convolution with ``C_in * prod(stride)`` output channels
-    (taps a phase lacks are zeros); a reshape interleaves them and a window
-    cuts the input's rows (zero-filled below the last covered row).
-    """
+
+def _subpixel(dout, w, geom: ConvGeometry, conv):
+    """``subpixel`` with its stride-1 convolution ``conv(dout, v, sub)`` (``sub``: ``subpixel_geometry``)."""
     if L.zero_result(geom):
         return L.zeros(geom.x_shape, geom, dout)
     nd, g = geom.ndim, geom.group
     n, c_in, *_ = geom.x_shape
     c_out, c_in_g, *_ = geom.w_shape
-    o = geom.y_shape[2:]
     s = geom.stride
     tables = [phase_table(k, st, d) for k, st, d in zip(geom.kernel, s, geom.dilation)]
     a_len = [t for t, _ in tables]
@@ -321,12 +330,37 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     v = v.reshape(g, c_out // g, c_in_g, *v.shape[2:])
     perm = [0, 2] + [3 + 2 * a for a in range(nd)] + [1] + [4 + 2 * a for a in range(nd)]
     v = v.transpose(perm).reshape(c_in * math.prod(s), c_out // g, *a_len)
-    out = _xla_cpu.conv(dout, v, geom, padding=[(t - 1, t - 1) for t in a_len], groups=g)
-    q = [o[a] + a_len[a] - 1 for a in range(nd)]
+    sub = subpixel_geometry(geom)
+    out = conv(dout, v, sub)
+    q = sub.y_shape[2:]
     out = out.reshape(n, c_in, *s, *q)
     perm = [0, 1] + [ax for a in range(nd) for ax in (2 + nd + a, 2 + a)]
     out = out.transpose(perm).reshape(n, c_in, *(q[a] * s[a] for a in range(nd)))
     return L.window(out, [lo for lo, _ in geom.padding], geom.x_shape[2:]).astype(L.out_dtype(geom, dout))
+
+
+def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
+    """Input gradient as one stride-1 convolution plus a pixel interleave.
+
+    Output phase ``(rho_0, rho_1, ...)`` of the full transposed convolution is
+    a plain (true) convolution of ``dout`` with the taps of that phase. All
+    phases are one convolution with ``C_in * prod(stride)`` output channels
+    (taps a phase lacks are zeros); a reshape interleaves them and a window
+    cuts the input's rows (zero-filled below the last covered row).
+    """
+
+    def conv(dout, v, sub):
+        return _xla_cpu.conv(dout, v, geom, padding=sub.padding, groups=sub.group)
+
+    return _subpixel(dout, w, geom, conv)
+
+
+def backprop_input_subpixel_native(dout, w, *, geom: ConvGeometry):
+    """``subpixel`` with its convolution by the native kernel (ungrouped, float32; ``_dispatch`` picks it
+    where that convolution is direct: ``_native.direct``)."""
+    if geom.group != 1:
+        raise ValueError(f"the native sub-pixel input gradient needs 1 group, got {geom.group}")
+    return _subpixel(dout, w, geom, lambda dout, v, sub: _native.conv_forward(dout, v, geom=sub))
 
 
 def _flipped_padding(geom: ConvGeometry) -> tuple[tuple[int, int], ...]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 
-from . import _cpu_dense, _cpu_input_grad
+from . import _cpu_dense, _cpu_input_grad, _native
 from ._geometry import ConvGeometry
 
 __all__ = [
     "CPU_PATHS",
+    "NATIVE_PATHS",
     "SELECT_PATH",
     "cpu_lowering",
     "cpu_lowering_native",
@@ -75,6 +76,8 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        forward convolution of the flipped correlation (a 1x1 kernel: one sgemm
        per block on ``dout`` in place); else ``gemm`` for a 1x1 kernel (one
        matmul), ``flipped_conv`` otherwise.
+       Strided, with ``native``: ``native_subpixel`` where it computes
+       directly (below).
        Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
        beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
        ``phase_conv`` 1.2x).
@@ -87,10 +90,15 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        times the result; else ``gemm`` when its matmul contracts at least
        ``GEMM_MIN_CONTRACTION`` channels, ``phase_conv`` when fewer.
 
-    The native kernel's convolutions inside ``subpixel`` and ``phase_conv``
-    were measured too (input gradient alone, ms, XLA -> native) and left out:
-    HiFi-GAN up1 14.9 -> 21.3, resnet50_l2 53 -> 84, dcgan_g 12.2 -> 13.3,
-    against HiFi-GAN up4 14.9 -> 11.0.
+    Strided, with ``native``, where ``subpixel``'s stride-1 convolution is one
+    the native forward computes directly (``_native.direct``, whatever the
+    zero taps or ``C_in``): ``native_subpixel``, that convolution by the
+    native kernel (input gradient alone, ms, the rules below -> it):
+    resnet50_stem 86.8 -> 26.1, Conv-TasNet 14.9 -> 3.6, HiFi-GAN up4 12.6 ->
+    8.7, resnet50_l2 36.9 -> 34.6. Through the kernel's im2col patches (not
+    direct) it lost: HiFi-GAN up1 10.7 -> 17.1, stylegan2_up 9.7 -> 20.1,
+    unet3d_deconv 10.3 -> 25.2, dcgan_g 9.7 -> 11.7 (HiFi-GAN up2 25.3 ->
+    20.2 the one exception).
     """
     if geom.cpu_path is not None:
         return geom.cpu_path
@@ -101,6 +109,8 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
         if native and _native_pays(geom):
             return "native"
         return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
+    if native and geom.group == 1 and _native.direct(_cpu_input_grad.subpixel_geometry(geom), "forward"):
+        return "native_subpixel"
     if geom.ndim == 3:
         return "phase_gemm"
     most, wasted = phase_stats(geom)
@@ -240,8 +250,11 @@ def _conv_any_rank(x, w, *, geom: ConvGeometry, native: bool = False):
 
 def _backprop_input_any_rank(dout, w, *, geom: ConvGeometry, native: bool = False):
     """The input gradient: the native kernel's (rank-generic) where chosen, else 1-D lifted to 2-D."""
-    if select_cpu_path(geom, native=native) == "native":
+    path = select_cpu_path(geom, native=native)
+    if path == "native":
         return _cpu_input_grad.backprop_input_native(dout, w, geom=geom)
+    if path == "native_subpixel":
+        return _cpu_input_grad.backprop_input_subpixel_native(dout, w, geom=geom)
     return _one_d_as_two_d(cpu_backprop_input)(dout, w, geom=geom)
 
 
@@ -262,6 +275,9 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = Fal
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
 
 
+NATIVE_PATHS = ("native", "native_subpixel")
+"""The paths through the native kernels (``_native``), by the names the selections return."""
+
 SELECT_PATH = {"conv": select_forward_path, "backprop_input": select_cpu_path, "backprop_filter": select_filter_path}
 """Each primitive's CPU path selection, by role (each takes ``(geom, native=False)``)."""
 
@@ -269,7 +285,7 @@ SELECT_PATH = {"conv": select_forward_path, "backprop_input": select_cpu_path, "
 def wants_native(role: str, geom: ConvGeometry, dtypes) -> bool:
     """The CPU lowering of ``role`` would take the native kernel's path, were it loaded (float32 only)."""
     float32 = all(str(d) == "float32" for d in dtypes) and geom.out_dtype in (None, "float32")
-    return float32 and SELECT_PATH[role](geom, native=True) == "native"
+    return float32 and SELECT_PATH[role](geom, native=True) in NATIVE_PATHS
 
 
 cpu_lowering = {

@@ -38,7 +38,7 @@ from helpers import assert_close, geometry_nd, random_arrays, ref_conv, ref_filt
 from test_paths_nd import CASES
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _cpu_input_grad, _native
+from jax_conv_bpi import _cpu_input_grad, _dispatch, _native
 from jax_conv_bpi._geometry import ConvGeometry
 
 pytestmark = requires_cpu
@@ -195,6 +195,56 @@ def test_direct_weight_gradient_kernel(threads):
 def test_direct_input_gradient():
     """The stride-1 input gradient's flipped correlation, direct where its output lines allow."""
     _check_kernel(_cpu_input_grad.backprop_input_native, _DIRECT, "input_grad", "direct")
+
+
+# Strided input gradients whose sub-pixel convolution the native forward computes directly (1-D k4 s2
+# as HiFi-GAN's upsamplers, Conv-TasNet's one input channel, a 7x7 stem, 3-D), and the small strided
+# cases of test_paths_nd (through the kernel's patches).
+_SUBPIXEL_DIRECT = {
+    "1d_k4s2": geometry_nd(2, 8, 6, (80,), 4, stride=2, padding=1),
+    "1d_c1_k16s8": geometry_nd(2, 1, 24, (400,), 16, stride=8),
+    "2d_stem_k7s2": geometry_nd(2, 3, 8, (50, 50), 7, stride=2, padding=3),
+    "3d_k4s2_crop": geometry_nd(1, 4, 6, (6, 8, 52), (3, 3, 4), stride=2, padding=((1, 1), (1, 0), (1, -1))),
+}
+_SUBPIXEL = {
+    **_SUBPIXEL_DIRECT,
+    **{
+        f"{r}d_{cid}": c.geom
+        for r in (1, 3)
+        for cid, c in CASES[r].items()
+        if c.geom.group == 1 and max(c.geom.stride) > 1
+    },
+}
+
+
+@needs_kernel
+def test_subpixel_input_gradient_through_the_forward_kernel():
+    """``native_subpixel``: the sub-pixel form with its convolution by the native kernel, direct or not."""
+    _check_kernel(_cpu_input_grad.backprop_input_subpixel_native, _SUBPIXEL, "input_grad", "sub-pixel")
+    with pytest.raises(ValueError, match="needs 1 group"):
+        g = CASES[1]["group2"].geom
+        _cpu_input_grad.backprop_input_subpixel_native(*_data(g, 0)[::-1][:1], np.zeros(g.w_shape), geom=g)
+
+
+@needs_kernel
+@pytest.mark.skipif(not _has_avx512(), reason="the direct kernels need AVX-512; this CPU lacks it")
+def test_strided_input_gradients_take_the_direct_subpixel_form():
+    """The dispatcher picks ``native_subpixel`` where its convolution is direct, and the program holds the kernel."""
+    for cid, g in _SUBPIXEL_DIRECT.items():
+        assert _native.direct(_cpu_input_grad.subpixel_geometry(g), "forward"), cid
+        assert _dispatch.select_cpu_path(g, native=True) == "native_subpixel", cid
+        assert _dispatch.select_cpu_path(g) != "native_subpixel", cid
+    g = _SUBPIXEL_DIRECT["1d_k4s2"]
+    y, w = random_arrays(8, g.y_shape, g.w_shape, dtype=np.float32)
+
+    def f(y, w):
+        return jcb.conv_transpose(y, w, 2, [(1, 1)])
+
+    assert _custom_calls(f, y, w, target=_native.FORWARD_TARGET) == 1
+    assert_close(jax.jit(f)(y, w), ref_input_grad(g, y.astype(np.float64), w), "conv_transpose", scale_atol=2e-5)
+    # narrow lines keep the pure-XLA sub-pixel form
+    narrow = geometry_nd(2, 8, 6, (12,), 4, stride=2, padding=1)
+    assert _dispatch.select_cpu_path(narrow, native=True) == "subpixel"
 
 
 @needs_kernel
@@ -414,7 +464,7 @@ _CHILD = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     import jax_conv_bpi as jcb
-    from jax_conv_bpi import _cpu_input_grad, _native
+    from jax_conv_bpi import _cpu_input_grad, _dispatch, _native
 
     rng = np.random.default_rng(0)
     y = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)

@@ -258,13 +258,14 @@ def weight_grad_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Ca
 def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
     """The CPU formulation each primitive of the library picks for ``shape`` with ``dtype`` arrays.
 
-    ``jax_conv_bpi._dispatch``'s rules, single-device; ``native`` where a
-    primitive takes the native kernel (it loaded: ``jcb.native_status()``).
+    ``jax_conv_bpi._dispatch``'s rules, single-device; a path through the
+    native kernels (``_dispatch.NATIVE_PATHS``) where a primitive takes one
+    (they loaded: ``jcb.native_status()``).
     """
     geom = geometry(shape)
     loaded = _native.load()[0]
     return {
-        role: "native" if loaded and _dispatch.wants_native(role, geom, [dtype, dtype]) else select(geom)
+        role: select(geom, native=loaded and _dispatch.wants_native(role, geom, [dtype, dtype]))
         for role, select in _dispatch.SELECT_PATH.items()
     }
 
