@@ -41,6 +41,7 @@ FILTER_BATCHED_MIN_N = 8
 FILTER_BATCHED_MIN_CHANNELS = 16
 FILTER_BATCHED_MAX_PARTIAL = 16
 NATIVE_MAX_RESULT = 1 << 20  # backprop_filter's native kernel: results of at most this many elements
+NATIVE_SUBPIXEL_MAX_WASTE = 0.25  # native_subpixel: at most this fraction of its convolution's taps zeros
 
 
 def _few_channels(geom: ConvGeometry) -> bool:
@@ -76,8 +77,7 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        forward convolution of the flipped correlation (a 1x1 kernel: one sgemm
        per block on ``dout`` in place); else ``gemm`` for a 1x1 kernel (one
        matmul), ``flipped_conv`` otherwise.
-       Strided, with ``native``: ``native_subpixel`` where it computes
-       directly (below).
+       Strided, with ``native``: ``native_subpixel`` where it pays (below).
        Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
        beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
        ``phase_conv`` 1.2x).
@@ -90,15 +90,16 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        times the result; else ``gemm`` when its matmul contracts at least
        ``GEMM_MIN_CONTRACTION`` channels, ``phase_conv`` when fewer.
 
-    Strided, with ``native``, where ``subpixel``'s stride-1 convolution is one
-    the native forward computes directly (``_native.direct``, whatever the
-    zero taps or ``C_in``): ``native_subpixel``, that convolution by the
-    native kernel (input gradient alone, ms, the rules below -> it):
-    resnet50_stem 86.8 -> 26.1, Conv-TasNet 14.9 -> 3.6, HiFi-GAN up4 12.6 ->
-    8.7, resnet50_l2 36.9 -> 34.6. Through the kernel's im2col patches (not
-    direct) it lost: HiFi-GAN up1 10.7 -> 17.1, stylegan2_up 9.7 -> 20.1,
-    unet3d_deconv 10.3 -> 25.2, dcgan_g 9.7 -> 11.7 (HiFi-GAN up2 25.3 ->
-    20.2 the one exception).
+    Strided, with ``native``, where ``_native_subpixel_pays``: ``subpixel``
+    with its stride-1 convolution by the native kernel, which computes it
+    directly (``_native.direct``), whatever ``C_in``, with at most
+    ``NATIVE_SUBPIXEL_MAX_WASTE`` of its taps zeros (the op alone, ms, the
+    rules below -> it): resnet50_stem (23% zeros) 83.6 -> 23.3, Conv-TasNet
+    17.8 -> 2.6, HiFi-GAN up4 11.2 -> 8.4; resnet50_l2 (44% zeros) lost, 21.2
+    -> 34.4. Through the kernel's im2col patches (not direct) it lost too
+    (input gradient alone): HiFi-GAN up1 10.7 -> 17.1, stylegan2_up 9.7 ->
+    20.1, unet3d_deconv 10.3 -> 25.2, dcgan_g 9.7 -> 11.7 (HiFi-GAN up2 25.3
+    -> 20.2 the one exception).
     """
     if geom.cpu_path is not None:
         return geom.cpu_path
@@ -109,7 +110,7 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
         if native and _native_pays(geom):
             return "native"
         return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
-    if native and geom.group == 1 and _native.direct(_cpu_input_grad.subpixel_geometry(geom), "forward"):
+    if native and _native_subpixel_pays(geom):
         return "native_subpixel"
     if geom.ndim == 3:
         return "phase_gemm"
@@ -124,6 +125,16 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
     if math.prod(geom.kernel) * math.prod(geom.y_shape[2:]) > GEMM_MAX_EXPANSION * math.prod(geom.x_shape[2:]):
         return "subpixel"
     return "gemm" if c_out // geom.group >= GEMM_MIN_CONTRACTION else "phase_conv"
+
+
+def _native_subpixel_pays(geom: ConvGeometry) -> bool:
+    """``native_subpixel`` pays: ungrouped, at most ``NATIVE_SUBPIXEL_MAX_WASTE`` of its convolution's
+    taps zeros, and that convolution one the native forward computes directly (``_native.direct``)."""
+    if geom.group != 1:
+        return False
+    sub = _cpu_input_grad.subpixel_geometry(geom)
+    dense = math.prod(sub.kernel) * math.prod(geom.stride)
+    return phase_stats(geom)[1] <= NATIVE_SUBPIXEL_MAX_WASTE * dense and _native.direct(sub, "forward")
 
 
 def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:

@@ -197,14 +197,14 @@ def test_direct_input_gradient():
     _check_kernel(_cpu_input_grad.backprop_input_native, _DIRECT, "input_grad", "direct")
 
 
-# Strided input gradients whose sub-pixel convolution the native forward computes directly (1-D k4 s2
-# as HiFi-GAN's upsamplers, Conv-TasNet's one input channel, a 7x7 stem, 3-D), and the small strided
-# cases of test_paths_nd (through the kernel's patches).
+# Strided input gradients whose sub-pixel convolution the native forward computes directly, with at
+# most a quarter of its taps zeros (1-D k4 s2 as HiFi-GAN's upsamplers, Conv-TasNet's one input
+# channel, a 7x7 stem, 3-D), and the small strided cases of test_paths_nd (through the kernel's patches).
 _SUBPIXEL_DIRECT = {
     "1d_k4s2": geometry_nd(2, 8, 6, (80,), 4, stride=2, padding=1),
     "1d_c1_k16s8": geometry_nd(2, 1, 24, (400,), 16, stride=8),
     "2d_stem_k7s2": geometry_nd(2, 3, 8, (50, 50), 7, stride=2, padding=3),
-    "3d_k4s2_crop": geometry_nd(1, 4, 6, (6, 8, 52), (3, 3, 4), stride=2, padding=((1, 1), (1, 0), (1, -1))),
+    "3d_k4s2_crop": geometry_nd(1, 4, 6, (6, 8, 52), 4, stride=2, padding=((1, 1), (1, 0), (1, -1))),
 }
 _SUBPIXEL = {
     **_SUBPIXEL_DIRECT,
@@ -242,9 +242,13 @@ def test_strided_input_gradients_take_the_direct_subpixel_form():
 
     assert _custom_calls(f, y, w, target=_native.FORWARD_TARGET) == 1
     assert_close(jax.jit(f)(y, w), ref_input_grad(g, y.astype(np.float64), w), "conv_transpose", scale_atol=2e-5)
-    # narrow lines keep the pure-XLA sub-pixel form
+    # narrow lines keep the pure-XLA sub-pixel form, and a 3x3 stride-2 kernel (7 of its 16 taps zeros) phase_conv
     narrow = geometry_nd(2, 8, 6, (12,), 4, stride=2, padding=1)
     assert _dispatch.select_cpu_path(narrow, native=True) == "subpixel"
+    wasteful = geometry_nd(2, 8, 6, (50, 50), 3, stride=2, padding=1)
+    assert _native.direct(_cpu_input_grad.subpixel_geometry(wasteful), "forward")
+    assert _dispatch.phase_stats(wasteful)[1] == 7
+    assert _dispatch.select_cpu_path(wasteful, native=True) == "phase_conv"
 
 
 @needs_kernel
