@@ -3,13 +3,16 @@
 Kernels in ``_csrc/conv.cc``: the forward convolution and the weight gradient
 of an ungrouped float32 convolution, as im2col patches per block of pixels and
 OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's convolutions
-and dot run well below the machine's matmul speed (docs/performance.md); the
-stride-1 input gradient is the forward kernel's flipped correlation. Two more
-compute the forward and the weight gradient of grouped convolutions with few
-channels per group (depthwise) plane by plane, without BLAS. One worker per
-usable core (the calling thread and tasks on XLA's intra-op thread pool) takes
-blocks in turn, each with a single-threaded sgemm, so one worker's im2col fill
-overlaps the others' sgemms. The library is compiled once per machine, jaxlib
+and dot run well below the machine's matmul speed (docs/performance.md); at
+stride 1 on CPUs with AVX-512 both compute most layers directly instead,
+register-blocked vector FMAs without patches (``direct`` says where). The
+stride-1 input gradient is the forward kernel's flipped correlation, and
+strided ones may use it for the sub-pixel form's convolution
+(``_dispatch``). Two more compute the forward and the weight gradient of
+grouped convolutions with few channels per group (depthwise) plane by plane,
+without BLAS. One worker per usable core (the calling thread and tasks on
+XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
+sgemm, so one worker's im2col fill overlaps the others' sgemms. The library is compiled once per machine, jaxlib
 and source with the machine's C++ compiler (``$CXX``, else ``c++``/``g++``),
 into ``$JCB_NATIVE_CACHE`` (default ``~/.cache/jax_conv_bpi``), the first time
 a program could use it; that takes 5-10 seconds. ``jax_conv_bpi.native_status()``
@@ -161,8 +164,10 @@ def native_status() -> str:
 
     The kernels (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
     compute the forward convolution, the stride-1 input gradient and the weight
-    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS,
-    and the forward and weight gradient of depthwise-like grouped ones;
+    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS
+    (at stride 1 on AVX-512 CPUs mostly without it, directly), some strided
+    input gradients' sub-pixel convolution, and the forward and weight
+    gradient of depthwise-like grouped ones;
     they are compiled with the machine's C++ compiler the first time they are
     needed, or by this call. Where they are off (no compiler, no
     ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
