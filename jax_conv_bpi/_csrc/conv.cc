@@ -426,8 +426,8 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
 
 // Where DirectForward beats the patches (measured here, ms, patches against direct): stride 1,
 // more than one tap, lines that fill at least 3/4 of their vectors' lanes (deeplabv3's 33-pixel
-// lines: 19.5 against 33), and at most 2^18 weights (32x256x256 channels at 14x14: 31 against 38;
-// 256 -> 128 channels at 14x14: 17.5 against 19.3). Within them: unet3d_conv 13.0 -> 7.3, ms_doc
+// lines: 19.5 against 33), and at most 2^18 weights (256 -> 256 channels at 14x14, batch 32: 31
+// against 38; 256 -> 128: 17.5 against 19.3). Within them: unet3d_conv 13.0 -> 7.3, ms_doc
 // 1.25 -> 0.77, resnet50_l1 38.0 -> 34.2, 64 channels along 4096 samples (k7) 6.6 -> 4.0.
 bool DirectFits(const Geometry& g) {
   if (!__builtin_cpu_supports("avx512f")) return false;
@@ -546,8 +546,8 @@ __attribute__((target("avx512f"))) void DirectGradTile(const Geometry& g, const 
 
 // Where DirectWeightGrad beats the patches (measured here, ms, patches against direct): stride
 // 1, more than one tap, at least 16 input channels (8 x 3 -> 64 channels at 64x64: 1.2 against 3.0)
-// and at most 2^20 weights (deeplabv3's 2.4M: 26.4 against 32.3; 32 x 256 x 256 at 14x14 27.6
-// against 27.4). Within them: unet3d_conv 11.5 -> 7.9, resnet50_l1 36.6 -> 31.8, ms_doc 1.26 ->
+// and at most 2^20 weights (deeplabv3's 2.4M: 26.4 against 32.3; 256 -> 256 channels at 14x14,
+// batch 32: 27.6 against 27.4). Within them: unet3d_conv 11.5 -> 7.9, resnet50_l1 36.6 -> 31.8, ms_doc 1.26 ->
 // 1.03, 128 -> 256 channels at 28x28 13.9 -> 12.6.
 bool DirectGradFits(const Geometry& g) {
   if (!__builtin_cpu_supports("avx512f")) return false;
