@@ -157,14 +157,14 @@ def test_grouped_weight_gradient_kernel(threads):
 
 # Stride-1 layers the kernels compute directly on AVX-512 CPUs (DirectFits, DirectGradFits). The
 # forward: lines of one vector (16 output channels per register block, 13 of them used) and of 2 + 1
-# vectors (12 per block, 20 channels: a full and a partial block), input channels in 3 chunks (70 x 3
-# x 40 floats of input lines). The weight gradient (16 input channels or more): 70, 33 and 20 input
+# vectors (blocks of 14 for 27 channels: a full and a partial block; of 12 for 12 channels), input
+# channels in 3 chunks (70 x 3 x 40 floats of input lines). The weight gradient (16 input channels or more): 70, 33 and 20 input
 # channels (5, 3 and 2 vectors: blocks of 2 and of 1, padded lanes), 7, 9, 12 and 48 output channels
 # (partial and whole blocks of 12). Both: dilation with uneven and cropping padding, 3-D, and a long
 # 1-D line split among workers.
 _DIRECT = {
     "one_vector": geometry_nd(3, 4, 13, (9, 14), 3, padding=1),
-    "three_vectors": geometry_nd(2, 6, 20, (7, 40), 3, padding=1),
+    "three_vectors": geometry_nd(2, 6, 27, (7, 40), 3, padding=1),
     "chunks": geometry_nd(2, 70, 12, (6, 40), 3, padding=1),
     "dilated_crop": geometry_nd(2, 33, 7, (14, 30), 3, dilation=2, padding=((2, 1), (3, -1))),
     "3d": geometry_nd(2, 20, 9, (5, 6, 24), 3, dilation=(1, 2, 1), padding=((1, 1), (2, 0), (1, 1))),

@@ -440,14 +440,19 @@ bool DirectFits(const Geometry& g) {
 // y = conv(x, w) at stride 1 (DirectFits): workers take (sample, run of output lines) tasks; per
 // task, each CO-block of output channels and each chunk of input channels in turn, small enough
 // that the chunk's input lines under a few output lines and the block's weights for the chunk
-// stay in L1 while the run's lines go by. Register blocks: 12 output channels by 2 vectors, or 16
-// by 1 for lines of one vector (measured here: unet3d_conv 7.9-8.5 ms, against 8.3 for 8 by 2 and
-// 10.2 for 6 by 4; 24 by 1 took 30).
+// stay in L1 while the run's lines go by. Register blocks: 12 or 14 output channels by 2 vectors,
+// or 16 by 1 for lines of one vector (measured here: unet3d_conv 7.9-8.5 ms, against 8.3 for 8 by 2
+// and 10.2 for 6 by 4; 24 by 1 took 30; 14 by 2 for resnet50_l1's 64 channels 35.2-39.5 against
+// 37.8-42.0 for 12 by 2).
 void DirectForward(ffi::ThreadPool& pool, const Geometry& g, const float* x, const float* w, float* y,
                    int64_t threads) {
   const int64_t pixels = g.pixels(), taps = g.taps(), vectors = (g.out[2] + kVec - 1) / kVec;
-  const int vmax = vectors > 1 ? 2 : 1, co = vmax == 2 ? 12 : 16;
-  const auto line_fn = vmax == 2 ? DirectLine<12, 2> : DirectLine<16, 1>;
+  // Blocks of 14 where they pad C_out less than blocks of 12 (64 channels: 70 rows against 72).
+  const int vmax = vectors > 1 ? 2 : 1;
+  const bool by14 = vmax == 2 && (g.c_out + 13) / 14 * 14 < (g.c_out + 11) / 12 * 12;
+  const int co = vmax == 1 ? 16 : by14 ? 14 : 12;
+  const auto line_fn = vmax == 1 ? DirectLine<16, 1> : by14 ? DirectLine<14, 2> : DirectLine<12, 2>;
+  const auto tail_fn = by14 ? DirectLine<14, 1> : DirectLine<12, 1>;
   const int64_t blocks = (g.c_out + co - 1) / co;
   // Input channels per chunk: kChunkFloats of input lines (at most 256 pixels wide) under one
   // output line, 16 KiB (deeplabv3's 512 channels, forced onto this path: 8 KiB 32.9 ms, 16 KiB
@@ -473,7 +478,7 @@ void DirectForward(ffi::ThreadPool& pool, const Geometry& g, const float* x, con
           for (int64_t q = q0; q < q1; ++q)
             for (int64_t v0 = first; v0 < last; v0 += vmax) {
               const int64_t c1 = std::min(g.c_in, c0 + chunk);
-              const auto fn = last - v0 >= vmax ? line_fn : DirectLine<12, 1>;
+              const auto fn = last - v0 >= vmax ? line_fn : tail_fn;
               fn(g, xs, wb, q, v0, c0, c1, c0 > 0, count, yb, at.masks.data(), at.store.data());
             }
       }
