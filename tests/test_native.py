@@ -386,16 +386,19 @@ def test_vmap_over_the_kernel():
         assert_close(got[i], ref_filter(g, np.asarray(ys[i], np.float64), np.asarray(xs[i])), f"vmap {i}", 2e-5, 2e-5)
 
 
-@needs_kernel
-def test_threads_call_the_kernel_concurrently():
-    """The handler keeps no state: programs run from several Python threads at once all get their own result."""
-    f, (y, x), ref = _filter_call()
-    jf = jax.jit(f)
-    scales = [1.0, -2.0, 0.5, 3.0, 1.5, -1.0]
+def _check_concurrent_calls(jf, y, x, ref, scales):
+    """``jf(s * y, x)`` for each scale, three times over, from as many Python threads at once: each ``s * ref``."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(scales)) as pool:
         outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
     for k, got in enumerate(outs):
         assert_close(got, scales[k % len(scales)] * ref, f"thread call {k}", scale_atol=2e-5)
+
+
+@needs_kernel
+def test_threads_call_the_kernel_concurrently():
+    """The handler keeps no state: programs run from several Python threads at once all get their own result."""
+    f, (y, x), ref = _filter_call()
+    _check_concurrent_calls(jax.jit(f), y, x, ref, [1.0, -2.0, 0.5, 3.0, 1.5, -1.0])
 
 
 @needs_kernel
@@ -405,11 +408,7 @@ def test_threads_call_the_shared_kernel_concurrently():
     y, x = _data(g, 11)
     ref = ref_filter(g, np.asarray(y, np.float64), np.asarray(x, np.float64))
     jf = jax.jit(lambda y, x: _native.conv_weight_grad(y, x, geom=g, threads=3))
-    scales = [1.0, -2.0, 0.5, 3.0]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(scales)) as pool:
-        outs = list(pool.map(lambda s: jax.device_get(jf(s * y, x)), scales * 3))
-    for k, got in enumerate(outs):
-        assert_close(got, scales[k % len(scales)] * ref, f"thread call {k}", scale_atol=2e-5)
+    _check_concurrent_calls(jf, y, x, ref, [1.0, -2.0, 0.5, 3.0])
 
 
 @needs_kernel

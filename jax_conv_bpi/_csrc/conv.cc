@@ -335,20 +335,12 @@ void PackWeights(const Geometry& g, const float* w, int64_t co, float* packed) {
         }
 }
 
-// What both direct kernels share: per vector v of an output line, store[v] its lanes inside the
-// line and masks[kw * vectors + v] those whose input column (for width tap kw) lies inside the
-// input; and the tasks, kBlocksPerWorker per worker where the lines allow, as (sample, run of
-// lines) or, for few lines (1-D: one per sample), spans of each line's vectors (a multiple of
-// `group` vectors).
-struct DirectLayout {
-  int64_t vectors, lines, run, runs, span, spans, tasks, workers;
+// Per vector v of an output line (the direct forward's lanes), store[v] its lanes inside the line
+// and masks[kw * vectors + v] those whose input column (for width tap kw) lies inside the input.
+struct LineMasks {
   std::vector<__mmask16> masks, store;
-  struct Task {
-    int64_t n, q0, q1, v0, v1;
-  };
-  DirectLayout(const Geometry& g, int64_t group, int64_t threads) {
-    const int64_t width = g.out[2];
-    vectors = (width + kVec - 1) / kVec, lines = g.out[0] * g.out[1];
+  explicit LineMasks(const Geometry& g) {
+    const int64_t width = g.out[2], vectors = (width + kVec - 1) / kVec;
     masks.resize(g.k[2] * vectors), store.resize(vectors);
     for (int64_t v = 0; v < vectors; ++v) {
       store[v] = static_cast<__mmask16>((1u << std::min<int64_t>(kVec, width - v * kVec)) - 1);
@@ -361,6 +353,19 @@ struct DirectLayout {
         masks[kw * vectors + v] = static_cast<__mmask16>(m);
       }
     }
+  }
+};
+
+// The direct kernels' tasks, kBlocksPerWorker per worker where the lines allow, as (sample, run
+// of lines) or, for few lines (1-D: one per sample), spans of each line's vectors (a multiple of
+// `group` vectors).
+struct DirectLayout {
+  int64_t vectors, lines, run, runs, span, spans, tasks, workers;
+  struct Task {
+    int64_t n, q0, q1, v0, v1;
+  };
+  DirectLayout(const Geometry& g, int64_t group, int64_t threads) {
+    vectors = (g.out[2] + kVec - 1) / kVec, lines = g.out[0] * g.out[1];
     workers = std::max<int64_t>(1, threads);
     const int64_t target = kBlocksPerWorker * workers, groups = (vectors + group - 1) / group;
     const int64_t per_sample = std::min(lines, (target + g.n - 1) / g.n);
@@ -429,12 +434,14 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
 // lines: 19.5 against 33), and at most 2^18 weights (256 -> 256 channels at 14x14, batch 32: 31
 // against 38; 256 -> 128: 17.5 against 19.3). Within them: unet3d_conv 13.0 -> 7.3, ms_doc
 // 1.25 -> 0.77, resnet50_l1 38.0 -> 34.2, 64 channels along 4096 samples (k7) 6.6 -> 4.0.
+// What both direct kernels need: AVX-512, stride 1 and more than one tap.
+bool DirectStride1(const Geometry& g) {
+  return __builtin_cpu_supports("avx512f") && g.s[0] == 1 && g.s[1] == 1 && g.s[2] == 1 && g.taps() > 1;
+}
+
 bool DirectFits(const Geometry& g) {
-  if (!__builtin_cpu_supports("avx512f")) return false;
-  for (int a = 0; a < 3; ++a)
-    if (g.s[a] != 1) return false;
   const int64_t vectors = (g.out[2] + kVec - 1) / kVec;
-  return g.taps() > 1 && 4 * g.out[2] >= 3 * vectors * kVec && g.c_out * g.c_in * g.taps() <= (1 << 18);
+  return DirectStride1(g) && 4 * g.out[2] >= 3 * vectors * kVec && g.c_out * g.c_in * g.taps() <= (1 << 18);
 }
 
 // y = conv(x, w) at stride 1 (DirectFits): workers take (sample, run of output lines) tasks; per
@@ -465,6 +472,7 @@ void DirectForward(ffi::ThreadPool& pool, const Geometry& g, const float* x, con
   PackWeights(g, w, co, packed.data());
   const double flops = 2.0 * g.n * g.c_out * g.c_in * taps * pixels;
   const DirectLayout at(g, vmax, flops < kMinParallelFlops ? 1 : threads);
+  const LineMasks lanes(g);
   std::atomic<int64_t> next{0};
   auto work = [&](int64_t) {
     for (int64_t t; (t = next.fetch_add(1)) < at.tasks;) {
@@ -479,7 +487,7 @@ void DirectForward(ffi::ThreadPool& pool, const Geometry& g, const float* x, con
             for (int64_t v0 = first; v0 < last; v0 += vmax) {
               const int64_t c1 = std::min(g.c_in, c0 + chunk);
               const auto fn = last - v0 >= vmax ? line_fn : tail_fn;
-              fn(g, xs, wb, q, v0, c0, c1, c0 > 0, count, yb, at.masks.data(), at.store.data());
+              fn(g, xs, wb, q, v0, c0, c1, c0 > 0, count, yb, lanes.masks.data(), lanes.store.data());
             }
       }
     }
@@ -555,10 +563,7 @@ __attribute__((target("avx512f"))) void DirectGradTile(const Geometry& g, const 
 // batch 32: 27.6 against 27.4). Within them: unet3d_conv 11.5 -> 7.9, resnet50_l1 36.6 -> 31.8, ms_doc 1.26 ->
 // 1.03, 128 -> 256 channels at 28x28 13.9 -> 12.6.
 bool DirectGradFits(const Geometry& g) {
-  if (!__builtin_cpu_supports("avx512f")) return false;
-  for (int a = 0; a < 3; ++a)
-    if (g.s[a] != 1) return false;
-  return g.taps() > 1 && g.c_in >= kVec && g.c_out * g.c_in * g.taps() <= (1 << 20);
+  return DirectStride1(g) && g.c_in >= kVec && g.c_out * g.c_in * g.taps() <= (1 << 20);
 }
 
 // w = the weight gradient at stride 1 (DirectGradFits): workers take the layout's tasks; per
