@@ -41,6 +41,7 @@ FILTER_BATCHED_MIN_N = 8
 FILTER_BATCHED_MIN_CHANNELS = 16
 FILTER_BATCHED_MAX_PARTIAL = 16
 NATIVE_MAX_RESULT = 1 << 20  # backprop_filter's native kernel: results of at most this many elements
+PHASE_GEMM_MAX_PHASES = 64  # strided 3-D: phase_gemm up to this many phases with taps (stride 4 per axis)
 NATIVE_SUBPIXEL_MAX_WASTE = 0.25  # native_subpixel: at most this fraction of its convolution's taps zeros
 
 
@@ -68,6 +69,11 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
     return tuple(most), dense - used
 
 
+def phase_count(geom: ConvGeometry) -> int:
+    """The phases with at least one tap: ``phase_gemm`` and ``phase_conv`` emit one term per phase."""
+    return math.prod(len(_cpu_input_grad.phase_split(*geom.axis(a)[2:5])) for a in range(geom.ndim))
+
+
 def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
     """The CPU input-gradient path for one geometry (a name in ``CPU_PATHS``, or a native one).
 
@@ -78,9 +84,12 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        per block on ``dout`` in place); else ``gemm`` for a 1x1 kernel (one
        matmul), ``flipped_conv`` otherwise.
        Strided, with ``native``: ``native_subpixel`` where it pays (below).
-       Strided 3-D: ``phase_gemm`` (one matmul per phase; on the 3-D suite it
-       beat ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
-       ``phase_conv`` 1.2x).
+       Strided 3-D with at most ``PHASE_GEMM_MAX_PHASES`` phases with taps:
+       ``phase_gemm`` (one matmul per phase; on the 3-D suite it beat
+       ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
+       ``phase_conv`` 1.2x). More phases take the rules below: its program
+       grows with the phases (a 16x16x16 kernel under stride 16 emitted 4,096
+       matmuls and overlap-adds, minutes of compile and then a crash).
     3. Every phase has at most one tap (kernel equal to the stride, kernel 1
        under a stride): ``gemm`` (one matmul plus an interleave).
     4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
@@ -112,9 +121,9 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
         return "gemm" if set(geom.kernel) == {1} else "flipped_conv"
     if native and _native_subpixel_pays(geom):
         return "native_subpixel"
-    if geom.ndim == 3:
-        return "phase_gemm"
     most, wasted = phase_stats(geom)
+    if geom.ndim == 3 and phase_count(geom) <= PHASE_GEMM_MAX_PHASES:
+        return "phase_gemm"
     if set(most) == {1}:
         return "gemm"
     small_c_in = geom.x_shape[1] < SMALL_C_IN

@@ -367,6 +367,10 @@ def test_dispatcher_rules():
     for k in (2, 3):
         assert select(geometry_nd(1, 16, 32, (8, 8, 8), k, stride=2)) == "phase_gemm"
     assert select(geometry_nd(1, 16, 32, (8, 8, 8), 3, padding=1)) == "flipped_conv"  # stride 1
+    # ... up to PHASE_GEMM_MAX_PHASES phases with taps; more take the general rules (its program grows per phase)
+    assert _dispatch.PHASE_GEMM_MAX_PHASES == 64
+    assert select(geometry_nd(1, 16, 32, (4, 4, 4), 4, stride=4)) == "phase_gemm"  # 64 phases
+    assert select(geometry_nd(1, 16, 32, (2, 2, 2), 16, stride=16)) == "gemm"  # 4,096 phases of one tap
     # rule 3: at most one tap per phase (kernel == stride, 1x1, dilation >= stride with k == 2)
     assert select(geometry(1, 16, 16, 8, 2, stride=2)) == "gemm"
     assert select(geometry(1, 16, 16, 9, 1, stride=3)) == "gemm"

@@ -300,3 +300,73 @@ def test_size_helpers_reject_lists_like_the_classes(arg):
     k, s, d = (hw(fixed.get(name, 1)) for name in ("kernel_size", "stride", "dilation"))
     expected = tuple(reference.output_size(5, k[a], s[a], d[a], 0, 0) for a in range(2))
     assert jcb.conv2d_output_size((5, 5), **fixed) == expected
+
+
+# ---------------------------------------------------------------------------
+# 5. Calls that killed the process, each run in a child process
+# ---------------------------------------------------------------------------
+
+
+def _run_child(code: str, timeout: float, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child did not finish within {timeout} s")
+
+
+# A width tap wholly outside the input (kernel width 3 at dilation 1024 over a width-1 input) with
+# stride 1 and "same" padding: the native im2col fill copied a run of lines from before the input
+# (SIGSEGV with a large input, a heap read past it under AddressSanitizer with a small one).
+_TAP_OUTSIDE = r"""
+import numpy as np
+import jax_conv_bpi as jcb
+x = np.ones((1, 1, 1048576, 1), np.float32)
+y = np.asarray(jcb.ops.conv2d(x, np.ones((1, 1, 1, 3), np.float32), pad_mode="same", dilation=(1, 1024)))
+small = np.asarray(jcb.ops.conv2d(np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1),
+                                  np.ones((1, 1, 1, 5), np.float32), pad_mode="same"))
+print("OK", y.shape, float(y.min()), float(y.max()), small.ravel().tolist(), jcb.native_status())
+"""
+
+
+def test_a_tap_wholly_outside_the_input_does_not_read_past_it():
+    """Only the centre tap reads the input: the result is the input itself, on every path."""
+    for native in ("1", "0"):
+        proc = _run_child(_TAP_OUTSIDE, 120, JCB_NATIVE=native)
+        assert proc.returncode == 0, (native, proc.returncode, proc.stderr[-3000:])
+        assert proc.stdout.startswith("OK (1, 1, 1048576, 1) 1.0 1.0 [0.0, 1.0, 2.0, 3.0]"), (native, proc.stdout)
+
+
+# PyTorch's test_conv_transpose_with_output_size_and_no_batch_dim for ConvTranspose3d: a 16x16x16
+# kernel under stride 16 took phase_gemm's 4,096 per-phase matmuls (minutes of compile, then SIGSEGV).
+_STRIDE_16 = r"""
+import time
+import numpy as np
+import sys
+import jax_conv_bpi as jcb
+rng = np.random.default_rng(0)
+y = rng.standard_normal((1, 1, 15, 13, 13)).astype(np.float32)
+w = rng.standard_normal((1, 1, 16, 16, 16)).astype(np.float32)
+t = time.perf_counter()
+out = np.asarray(jcb.conv_transpose(y, w, 16, [(7, 7)] * 3, output_padding=(14, 6, 6)))
+np.save(sys.argv[1], out)
+print("OK", time.perf_counter() - t)
+"""
+
+
+def test_3d_stride_16_compiles_in_seconds_and_is_exact(tmp_path):
+    """The float64 reference's numbers, within 2 s of compile and run (measured 0.2 s)."""
+    out_file = tmp_path / "out.npy"
+    proc = _run_child(_STRIDE_16, 120, str(out_file))
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stdout.startswith("OK"), proc.stdout
+    assert float(proc.stdout.split()[1]) < 2.0, proc.stdout
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((1, 1, 15, 13, 13)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 16, 16, 16)).astype(np.float32)
+    # padding 7 with output_padding (14, 6, 6): hi = 7 - output_padding per axis
+    expected = reference.conv_transpose_nd(y, w, (240, 200, 200), (16,) * 3, (1,) * 3, ((7, -7), (7, 1), (7, 1)), 1)
+    np.testing.assert_allclose(np.load(out_file), expected, rtol=1e-5, atol=1e-5)

@@ -167,8 +167,10 @@ void FillRows(const Geometry& g, const float* x, int64_t n, int64_t q0, int64_t 
       const float* src = xc + line * g.in[2] + off_w;
       if (runs) {  // lines q .. q + count - 1 of this depth whose input line exists
         const int64_t count = std::min({q1 - q, g.out[1] - q % g.out[1], g.in[1] - line % g.in[1]});
-        const int64_t lo = w0, hi = count * width - (width - w1);  // [lo, hi) reads inside the input
-        std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+        // [lo, hi) reads inside the input, when this tap reads any column at all: a tap wholly
+        // outside the input (w0 == w1) would otherwise copy from before or past it.
+        const int64_t lo = w0, hi = count * width - (width - w1);
+        if (w0 < w1) std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
         for (int64_t j = 0; j < count; ++j) {
           std::fill(dst + j * width, dst + j * width + w0, 0.0f);
           std::fill(dst + j * width + w1, dst + (j + 1) * width, 0.0f);
