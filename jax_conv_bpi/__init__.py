@@ -19,16 +19,21 @@ Example:
   (1, 3, 4, 4, 4)
 """
 
-from . import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
-from ._checkpoint import load_checkpoint, load_param_into_net, parameters_dict, save_checkpoint
-from ._classes import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
-from ._conv_transpose import conv_transpose
-from ._dispatch import CPU_PATHS
-from ._functions import conv2d, conv2d_backprop_filter, conv2d_backprop_input
-from ._native import native_status
-from ._primitives import backprop_filter_p, backprop_input_p, conv_p
-from ._sizes import conv2d_output_size, conv_transpose_sizes, valid_input_sizes
-from ._xla_cpu import cpu_compiler_options
+from jax_conv_bpi import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
+from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS
+from jax_conv_bpi._src.lowering.xla_cpu import cpu_compiler_options
+from jax_conv_bpi._src.mindspore.checkpoint.core import (
+    load_checkpoint,
+    load_param_into_net,
+    parameters_dict,
+    save_checkpoint,
+)
+from jax_conv_bpi._src.mindspore.classes_2d import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
+from jax_conv_bpi._src.mindspore.functions_2d import conv2d, conv2d_backprop_filter, conv2d_backprop_input
+from jax_conv_bpi._src.mindspore.sizes import conv2d_output_size, conv_transpose_sizes, valid_input_sizes
+from jax_conv_bpi._src.native.kernels import native_status
+from jax_conv_bpi._src.op.conv_transpose import conv_transpose
+from jax_conv_bpi._src.op.primitives import backprop_filter_p, backprop_input_p, conv_p
 
 conv2d_p = conv_p  # the forward primitive under its 2-D name (it serves every rank)
 

@@ -17,7 +17,14 @@ Example:
 """
 
 try:
-    from ._nn_layers import Conv1d, Conv1dTranspose, Conv2d, Conv2dTranspose, Conv3d, Conv3dTranspose
+    from jax_conv_bpi._src.mindspore.nn.layers import (
+        Conv1d,
+        Conv1dTranspose,
+        Conv2d,
+        Conv2dTranspose,
+        Conv3d,
+        Conv3dTranspose,
+    )
 except ModuleNotFoundError as e:  # pragma: no cover - exercised without the extra
     if e.name is None or not e.name.startswith("flax"):
         raise

@@ -13,9 +13,9 @@ Example:
   (1, 4, 4)
 """
 
-from ._classes import Conv2D, Conv2DBackpropInput, Conv2DTranspose
-from ._classes_3d import Conv3D, Conv3DTranspose
-from ._functional import conv1d, conv2d, conv3d, conv3d_transpose, conv_transpose2d
+from jax_conv_bpi._src.mindspore.classes_2d import Conv2D, Conv2DBackpropInput, Conv2DTranspose
+from jax_conv_bpi._src.mindspore.classes_3d import Conv3D, Conv3DTranspose
+from jax_conv_bpi._src.mindspore.functional import conv1d, conv2d, conv3d, conv3d_transpose, conv_transpose2d
 
 __all__ = [
     "Conv2D",

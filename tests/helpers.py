@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import reference
 
-from jax_conv_bpi._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
 
 # ``jax.enable_x64`` (a context manager) is public from JAX 0.5; the claimed
 # lower bound 0.4.36 has it as ``jax.experimental.enable_x64``.

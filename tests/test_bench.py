@@ -16,7 +16,8 @@ import pytest
 import reference
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _native, bench
+from jax_conv_bpi import bench
+from jax_conv_bpi._src.native import kernels
 from jax_conv_bpi.bench import impls, runner, timing
 from jax_conv_bpi.bench.suite import Shape, ShapeND
 
@@ -193,7 +194,7 @@ def test_weight_gradient_is_the_reference_and_paths_follow_the_rules():
     with pytest.raises(ValueError, match="no JAX weight gradient 'torch'"):
         impls.weight_grad_fn(s, "torch")
     by = {s.name: s for s in bench.load_suite()}
-    native = _native.load()[0]
+    native = kernels.load()[0]
     assert impls.cpu_paths(by["resnet50_l1_k3s1p1_b32"]) == {
         "conv": "native" if native else "routed",
         "backprop_input": "native" if native else "flipped_conv",
@@ -260,7 +261,7 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert "tiny3_s2_op" in printed and "N-D training step" in printed and "geomean per rank" in printed
     # a tiny grouped layer: the direct forms, with the native forward and weight gradient where loaded
     assert "weight gradient" in printed
-    assert ("native/direct/native" if _native.load()[0] else "direct/direct/direct") in printed
+    assert ("native/direct/native" if kernels.load()[0] else "direct/direct/direct") in printed
 
     result = json.loads(out_json.read_text())
     assert result["schema"] == runner.SCHEMA
@@ -330,7 +331,7 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert wg["3d"]["all"]["torch_conv_weight"] is None  # --no-torch
     # Paths: every tiny shape has few channels per group (C_in/g * C_out/g <= 16), where every primitive is
     # direct, except the forward and the weight gradient where the native kernels are loaded.
-    native_path = "native" if _native.load()[0] else "direct"
+    native_path = "native" if kernels.load()[0] else "direct"
     for e in result["ops"] + result["ops_nd"] + result["training"] + result["weight_grad"]:
         d = next(d for d in TINY + TINY_ND if d["name"] == e["name"])
         g = d.get("group", 1)

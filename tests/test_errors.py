@@ -25,7 +25,7 @@ from helpers import hw as _hw
 
 import jax_conv_bpi as jcb
 from conftest import golden_probes
-from jax_conv_bpi import _args
+from jax_conv_bpi._src.mindspore import args_2d
 
 # ---------------------------------------------------------------------------
 # Decided outcomes
@@ -441,13 +441,13 @@ def test_message_names_operator_argument_value_and_accepted(make, pieces):
 
 def test_validation_runs_once_and_leaves_nothing_in_the_jaxpr(monkeypatch):
     calls = []
-    original = _args.bind_backprop_input
+    original = args_2d.bind_backprop_input
 
     def counting(*a, **k):
         calls.append(1)
         return original(*a, **k)
 
-    monkeypatch.setattr(_args, "bind_backprop_input", counting)
+    monkeypatch.setattr(args_2d, "bind_backprop_input", counting)
     op = jcb.Conv2DBackpropInput(4, 3, stride=2, pad_mode="same")
     f = jax.jit(lambda d, w: op(d, w, (2, 2, 7, 8)))
     d, w = jnp.ones((2, 4, 4, 4)), jnp.ones((4, 2, 3, 3))

@@ -38,12 +38,13 @@ from helpers import assert_close, geometry_nd, random_arrays, ref_conv, ref_filt
 from test_paths_nd import CASES
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _cpu_input_grad, _dispatch, _native
-from jax_conv_bpi._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import cpu_input_grad, dispatch
+from jax_conv_bpi._src.native import kernels
 
 pytestmark = requires_cpu
 
-needs_kernel = pytest.mark.skipif(not _native.load()[0], reason=f"native kernel off here: {_native.load()[1]}")
+needs_kernel = pytest.mark.skipif(not kernels.load()[0], reason=f"native kernel off here: {kernels.load()[1]}")
 
 # 2-D layers of the benchmark's kinds, small: (n, c_in, c_out, spatial, kernel, stride, dilation, padding)
 _TWO_D = {
@@ -63,7 +64,7 @@ _GRID = {
 }
 
 # Scratch bounds: one line per block; a few lines or a sample; the default (many samples per block).
-_BLOCKS = {"one_line": 4, "4KiB": 1 << 12, "default": _native.BLOCK_BYTES}
+_BLOCKS = {"one_line": 4, "4KiB": 1 << 12, "default": kernels.BLOCK_BYTES}
 
 
 def _data(geom: ConvGeometry, seed: int):
@@ -92,7 +93,7 @@ def _check_kernel(kernel, grid: dict, role: str, what: str, **kwargs):
 @needs_kernel
 @pytest.mark.parametrize("block", sorted(_BLOCKS))
 def test_kernel_matches_the_reference(block):
-    _check_kernel(_native.conv_weight_grad, _GRID, "filter", f"block {block}", block_bytes=_BLOCKS[block])
+    _check_kernel(kernels.conv_weight_grad, _GRID, "filter", f"block {block}", block_bytes=_BLOCKS[block])
 
 
 # Problems above the kernel's kMinParallelFlops (2**24), so several workers share them: whole samples
@@ -114,20 +115,20 @@ def test_workers_share_the_blocks(threads, block):
         flops = 2 * np.prod(g.w_shape) * np.prod(g.y_shape) // g.y_shape[1]
         assert flops >= 1 << 24, cid  # large enough to be shared
     what = f"{threads} workers, block {block}"
-    _check_kernel(_native.conv_weight_grad, _PARALLEL, "filter", what, block_bytes=_BLOCKS[block], threads=threads)
+    _check_kernel(kernels.conv_weight_grad, _PARALLEL, "filter", what, block_bytes=_BLOCKS[block], threads=threads)
 
 
 @needs_kernel
 @pytest.mark.parametrize("block", sorted(_BLOCKS))
 def test_forward_kernel_matches_the_reference(block):
     """The forward convolution on the grid, whole and with every block size; the 1x1 cases read x in place."""
-    _check_kernel(_native.conv_forward, _GRID, "forward", f"block {block}", block_bytes=_BLOCKS[block])
+    _check_kernel(kernels.conv_forward, _GRID, "forward", f"block {block}", block_bytes=_BLOCKS[block])
 
 
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_forward_workers_share_the_blocks(threads):
-    _check_kernel(_native.conv_forward, _PARALLEL, "forward", f"{threads} workers", threads=threads)
+    _check_kernel(kernels.conv_forward, _PARALLEL, "forward", f"{threads} workers", threads=threads)
 
 
 # Grouped with few channels per group (the grouped weight-gradient kernel): the grouped cases of
@@ -144,7 +145,7 @@ _GROUPED = {
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_grouped_forward_kernel(threads):
-    _check_kernel(_native.grouped_forward, _GROUPED, "forward", f"{threads} workers", threads=threads)
+    _check_kernel(kernels.grouped_forward, _GROUPED, "forward", f"{threads} workers", threads=threads)
 
 
 @needs_kernel
@@ -152,7 +153,7 @@ def test_grouped_forward_kernel(threads):
 def test_grouped_weight_gradient_kernel(threads):
     assert {s for g in _GROUPED.values() for s in g.stride} >= {1, 2, 3}
     assert any(g.ndim == 3 for g in _GROUPED.values()) and any(g.ndim == 1 for g in _GROUPED.values())
-    _check_kernel(_native.grouped_weight_grad, _GROUPED, "filter", f"{threads} workers", threads=threads)
+    _check_kernel(kernels.grouped_weight_grad, _GROUPED, "filter", f"{threads} workers", threads=threads)
 
 
 # Stride-1 layers the kernels compute directly on AVX-512 CPUs (DirectFits, DirectGradFits). The
@@ -182,19 +183,19 @@ def _has_avx512() -> bool:
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_direct_forward_kernel(threads):
-    _check_kernel(_native.conv_forward, _DIRECT, "forward", f"{threads} workers", threads=threads)
+    _check_kernel(kernels.conv_forward, _DIRECT, "forward", f"{threads} workers", threads=threads)
 
 
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_direct_weight_gradient_kernel(threads):
-    _check_kernel(_native.conv_weight_grad, _DIRECT, "filter", f"{threads} workers", threads=threads)
+    _check_kernel(kernels.conv_weight_grad, _DIRECT, "filter", f"{threads} workers", threads=threads)
 
 
 @needs_kernel
 def test_direct_input_gradient():
     """The stride-1 input gradient's flipped correlation, direct where its output lines allow."""
-    _check_kernel(_cpu_input_grad.backprop_input_native, _DIRECT, "input_grad", "direct")
+    _check_kernel(cpu_input_grad.backprop_input_native, _DIRECT, "input_grad", "direct")
 
 
 # Strided input gradients whose sub-pixel convolution the native forward computes directly, with at
@@ -220,10 +221,10 @@ _SUBPIXEL = {
 @needs_kernel
 def test_subpixel_input_gradient_through_the_forward_kernel():
     """``native_subpixel``: the sub-pixel form with its convolution by the native kernel, direct or not."""
-    _check_kernel(_cpu_input_grad.backprop_input_subpixel_native, _SUBPIXEL, "input_grad", "sub-pixel")
+    _check_kernel(cpu_input_grad.backprop_input_subpixel_native, _SUBPIXEL, "input_grad", "sub-pixel")
     with pytest.raises(ValueError, match="needs 1 group"):
         g = CASES[1]["group2"].geom
-        _cpu_input_grad.backprop_input_subpixel_native(*_data(g, 0)[::-1][:1], np.zeros(g.w_shape), geom=g)
+        cpu_input_grad.backprop_input_subpixel_native(*_data(g, 0)[::-1][:1], np.zeros(g.w_shape), geom=g)
 
 
 @needs_kernel
@@ -231,31 +232,31 @@ def test_subpixel_input_gradient_through_the_forward_kernel():
 def test_strided_input_gradients_take_the_direct_subpixel_form():
     """The dispatcher picks ``native_subpixel`` where its convolution is direct, and the program holds the kernel."""
     for cid, g in _SUBPIXEL_DIRECT.items():
-        assert _native.direct(_cpu_input_grad.subpixel_geometry(g), "forward"), cid
-        assert _dispatch.select_cpu_path(g, native=True) == "native_subpixel", cid
-        assert _dispatch.select_cpu_path(g) != "native_subpixel", cid
+        assert kernels.direct(cpu_input_grad.subpixel_geometry(g), "forward"), cid
+        assert dispatch.select_cpu_path(g, native=True) == "native_subpixel", cid
+        assert dispatch.select_cpu_path(g) != "native_subpixel", cid
     g = _SUBPIXEL_DIRECT["1d_k4s2"]
     y, w = random_arrays(8, g.y_shape, g.w_shape, dtype=np.float32)
 
     def f(y, w):
         return jcb.conv_transpose(y, w, 2, [(1, 1)])
 
-    assert _custom_calls(f, y, w, target=_native.FORWARD_TARGET) == 1
+    assert _custom_calls(f, y, w, target=kernels.FORWARD_TARGET) == 1
     assert_close(jax.jit(f)(y, w), ref_input_grad(g, y.astype(np.float64), w), "conv_transpose", scale_atol=2e-5)
     # narrow lines keep the pure-XLA sub-pixel form, and a 3x3 stride-2 kernel (7 of its 16 taps zeros) phase_conv
     narrow = geometry_nd(2, 8, 6, (12,), 4, stride=2, padding=1)
-    assert _dispatch.select_cpu_path(narrow, native=True) == "subpixel"
+    assert dispatch.select_cpu_path(narrow, native=True) == "subpixel"
     wasteful = geometry_nd(2, 8, 6, (50, 50), 3, stride=2, padding=1)
-    assert _native.direct(_cpu_input_grad.subpixel_geometry(wasteful), "forward")
-    assert _dispatch.phase_stats(wasteful)[1] == 7
-    assert _dispatch.select_cpu_path(wasteful, native=True) == "phase_conv"
+    assert kernels.direct(cpu_input_grad.subpixel_geometry(wasteful), "forward")
+    assert dispatch.phase_stats(wasteful)[1] == 7
+    assert dispatch.select_cpu_path(wasteful, native=True) == "phase_conv"
 
 
 @needs_kernel
 @pytest.mark.skipif(not _has_avx512(), reason="the direct kernels need AVX-512; this CPU lacks it")
 def test_direct_grid_takes_the_direct_kernels():
-    assert all(_native.direct(g, "forward") for g in _DIRECT.values())
-    assert [cid for cid, g in _DIRECT.items() if _native.direct(g, "weight_grad")] == [
+    assert all(kernels.direct(g, "forward") for g in _DIRECT.values())
+    assert [cid for cid, g in _DIRECT.items() if kernels.direct(g, "weight_grad")] == [
         "chunks",
         "dilated_crop",
         "3d",
@@ -268,12 +269,12 @@ def test_direct_grid_takes_the_direct_kernels():
         geometry_nd(1, 4, 4, (9, 33), 3, padding=1),
         geometry_nd(1, 256, 128, (16, 16), 3, padding=1),
     ]
-    assert not any(_native.direct(g, "forward") for g in others)
+    assert not any(kernels.direct(g, "forward") for g in others)
     # and what DirectGradFits leaves: strided, one tap, under 16 input channels, > 2**20 weights
     others = [*others[:2], geometry_nd(1, 15, 4, (9, 40), 3), geometry_nd(1, 512, 256, (6, 6), 3, padding=1)]
-    assert not any(_native.direct(g, "weight_grad") for g in others)
+    assert not any(kernels.direct(g, "weight_grad") for g in others)
     with pytest.raises(ValueError, match="kernel must be"):
-        _native.direct(others[0], "input_grad")
+        kernels.direct(others[0], "input_grad")
 
 
 _STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
@@ -284,7 +285,7 @@ def test_input_gradient_through_the_forward_kernel():
     """Stride 1: the flipped correlation by the forward kernel, negative (cropping) paddings included."""
     assert any(min(lo for lo, _ in g.padding) < 0 or min(hi for _, hi in g.padding) < 0 for g in _STRIDE_1.values())
     assert any(max(g.dilation) > 1 for g in _STRIDE_1.values())
-    _check_kernel(_cpu_input_grad.backprop_input_native, _STRIDE_1, "input_grad", "stride 1")
+    _check_kernel(cpu_input_grad.backprop_input_native, _STRIDE_1, "input_grad", "stride 1")
 
 
 def test_grid_takes_every_way_through_the_kernel():
@@ -320,10 +321,10 @@ def _filter_call(dtype=jnp.float32, group=1):
     return f, (jnp.asarray(y, dtype), jnp.asarray(x, dtype)), ref_filter(g, y.astype(np.float64), x)
 
 
-def _custom_calls(fn, *args, target=_native.TARGET) -> int:
+def _custom_calls(fn, *args, target=kernels.TARGET) -> int:
     """Calls of the weight-gradient kernel (``target``; None: of any kernel) in ``jax.jit(fn)``'s program."""
     text = jax.jit(fn).lower(*args).as_text()
-    every = (_native.TARGET, _native.FORWARD_TARGET, _native.GROUPED_TARGET, _native.GROUPED_FORWARD_TARGET)
+    every = (kernels.TARGET, kernels.FORWARD_TARGET, kernels.GROUPED_TARGET, kernels.GROUPED_FORWARD_TARGET)
     return sum(text.count(t) for t in (every if target is None else (target,)))
 
 
@@ -366,10 +367,10 @@ def test_forward_and_input_gradient_take_the_kernel():
     def f(x, w):
         return jcb.conv2d(x, w, pad_mode="pad", pad=(1, 1, 2, 2), dilation=(1, 2))
 
-    assert _custom_calls(f, x, w, target=_native.FORWARD_TARGET) == 1
+    assert _custom_calls(f, x, w, target=kernels.FORWARD_TARGET) == 1
     assert_close(jax.jit(f)(x, w), ref_conv(g, x.astype(np.float64), w), "forward", scale_atol=2e-5)
     grad = jax.grad(lambda x, w: jnp.sum(f(x, w) * ct), argnums=(0, 1))
-    assert _custom_calls(grad, x, w, target=_native.FORWARD_TARGET) == 1  # the input gradient
+    assert _custom_calls(grad, x, w, target=kernels.FORWARD_TARGET) == 1  # the input gradient
     assert _custom_calls(grad, x, w) == 1  # the weight gradient
     dx, dw = jax.jit(grad)(x, w)
     assert_close(dx, ref_input_grad(g, ct.astype(np.float64), w), "input gradient", scale_atol=2e-5)
@@ -407,7 +408,7 @@ def test_threads_call_the_shared_kernel_concurrently():
     g = _PARALLEL["per_sample"]
     y, x = _data(g, 11)
     ref = ref_filter(g, np.asarray(y, np.float64), np.asarray(x, np.float64))
-    jf = jax.jit(lambda y, x: _native.conv_weight_grad(y, x, geom=g, threads=3))
+    jf = jax.jit(lambda y, x: kernels.conv_weight_grad(y, x, geom=g, threads=3))
     _check_concurrent_calls(jf, y, x, ref, [1.0, -2.0, 0.5, 3.0])
 
 
@@ -423,11 +424,11 @@ def test_few_channels_per_group_take_the_grouped_kernel():
     def loss(x, w):
         return jnp.sum(f(x, w) * ct)
 
-    assert _custom_calls(f, x, w, target=_native.GROUPED_FORWARD_TARGET) == 1
+    assert _custom_calls(f, x, w, target=kernels.GROUPED_FORWARD_TARGET) == 1
     assert_close(jax.jit(f)(x, w), ref_conv(g, x.astype(np.float64), w), "forward", scale_atol=2e-5)
     grad = jax.grad(loss, argnums=(0, 1))
-    assert _custom_calls(grad, x, w, target=_native.GROUPED_TARGET) == 1
-    assert _custom_calls(grad, x, w, target=_native.FORWARD_TARGET) == 0
+    assert _custom_calls(grad, x, w, target=kernels.GROUPED_TARGET) == 1
+    assert _custom_calls(grad, x, w, target=kernels.FORWARD_TARGET) == 0
     dx, dw = jax.jit(grad)(x, w)
     assert_close(dw, ref_filter(g, ct.astype(np.float64), x), "weight gradient", scale_atol=2e-5)
     assert_close(dx, ref_input_grad(g, ct.astype(np.float64), w), "input gradient", scale_atol=2e-5)
@@ -453,7 +454,7 @@ def test_export_stays_pure_xla():
 
 
 def test_native_status_names_the_library_or_the_reason():
-    ok, what = _native.load()
+    ok, what = kernels.load()
     status = jcb.native_status()
     assert status == (f"native kernel: {what}" if ok else f"native kernel off: {what}")
     if ok:
@@ -467,19 +468,21 @@ _CHILD = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     import jax_conv_bpi as jcb
-    from jax_conv_bpi import _cpu_input_grad, _dispatch, _native
+    from jax_conv_bpi._src.lowering import cpu_input_grad
+    from jax_conv_bpi._src.lowering import dispatch
+    from jax_conv_bpi._src.native import kernels
 
     rng = np.random.default_rng(0)
     y = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)
     x = rng.standard_normal((4, 4, 9, 9)).astype(np.float32)
     f = lambda y, x: jcb.conv2d_backprop_filter(y, x, (6, 4, 3, 3), stride=2, pad_mode="pad", pad=1)
-    out = {"status": jcb.native_status(), "one_device": jax.jit(f).lower(y, x).as_text().count(_native.TARGET)}
+    out = {"status": jcb.native_status(), "one_device": jax.jit(f).lower(y, x).as_text().count(kernels.TARGET)}
     out["result"] = np.asarray(jax.jit(f)(y, x)).tolist()
     if len(jax.devices()) > 1:
         mesh = jax.sharding.Mesh(np.array(jax.devices()), ("b",))
         spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("b"))
         ys, xs = jax.device_put(y, spec), jax.device_put(x, spec)
-        out["sharded"] = jax.jit(f).lower(ys, xs).as_text().count(_native.TARGET)
+        out["sharded"] = jax.jit(f).lower(ys, xs).as_text().count(kernels.TARGET)
         out["sharded_result"] = np.asarray(jax.jit(f)(ys, xs)).tolist()
     json.dump(out, sys.stdout)
     """
@@ -528,6 +531,6 @@ def test_a_failing_build_falls_back(tmp_path):
     out = _child(CXX="false", JCB_NATIVE_CACHE=str(tmp_path / "cache"))
     assert out["one_device"] == 0
     assert out["status"].startswith("native kernel off: "), out["status"]
-    if _native.load()[0]:  # with OpenBLAS present, the build itself is what failed
+    if kernels.load()[0]:  # with OpenBLAS present, the build itself is what failed
         assert "did not build" in out["status"] and "false" in out["status"], out["status"]
     assert_close(out["result"], _child_reference(), "failed build", scale_atol=2e-5)

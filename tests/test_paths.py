@@ -1,6 +1,6 @@
 """Every CPU formulation of the input gradient, run explicitly, and the dispatcher's rules.
 
-Each path in ``_cpu_input_grad.PATHS`` is checked on its own (not only where the
+Each path in ``cpu_input_grad.PATHS`` is checked on its own (not only where the
 dispatcher would pick it) against the float64 NumPy reference on geometries
 covering strides, dilations (also strided + dilated), groups, depthwise and
 channel multipliers, pads larger than the kernel, ambiguous input sizes,
@@ -23,10 +23,12 @@ import reference
 from helpers import as_nchw, compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions, ref_conv
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _dispatch, _primitives, _xla_cpu
-from jax_conv_bpi._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad, dispatch, xla_cpu
+from jax_conv_bpi._src.mindspore import args_2d
+from jax_conv_bpi._src.op import primitives
 
-PATHS = sorted(_cpu_input_grad.PATHS)
+PATHS = sorted(cpu_input_grad.PATHS)
 
 
 # id -> geometry; together they cover the features of the golden grid.
@@ -64,7 +66,7 @@ def applicable(name: str, geom: ConvGeometry) -> bool:
 
 @functools.cache
 def compiled(name: str, geom: ConvGeometry):
-    return jax.jit(functools.partial(_cpu_input_grad.PATHS[name], geom=geom))
+    return jax.jit(functools.partial(cpu_input_grad.PATHS[name], geom=geom))
 
 
 def random_inputs(geom: ConvGeometry, seed: int = 0):
@@ -141,7 +143,7 @@ def test_half_precision_filter_paths_accumulate_in_float32(dtype):
         geom.group,
     )
     eps = float(jnp.finfo(dtype).eps)
-    for name, path in _cpu_dense.BACKPROP_FILTER_PATHS.items():
+    for name, path in cpu_dense.BACKPROP_FILTER_PATHS.items():
         out = jax.jit(functools.partial(path, geom=geom))(d_h, x_h)
         assert out.dtype == dtype, name
         err = np.abs(np.asarray(out, np.float64) - expected)
@@ -151,7 +153,7 @@ def test_half_precision_filter_paths_accumulate_in_float32(dtype):
 def test_flipped_conv_rejects_a_stride():
     geom = GEOMETRIES["k4s2p1"]
     with pytest.raises(ValueError, match="stride"):
-        _cpu_input_grad.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
+        cpu_input_grad.PATHS["flipped_conv"](jnp.zeros(geom.y_shape), jnp.zeros(geom.w_shape), geom=geom)
 
 
 @pytest.mark.parametrize("gid", ["k3s1p1", "k3s2d2", "k5s3_asym", "group2", "depthwise", "channel_mult", "batch0"])
@@ -164,10 +166,10 @@ def test_forward_and_filter_paths_match_reference(gid):
         dout, x, geom.w_shape, geom.stride, geom.dilation, flat_padding(geom.padding), geom.group
     )
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    for name, path in _cpu_dense.CONV_PATHS.items():
+    for name, path in cpu_dense.CONV_PATHS.items():
         out = jax.jit(functools.partial(path, geom=geom))(f32(x), f32(w))
         np.testing.assert_allclose(np.asarray(out), conv_ref, rtol=1e-5, atol=1e-5, err_msg=f"conv2d path {name}")
-    for name, path in _cpu_dense.BACKPROP_FILTER_PATHS.items():
+    for name, path in cpu_dense.BACKPROP_FILTER_PATHS.items():
         out = jax.jit(functools.partial(path, geom=geom))(f32(dout), f32(x))
         np.testing.assert_allclose(np.asarray(out), filt_ref, rtol=1e-5, atol=2e-5, err_msg=f"filter path {name}")
 
@@ -192,18 +194,18 @@ def test_im2col_blocks_of_rows_add_up(rank, kwargs, rows):
     dout, x = (rng.standard_normal(s) for s in (geom.y_shape, geom.x_shape))
     row_bytes = 3 * 3 * k**rank * math.prod(geom.y_shape[3:]) * 4  # N * C_in * taps * pixels of a row, float32
     want = reference.backprop_filter_nd(dout, x, geom.w_shape, geom.stride, geom.dilation, geom.padding, geom.group)
-    path = functools.partial(_cpu_dense.backprop_filter_im2col, geom=geom, chunk_bytes=rows * row_bytes)
+    path = functools.partial(cpu_dense.backprop_filter_im2col, geom=geom, chunk_bytes=rows * row_bytes)
     got = jax.jit(path)(jnp.asarray(dout, jnp.float32), jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-5)
 
 
 def test_dense_dispatcher_rule():
-    select = _dispatch.select_forward_path
+    select = dispatch.select_forward_path
     assert select(GEOMETRIES["depthwise"]) == "direct"
     assert select(GEOMETRIES["channel_mult"]) == "direct"
     assert select(geometry(1, 64, 64, 9, 3)) == "routed"
     assert select(geometry(1, 64, 64, 9, 3, group=2)) == "routed"
-    filt = _dispatch.select_filter_path
+    filt = dispatch.select_filter_path
     assert filt(GEOMETRIES["depthwise"]) == "direct"
     assert filt(geometry(1, 64, 64, 9, 3, stride=2)) == "gemm"
     # gemm split over the batch: many samples, 16+ channels each side, partials <= 1/16 of the operands
@@ -212,12 +214,12 @@ def test_dense_dispatcher_rule():
     # fewer than SMALL_C_IN input channels: im2col (dcgan_torgb, resnet50_stem), whatever the batch
     assert filt(geometry(32, 3, 64, 64, 4, stride=2, pad=1)) == "im2col"
     assert filt(geometry(16, 3, 64, 224, 7, stride=2, pad=3)) == "im2col"
-    assert filt(geometry(1, _dispatch.SMALL_C_IN - 1, 64, 16, 3)) == "im2col"
-    assert filt(geometry(1, _dispatch.SMALL_C_IN, 64, 16, 3)) == "gemm"
+    assert filt(geometry(1, dispatch.SMALL_C_IN - 1, 64, 16, 3)) == "im2col"
+    assert filt(geometry(1, dispatch.SMALL_C_IN, 64, 16, 3)) == "gemm"
     assert filt(geometry_nd(2, 3, 64, (8, 8, 8), 3)) == "im2col"  # 3-D
     assert filt(geometry_nd(4, 1, 512, (256,), 16, stride=8)) == "default"  # 1-D keeps XLA's form
     assert filt(geometry(32, 1024, 256, 14, 1)) == "gemm"  # 1024 x 256 partials over 196 pixels (resnet50_l3)
-    assert _dispatch.FILTER_BATCHED_MAX_PARTIAL == 16
+    assert dispatch.FILTER_BATCHED_MAX_PARTIAL == 16
     # 1-D: XLA's own 1-D form (unlifted), except for few channels
     assert filt(geometry_nd(16, 64, 128, (256,), 16, stride=8)) == "default"  # HiFi-GAN-like, ungrouped
     assert filt(geometry_nd(32, 64, 64, (3136,), 3, padding=1)) == "default"  # gemm_batched's shape, in 1-D
@@ -235,11 +237,11 @@ def test_dense_dispatcher_rule():
 def _golden_inputs(golden, case):
     """NCHW inputs and geometry of one golden case, through the library's own validation."""
     kwargs = golden.ctor_kwargs(case)
-    attrs = _args.normalize_attrs(
+    attrs = args_2d.normalize_attrs(
         "conv2d_backprop_input",
         **{k: kwargs[k] for k in ("pad_mode", "pad", "pad_list", "stride", "dilation", "group", "data_format")},
     )
-    dout, w, geom = _args.bind_backprop_input(
+    dout, w, geom = args_2d.bind_backprop_input(
         attrs, golden.array(case, "dout"), golden.array(case, "weight"), golden.input_size(case)
     )
     return attrs, dout, w, geom
@@ -262,7 +264,7 @@ def test_every_path_matches_the_whole_golden_suite(golden, name):
         if applicable(name, geom):
             prepared.append((case, attrs.data_format, (dout, w), geom))
     assert len(prepared) >= 60, f"path {name} applies to only {len(prepared)} golden cases"
-    _golden_sweep(golden, prepared, "out", 16, _cpu_input_grad.PATHS[name], f"path {name}")
+    _golden_sweep(golden, prepared, "out", 16, cpu_input_grad.PATHS[name], f"path {name}")
 
 
 def _golden_sweep(golden, prepared, key: str, chunk: int, path, what: str) -> None:
@@ -290,8 +292,8 @@ def _golden_sweep(golden, prepared, key: str, chunk: int, path, what: str) -> No
             )
 
 
-DENSE_PATHS = [("conv", n) for n in sorted(_cpu_dense.CONV_PATHS)] + [
-    ("filter", n) for n in sorted(_cpu_dense.BACKPROP_FILTER_PATHS)
+DENSE_PATHS = [("conv", n) for n in sorted(cpu_dense.CONV_PATHS)] + [
+    ("filter", n) for n in sorted(cpu_dense.BACKPROP_FILTER_PATHS)
 ]
 
 
@@ -314,7 +316,7 @@ def test_every_dense_path_matches_mindspores_vjps(golden, role, name):
         # conv: vjp_dout = conv(cot, w); filter: vjp_weight = the weight gradient of dout and cot
         prepared.append((case, attrs.data_format, (cot, w) if role == "conv" else (dout, cot), geom))
     assert len(prepared) >= 200, f"only {len(prepared)} golden cases with VJPs"
-    paths = _cpu_dense.CONV_PATHS if role == "conv" else _cpu_dense.BACKPROP_FILTER_PATHS
+    paths = cpu_dense.CONV_PATHS if role == "conv" else cpu_dense.BACKPROP_FILTER_PATHS
     key = "vjp_dout" if role == "conv" else "vjp_weight"
     _golden_sweep(golden, prepared, key, 32, paths[name], f"{role} path {name}")
 
@@ -341,12 +343,12 @@ SUITE = {  # (N, C_in, C_out, H/W, K, stride, dilation, pad, group) of the bench
 @pytest.mark.parametrize("name", sorted(SUITE))
 def test_dispatcher_on_the_benchmark_suite(name):
     geom, path = SUITE[name]
-    assert _dispatch.select_cpu_path(geom) == path
+    assert dispatch.select_cpu_path(geom) == path
 
 
 def test_dispatcher_rules():
-    select = _dispatch.select_cpu_path
-    limit = _dispatch.DIRECT_MAX_CHANNEL_PRODUCT
+    select = dispatch.select_cpu_path
+    limit = dispatch.DIRECT_MAX_CHANNEL_PRODUCT
     # rule 1: few channels per group -> direct, whatever the stride
     assert select(geometry(1, 8, 16, 9, 3, stride=2, group=8)) == "direct"  # multiplier 2: 1*2 <= limit
     assert select(geometry(1, 4, 4, 9, 3, group=1)) == "direct"  # 4*4 == limit
@@ -355,11 +357,11 @@ def test_dispatcher_rules():
     assert select(geometry(1, 10, 10, 9, 3, stride=2, group=2)) != "direct"  # 5*5 per group
     assert select(geometry(1, 64, 64, 9, 3, stride=2, group=2)) != "direct"
     # ... and at most DIRECT_MAX_TAPS taps (8x8 = 64 is the limit; 9x9 depthwise goes elsewhere)
-    assert _dispatch.DIRECT_MAX_TAPS == 64
+    assert dispatch.DIRECT_MAX_TAPS == 64
     assert select(geometry(1, 8, 8, 20, 8, group=8)) == "direct"
     assert select(geometry(1, 8, 8, 20, 9, group=8)) == "flipped_conv"
-    assert _dispatch.select_forward_path(geometry(1, 8, 8, 20, 9, group=8)) == "routed"
-    assert _dispatch.select_filter_path(geometry(1, 8, 8, 20, 9, group=8)) == "default"
+    assert dispatch.select_forward_path(geometry(1, 8, 8, 20, 9, group=8)) == "routed"
+    assert dispatch.select_filter_path(geometry(1, 8, 8, 20, 9, group=8)) == "default"
     # rule 2: stride 1
     assert select(geometry(1, 16, 16, 9, 1)) == "gemm"
     assert select(geometry(1, 16, 16, 9, (1, 3), pad=(0, 0, 1, 1))) == "flipped_conv"
@@ -368,7 +370,7 @@ def test_dispatcher_rules():
         assert select(geometry_nd(1, 16, 32, (8, 8, 8), k, stride=2)) == "phase_gemm"
     assert select(geometry_nd(1, 16, 32, (8, 8, 8), 3, padding=1)) == "flipped_conv"  # stride 1
     # ... up to PHASE_GEMM_MAX_PHASES phases with taps; more take the general rules (its program grows per phase)
-    assert _dispatch.PHASE_GEMM_MAX_PHASES == 64
+    assert dispatch.PHASE_GEMM_MAX_PHASES == 64
     assert select(geometry_nd(1, 16, 32, (4, 4, 4), 4, stride=4)) == "phase_gemm"  # 64 phases
     assert select(geometry_nd(1, 16, 32, (2, 2, 2), 16, stride=16)) == "gemm"  # 4,096 phases of one tap
     # rule 3: at most one tap per phase (kernel == stride, 1x1, dilation >= stride with k == 2)
@@ -381,7 +383,7 @@ def test_dispatcher_rules():
     # rule 5: wasted taps
     assert select(geometry(1, 4, 16, 16, 3, stride=2, pad=1)) == "phase_gemm"  # C_in < SMALL_C_IN
     assert select(geometry(1, 16, 16, 32, 7, stride=2, pad=3)) == "subpixel"  # 49 planes of 1/4 the size > 4
-    long_k = _dispatch.GEMM_MIN_CONTRACTION
+    long_k = dispatch.GEMM_MIN_CONTRACTION
     assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1)) == "gemm"  # 9/4 <= 4, long contraction
     assert select(geometry(1, 16, long_k - 1, 16, 3, stride=2, pad=1)) == "phase_conv"
     assert select(geometry(1, 16, long_k, 16, 3, stride=2, pad=1, group=2)) == "phase_conv"  # per group
@@ -390,7 +392,7 @@ def test_dispatcher_rules():
 def test_cpu_lowering_uses_the_dispatcher_and_no_lhs_dilation():
     # The strided + dilated geometry that aborts XLA CPU through lhs dilation.
     geom = GEOMETRIES["k2x5s2x3d1x3"]
-    assert _dispatch.select_cpu_path(geom) != "lhs_dilated"
+    assert dispatch.select_cpu_path(geom) != "lhs_dilated"
     f = jax.jit(
         lambda d, w: jcb.conv2d_backprop_input(
             d, w, geom.x_shape, stride=(2, 3), pad_mode="pad", pad=1, dilation=(1, 3)
@@ -408,7 +410,7 @@ def test_cpu_compiler_options_compile_and_keep_results():
     # jaxlib's CPU compiler, and the op compiled with them gives the same result.
     options = jcb.cpu_compiler_options()
     assert options == jcb.cpu_compiler_options() and options is not jcb.cpu_compiler_options()
-    assert set(options) <= {_xla_cpu.YNN_FUSION_OPTION}
+    assert set(options) <= {xla_cpu.YNN_FUSION_OPTION}
     geom = GEOMETRIES["k3s1p1"]
     d64, w64 = random_inputs(geom, seed=4)
     dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
@@ -441,8 +443,8 @@ def test_stride1_convolutions_stay_off_ynnpack_in_a_plain_jit(rank):
     rng = np.random.default_rng(11)
     x64, w64, d64 = (rng.standard_normal(shape) for shape in (geom.x_shape, geom.w_shape, geom.y_shape))
     x, w, dout = (jnp.asarray(a, jnp.float32) for a in (x64, w64, d64))
-    conv = lambda x, w: _primitives.conv_p.bind(x, w, geom=geom)  # noqa: E731
-    bpi = lambda d, w: _primitives.backprop_input_p.bind(d, w, geom=geom)  # noqa: E731
+    conv = lambda x, w: primitives.conv_p.bind(x, w, geom=geom)  # noqa: E731
+    bpi = lambda d, w: primitives.backprop_input_p.bind(d, w, geom=geom)  # noqa: E731
     assert _ynn_fusions(conv, x, w) == 0
     assert _ynn_fusions(bpi, dout, w) == 0
     ref_x = reference.conv_transpose_nd(d64, w64, geom.x_shape[2:], geom.stride, geom.dilation, geom.padding, 1)
@@ -456,16 +458,16 @@ def test_eager_call_compiles_with_the_cpu_options(monkeypatch):
     geom = geometry(2, 32, 32, 8, 3, pad=1)
     d64, w64 = random_inputs(geom, seed=5)
     dout, w = jnp.asarray(d64, jnp.float32), jnp.asarray(w64, jnp.float32)
-    assert _primitives._platform(dout, w) == jax.default_backend()
+    assert primitives._platform(dout, w) == jax.default_backend()
     call = functools.partial(jcb.conv2d_backprop_input, input_size=geom.x_shape, pad_mode="pad", pad=1)
     np.testing.assert_allclose(np.asarray(call(dout, w)), ref_of(geom, d64, w64), rtol=1e-5, atol=1e-5)
     if jax.default_backend() != "cpu" or not jcb.cpu_compiler_options():
         return
-    bogus = {_xla_cpu.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
-    monkeypatch.setattr(_xla_cpu, "cpu_compiler_options", lambda: dict(bogus))
-    _primitives._jitted.cache_clear()
+    bogus = {xla_cpu.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
+    monkeypatch.setattr(xla_cpu, "cpu_compiler_options", lambda: dict(bogus))
+    primitives._jitted.cache_clear()
     try:
         with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
             call(dout, w)
     finally:
-        _primitives._jitted.cache_clear()
+        primitives._jitted.cache_clear()

@@ -10,7 +10,7 @@ multipliers, asymmetric and negative-``hi`` padding, ``output_padding >=
 stride`` with ``dilation > stride``, a zero batch, a zero-size ``y``, a kernel
 equal to the stride and a 1-wide kernel under a stride.
 
-* every input-gradient path of ``_cpu_input_grad.PATHS``, called directly on
+* every input-gradient path of ``cpu_input_grad.PATHS``, called directly on
   the geometry, and through ``jcb.conv_transpose(..., cpu_path=name)``;
 * the dispatched ``conv_transpose`` and its VJP (the forward convolution and
   the weight gradient through the CPU dispatcher);
@@ -42,10 +42,12 @@ from helpers import (
 )
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _args, _cpu_dense, _cpu_input_grad, _native
-from jax_conv_bpi._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad
+from jax_conv_bpi._src.mindspore import args_2d
+from jax_conv_bpi._src.native import kernels
 
-PATHS = sorted(_cpu_input_grad.PATHS)
+PATHS = sorted(cpu_input_grad.PATHS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,7 @@ def test_grid_covers_every_feature(rank):
 def test_gate_builds_the_same_geometry(rank):
     """``conv_transpose``'s gate gives the geometry of PyTorch's size rule (no value computed here is the gate's)."""
     for cid, c in CASES[rank].items():
-        got = _args.transpose_geometry("t", c.y, c.w, c.stride, c.padding, c.output_padding, c.dilation, c.group)
+        got = args_2d.transpose_geometry("t", c.y, c.w, c.stride, c.padding, c.output_padding, c.dilation, c.group)
         assert got == c.geom, cid
 
 
@@ -210,7 +212,7 @@ def test_gate_builds_the_same_geometry(rank):
 def test_input_grad_path(rank, name):
     """Path ``name`` called on the geometry and forced through ``conv_transpose(cpu_path=name)``."""
     chosen = [cid for cid, c in CASES[rank].items() if applicable(name, c.geom)]
-    path = _cpu_input_grad.PATHS[name]
+    path = cpu_input_grad.PATHS[name]
     data = inputs(rank)
 
     def program(args):
@@ -239,7 +241,7 @@ def test_lhs_dilated_and_flipped_conv_are_refused_where_they_do_not_apply():
         with pytest.raises(ValueError, match="cpu_path"):
             c.call(y, w, cpu_path=name)
     with pytest.raises(ValueError, match="stride"):
-        _cpu_input_grad.PATHS["flipped_conv"](y, w, geom=CASES[1]["s2_k4_p1_op1"].geom)
+        cpu_input_grad.PATHS["flipped_conv"](y, w, geom=CASES[1]["s2_k4_p1_op1"].geom)
 
 
 @pytest.mark.parametrize("rank", sorted(CASES))
@@ -278,8 +280,8 @@ def test_forward_and_filter_paths(rank):
         for cid, (y, w, x) in args.items():
             g = CASES[rank][cid].geom
             out[cid] = (
-                {name: p(x, w, geom=g) for name, p in _cpu_dense.CONV_PATHS.items()},
-                {name: p(y, x, geom=g) for name, p in _cpu_dense.BACKPROP_FILTER_PATHS.items()},
+                {name: p(x, w, geom=g) for name, p in cpu_dense.CONV_PATHS.items()},
+                {name: p(y, x, geom=g) for name, p in cpu_dense.BACKPROP_FILTER_PATHS.items()},
             )
         return out
 
@@ -289,7 +291,7 @@ def test_forward_and_filter_paths(rank):
         conv_ref, filt_ref = ref_conv(c.geom, x, w), ref_filter(c.geom, y, x)
         assert conv_ref.shape == c.geom.y_shape and filt_ref.shape == c.geom.w_shape
         convs, filters = outs[cid]
-        assert set(convs) == set(_cpu_dense.CONV_PATHS) and set(filters) == set(_cpu_dense.BACKPROP_FILTER_PATHS)
+        assert set(convs) == set(cpu_dense.CONV_PATHS) and set(filters) == set(cpu_dense.BACKPROP_FILTER_PATHS)
         for name, got in convs.items():
             assert_close(got, conv_ref, f"{rank}-D {cid}: conv path {name}")
         for name, got in filters.items():
@@ -349,8 +351,8 @@ def test_one_d_compiles_to_the_two_d_program_of_height_1(case):
     # or plus the native kernel's custom call where it is loaded (ungrouped float32, test_native.py)
     by_w = heavy(loss(one, 1), y, w)
     op_only = heavy(one, y, w)
-    native = jax.jit(loss(one, 1)).lower(y, w).as_text().count(_native.TARGET)
-    assert native == (1 if _native.load()[0] and g == 1 else 0), native
+    native = jax.jit(loss(one, 1)).lower(y, w).as_text().count(kernels.TARGET)
+    assert native == (1 if kernels.load()[0] and g == 1 else 0), native
     grown = "custom-call" if native else "convolution"
     extra = {grown: op_only.get(grown, 0) + 1}
     assert by_w == {**op_only, **extra}, (by_w, op_only)

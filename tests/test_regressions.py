@@ -32,7 +32,7 @@ from helpers import geometry, geometry_nd, hw, ref_input_grad, transpose_sizes
 from jax import lax
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _cpu_input_grad
+from jax_conv_bpi._src.lowering import cpu_input_grad
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def _kernel1_geometry(stride: int):
     return geometry(1, 1, 1, 10 * stride, 1, stride=stride)
 
 
-@pytest.mark.parametrize("name", sorted(set(_cpu_input_grad.PATHS) - {"flipped_conv"}))
+@pytest.mark.parametrize("name", sorted(set(cpu_input_grad.PATHS) - {"flipped_conv"}))
 def test_kernel1_program_size_does_not_grow_with_the_stride(name):
     """Every strided path: the same number of jaxpr equations at stride 30, 300 and 10**6."""
     sizes = {}
@@ -199,7 +199,7 @@ def test_kernel1_program_size_does_not_grow_with_the_stride(name):
         geom = _kernel1_geometry(stride)
         assert geom.y_shape == (1, 1, 10, 10)
         args = (jax.ShapeDtypeStruct(geom.y_shape, jnp.float32), jax.ShapeDtypeStruct(geom.w_shape, jnp.float32))
-        jaxpr = jax.make_jaxpr(functools.partial(_cpu_input_grad.PATHS[name], geom=geom))(*args)
+        jaxpr = jax.make_jaxpr(functools.partial(cpu_input_grad.PATHS[name], geom=geom))(*args)
         assert jaxpr.out_avals[0].shape == (1, 1, 10 * stride, 10 * stride)
         sizes[stride] = len(jaxpr.jaxpr.eqns)
     assert len(set(sizes.values())) == 1 and sizes[30] <= 40, (name, sizes)

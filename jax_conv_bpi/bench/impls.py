@@ -58,9 +58,10 @@ import numpy as np
 from jax import lax
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi import _dispatch, _native
-from jax_conv_bpi._args import default_dimension_numbers
-from jax_conv_bpi._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import dispatch
+from jax_conv_bpi._src.mindspore.args_2d import default_dimension_numbers
+from jax_conv_bpi._src.native import kernels
 
 from .suite import AnyShape, Shape, ShapeND
 
@@ -259,14 +260,14 @@ def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
     """The CPU formulation each primitive of the library picks for ``shape`` with ``dtype`` arrays.
 
     ``jax_conv_bpi._dispatch``'s rules, single-device; a path through the
-    native kernels (``_dispatch.NATIVE_PATHS``) where a primitive takes one
+    native kernels (``dispatch.NATIVE_PATHS``) where a primitive takes one
     (they loaded: ``jcb.native_status()``).
     """
     geom = geometry(shape)
-    loaded = _native.load()[0]
+    loaded = kernels.load()[0]
     return {
-        role: select(geom, native=loaded and _dispatch.wants_native(role, geom, [dtype, dtype]))
-        for role, select in _dispatch.SELECT_PATH.items()
+        role: select(geom, native=loaded and dispatch.wants_native(role, geom, [dtype, dtype]))
+        for role, select in dispatch.SELECT_PATH.items()
     }
 
 

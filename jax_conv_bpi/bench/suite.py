@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .._padding import effective_kernel, output_length, transpose_input_length
+from jax_conv_bpi._src.base.arithmetic import effective_kernel, output_length, transpose_input_length
 
 SUITE_PATH = pathlib.Path(__file__).with_name("shapes.json")
 SUITE_ND_PATH = pathlib.Path(__file__).with_name("shapes_nd.json")

@@ -32,9 +32,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _padding
-from ._args import _UNSET, _check_int, _check_limit, _got, _is_int, _is_zero, _same_dtype, check_array
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.mindspore.args_2d import (
+    _UNSET,
+    _check_int,
+    _check_limit,
+    _got,
+    _is_int,
+    _is_zero,
+    _same_dtype,
+    check_array,
+)
 
 __all__ = ["NdAttrs", "bind_forward", "bind_transpose", "check_bias", "conv3d_attrs", "functional_attrs"]
 
@@ -80,7 +89,7 @@ def _pad_mode(op: str, pad_mode: Any) -> str:
     if not isinstance(pad_mode, str):
         raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {_got(pad_mode)}")
     mode = pad_mode.lower()
-    if mode not in _padding.PAD_MODES:
+    if mode not in arithmetic.PAD_MODES:
         raise ValueError(
             f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
         )
@@ -386,13 +395,13 @@ def bind_forward(
             f"{op}: {x_name} has {xs[1]} channels but with '{group_name}'={g} the {w_name} expects "
             f"{group_name} * C_in/{group_name} = {g} * {w[1]} = {g * w[1]} ({x_name} shape {xs}, {w_name} shape {w})"
         )
-    padding = _padding.forward_padding(attrs.pad_mode, xs[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
+    padding = arithmetic.forward_padding(attrs.pad_mode, xs[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
     out = [
-        _padding.output_length(xs[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(n)
+        arithmetic.output_length(xs[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(n)
     ]
     for a in range(n):
         if out[a] < 0:
-            ek = _padding.effective_kernel(w[2 + a], attrs.dilation[a])
+            ek = arithmetic.effective_kernel(w[2 + a], attrs.dilation[a])
             raise ValueError(
                 f"{op}: the kernel does not fit the padded {x_name} on the {_AXES[n][a]} axis: size {xs[2 + a]} "
                 f"padded by {padding[a]}, kernel {w[2 + a]}, dilation {attrs.dilation[a]} (extent {ek}), stride "
@@ -412,12 +421,12 @@ def transpose_sizes(attrs: NdAttrs, y: Sequence[int], w: Sequence[int]) -> tuple
     sizes, pairs = [], []
     for a in range(n):
         o, k, s, d = y[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a]
-        ek = _padding.effective_kernel(k, d)
+        ek = arithmetic.effective_kernel(k, d)
         if attrs.pad_mode == "valid":  # quirk valid_output_at_least_L_times_stride
             size, (lo, hi) = max(o * s, (o - 1) * s + ek), (0, 0)
         elif attrs.pad_mode == "same":
             size = o * s
-            lo, hi = _padding.same_padding(size, k, s, d)
+            lo, hi = arithmetic.same_padding(size, k, s, d)
         else:
             lo, hi = attrs.pad[a]
             limit = max(s, d)
@@ -426,14 +435,14 @@ def transpose_sizes(attrs: NdAttrs, y: Sequence[int], w: Sequence[int]) -> tuple
                     f"{attrs.op_name}: 'output_padding' on the {_AXES[n][a]} axis must be < max(stride, dilation) = "
                     f"{limit} (stride {s}, dilation {d}), got {op_pad[a]}"
                 )
-            size = _padding.transpose_input_length(o, k, s, d, lo, hi, op_pad[a])
+            size = arithmetic.transpose_input_length(o, k, s, d, lo, hi, op_pad[a])
             if size < 1:
                 raise ValueError(
                     f"{attrs.op_name}: the output would be empty on the {_AXES[n][a]} axis: input size {o}, kernel "
                     f"{k}, stride {s}, dilation {d}, padding {(lo, hi)} and output_padding {op_pad[a]} give "
                     f"(o - 1) * s + (k - 1) * d + 1 - lo - hi + output_padding = {size}; it must be >= 1 (less padding)"
                 )
-            hi = _padding.cropped_high(size, o, k, s, d, lo, hi)
+            hi = arithmetic.cropped_high(size, o, k, s, d, lo, hi)
         sizes.append(size)
         pairs.append((lo, hi))
     return tuple(sizes), tuple(pairs)

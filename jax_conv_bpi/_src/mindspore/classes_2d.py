@@ -1,6 +1,6 @@
 """MindSpore-style operator classes: thin shells over the functions.
 
-Each constructor validates its attributes once (``_args.normalize_attrs``,
+Each constructor validates its attributes once (``args_2d.normalize_attrs``,
 MindSpore's order of checks and exception types); each call validates the
 inputs and binds the primitive through the same path as the functions.
 Instances are immutable and hashable, so they can be closed over or passed as
@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from . import _args, _functions
+from jax_conv_bpi._src.mindspore import args_2d, functions_2d
 
 __all__ = ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2DTranspose"]
 
@@ -25,7 +25,7 @@ class _ConvOp:
         raise AttributeError(f"{type(self).__name__} instances are immutable")
 
     def _init(self, **kwargs: Any) -> None:
-        object.__setattr__(self, "_attrs", _args.normalize_attrs(type(self).__name__, **kwargs))
+        object.__setattr__(self, "_attrs", args_2d.normalize_attrs(type(self).__name__, **kwargs))
 
     @property
     def attrs(self) -> Any:
@@ -94,7 +94,7 @@ class Conv2DBackpropInput(_ConvOp):
         )
 
     def __call__(self, dout: jax.Array, weight: jax.Array, input_size: Any) -> jax.Array:
-        return _functions.apply_backprop_input(self._attrs, dout, weight, input_size)
+        return functions_2d.apply_backprop_input(self._attrs, dout, weight, input_size)
 
 
 class Conv2DTranspose(Conv2DBackpropInput):
@@ -147,7 +147,7 @@ class Conv2D(_ConvOp):
         )
 
     def __call__(self, x: jax.Array, weight: jax.Array) -> jax.Array:
-        return _functions.apply_conv2d(self._attrs, x, weight)
+        return functions_2d.apply_conv2d(self._attrs, x, weight)
 
 
 class Conv2DBackpropFilter(_ConvOp):
@@ -190,4 +190,4 @@ class Conv2DBackpropFilter(_ConvOp):
         )
 
     def __call__(self, dout: jax.Array, x: jax.Array, weight_shape: Any) -> jax.Array:
-        return _functions.apply_backprop_filter(self._attrs, dout, x, weight_shape)
+        return functions_2d.apply_backprop_filter(self._attrs, dout, x, weight_shape)

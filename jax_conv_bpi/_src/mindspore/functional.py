@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import jax
 
-from . import _args_mindspore_nd as _nd
-from ._args import _is_int
-from ._primitives import backprop_input_p, conv_p
+from jax_conv_bpi._src.mindspore import args_nd as _nd
+from jax_conv_bpi._src.mindspore.args_2d import _is_int
+from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv3d_transpose", "conv_transpose2d"]
 

@@ -19,9 +19,10 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from . import _lowering as L
-from . import _native, _xla_cpu
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import portable as L
+from jax_conv_bpi._src.lowering import xla_cpu
+from jax_conv_bpi._src.native import kernels
 
 __all__ = ["BACKPROP_FILTER_PATHS", "CONV_PATHS"]
 
@@ -63,7 +64,7 @@ def conv_direct(x, w, *, geom: ConvGeometry):
     total = None
     for idx, xs in _grouped_taps(x, geom):
         t = xs * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        t = _xla_cpu.small_sum(t, 3)
+        t = xla_cpu.small_sum(t, 3)
         total = t if total is None else total + t
     return total.reshape(geom.y_shape).astype(L.out_dtype(geom, x))
 
@@ -80,11 +81,11 @@ def backprop_filter_direct(dout, x, *, geom: ConvGeometry):
 
 
 def conv_routed(x, w, *, geom: ConvGeometry):
-    """Forward convolution through ``_xla_cpu.conv``: stride 1 off YNNPACK (1-D / 2-D), 3-D depth-folded."""
+    """Forward convolution through ``xla_cpu.conv``: stride 1 off YNNPACK (1-D / 2-D), 3-D depth-folded."""
     if 0 in geom.y_shape or (geom.ndim < 3 and set(geom.stride) != {1}):
         return L.conv2d_default(x, w, geom=geom)
     pos, crops = L.split_negative(geom.padding)
-    y = _xla_cpu.conv(
+    y = xla_cpu.conv(
         L.crop(x, crops),
         w,
         geom,
@@ -191,10 +192,10 @@ def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM
 
 def backprop_filter_native(dout, x, *, geom: ConvGeometry):
     """Weight gradient by the native kernels (``_native``), single-device float32 only
-    (``_dispatch.wants_native``, ``_native.usable``).
+    (``_dispatch.wants_native``, ``kernels.usable``).
 
     Ungrouped: im2col patches per block of whole samples (or output lines of
-    one sample) of at most ``_native.BLOCK_BYTES``, one OpenBLAS sgemm each.
+    one sample) of at most ``kernels.BLOCK_BYTES``, one OpenBLAS sgemm each.
     Grouped (few channels per group): one dot product per channel pair, tap
     and plane. Not in ``BACKPROP_FILTER_PATHS``: that lists the pure-XLA
     formulations, which work everywhere.
@@ -202,21 +203,21 @@ def backprop_filter_native(dout, x, *, geom: ConvGeometry):
     if L.zero_result(geom):
         return L.zeros(geom.w_shape, geom, dout)
     if geom.group == 1:
-        return _native.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
-    return _native.grouped_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
+        return kernels.conv_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
+    return kernels.grouped_weight_grad(dout, x, geom=geom).astype(L.out_dtype(geom, dout))
 
 
 def conv_native(x, w, *, geom: ConvGeometry):
     """Forward convolution by the native kernels (``_native``), single-device float32 only
-    (``_dispatch.wants_native``, ``_native.usable``): ungrouped, im2col patches per block of pixels and
+    (``_dispatch.wants_native``, ``kernels.usable``): ungrouped, im2col patches per block of pixels and
     one sgemm each; grouped (few channels per group), one axpy per channel pair, tap and output line.
     Not in ``CONV_PATHS``, which lists the pure-XLA forms.
     """
     if L.zero_result(geom):
         return L.zeros(geom.y_shape, geom, x)
     if geom.group == 1:
-        return _native.conv_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
-    return _native.grouped_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
+        return kernels.conv_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
+    return kernels.grouped_forward(x, w, geom=geom).astype(L.out_dtype(geom, x))
 
 
 CONV_PATHS = {"default": L.conv2d_default, "routed": conv_routed, "direct": conv_direct}

@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _padding
-from ._args import _got, _is_int, _is_zero
-from ._args_mindspore_nd import NdAttrs
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.mindspore.args_2d import _got, _is_int, _is_zero
+from jax_conv_bpi._src.mindspore.args_nd import NdAttrs
 
 __all__ = ["LayerConfig", "layer_config"]
 
@@ -132,7 +132,7 @@ def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
         exc = TypeError if type_error else ValueError  # MindSpore's type for this layer
         raise exc(f"{op}: 'pad_mode' must be a str: 'same', 'valid' or 'pad' (any letter case), got {_got(pad_mode)}")
     mode = pad_mode.lower()
-    if mode not in _padding.PAD_MODES:
+    if mode not in arithmetic.PAD_MODES:
         raise ValueError(f"{op}: 'pad_mode' must be 'same', 'valid' or 'pad' (any letter case), got {pad_mode!r}")
     return mode
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import _padding
+from jax_conv_bpi._src.base import arithmetic
 
 __all__ = ["ConvGeometry"]
 
@@ -61,7 +61,7 @@ class ConvGeometry:
             raise ValueError(f"ConvGeometry: inconsistent ranks in {self}")
         for a in range(n):
             size, out, k, s, d, (lo, hi) = self.axis(a)
-            want = max(_padding.output_length(size, k, s, d, lo, hi), 0)
+            want = max(arithmetic.output_length(size, k, s, d, lo, hi), 0)
             if out != want:
                 raise ValueError(
                     f"ConvGeometry: spatial axis {a}: output size {out}, but size {size}, kernel {k}, stride {s}, "
@@ -79,7 +79,7 @@ class ConvGeometry:
 
     @property
     def extent(self) -> tuple[int, ...]:
-        return tuple(_padding.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))
+        return tuple(arithmetic.effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))
 
     @property
     def spatial_axes(self) -> tuple[int, ...]:

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _padding
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.base.geometry import ConvGeometry
 
 __all__ = ["ConvAttrs", "ConvGeometry", "bind_conv_transpose", "normalize_attrs"]
 
@@ -164,7 +164,7 @@ def normalize_attrs(
             f"got {pad!r} of length {len(pads)}"
         )
     m = pad_mode.lower()
-    if m not in _padding.PAD_MODES:
+    if m not in arithmetic.PAD_MODES:
         raise ValueError(
             f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
         )
@@ -348,10 +348,10 @@ def _geometry(
             f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
         )
     pairs = (attrs.pad[0:2], attrs.pad[2:4])
-    padding = _padding.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
+    padding = arithmetic.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
     _check_limit(op, "padding (top, bottom, left, right)", padding[0] + padding[1])
     out = tuple(
-        _padding.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(2)
+        arithmetic.output_length(x[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(2)
     )
     geom = ConvGeometry(
         x_shape=x,
@@ -382,7 +382,7 @@ def _spatial_mismatch(attrs: ConvAttrs, geom: ConvGeometry, dout_hw, need_hw, x_
             continue
         k, s, d = geom.kernel[a], attrs.stride[a], attrs.dilation[a]
         lo, hi = geom.padding[a]
-        rng = _padding.valid_input_range(attrs.pad_mode, dout_hw[a], k, s, d, lo, hi)
+        rng = arithmetic.valid_input_range(attrs.pad_mode, dout_hw[a], k, s, d, lo, hi)
         fits = f"input {axis}s that give dout {axis} {dout_hw[a]} are " + (f"{rng[0]}..{rng[1]}" if rng else "none")
         need = f"it needs dout {axis} {need_hw[a]}" if need_hw[a] >= 0 else "the kernel does not fit at all"
         return ValueError(
@@ -590,7 +590,7 @@ def _dtype_arg(op: str, name: str, value: Any) -> str | None:
 
 
 def _cpu_path_arg(op: str, cpu_path: Any, strides, dilation) -> str | None:
-    from ._dispatch import CPU_PATHS
+    from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS
 
     if cpu_path is None:
         return None
@@ -651,17 +651,17 @@ def transpose_geometry(
                     f"stride); for other sizes pass explicit (lo, hi) pairs, got output_padding {output_padding!r}"
                 )
             size = o * s[a]
-            lo, hi = _padding.same_padding(size, k, s[a], d[a])
+            lo, hi = arithmetic.same_padding(size, k, s[a], d[a])
         else:
             lo, hi = (0, 0) if pads == "VALID" else pads[a]
-            size = _padding.transpose_input_length(o, k, s[a], d[a], lo, hi, p_out[a])
+            size = arithmetic.transpose_input_length(o, k, s[a], d[a], lo, hi, p_out[a])
         if size < 1:
             raise ValueError(
                 f"{op}: spatial axis {a}: y size {o}, kernel {k}, stride {s[a]}, dilation {d[a]}, padding {(lo, hi)} "
                 f"and output_padding {p_out[a]} give an input size of {size}; it must be >= 1 (less padding)"
             )
         sizes.append(size)
-        pairs.append((lo, _padding.cropped_high(size, o, k, s[a], d[a], lo, hi)))
+        pairs.append((lo, arithmetic.cropped_high(size, o, k, s[a], d[a], lo, hi)))
     x = (y_cf[0], g * w_cf[1], *sizes)
     _check_limit(op, "result shape", x)
     return ConvGeometry(tuple(x), tuple(w_cf), tuple(y_cf), s, d, tuple(pairs), g)

@@ -32,8 +32,8 @@ through XLA's own transpose of an lhs-dilated convolution.
 
 Batching re-binds the same primitives on a bigger geometry (a batch of the
 data operands folds into N; a batched weight folds into the channels as more
-groups). Lowerings: one portable form (``_lowering.DEFAULT``) and one CPU
-dispatcher (``_dispatch.cpu_lowering``) per primitive, through
+groups). Lowerings: one portable form (``portable.DEFAULT``) and one CPU
+dispatcher (``dispatch.cpu_lowering``) per primitive, through
 ``mlir.lower_fun``. Under sharding (``_spmd``, ``_sharding``): the abstract
 evaluation carries the result's sharding over explicit mesh axes, the
 lowerings run per shard, and ``bind`` matches the operands' ``shard_map``
@@ -49,8 +49,10 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _dispatch, _lowering, _native, _sharding, _spmd, _xla_cpu
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import dispatch, portable, xla_cpu
+from jax_conv_bpi._src.native import kernels
+from jax_conv_bpi._src.op import sharding_compat, sharding_rules
 
 __all__ = ["backprop_filter_p", "backprop_input_p", "conv_p"]
 
@@ -64,7 +66,7 @@ class _ConvPrimitive(Primitive):
     """
 
     def bind(self, *args, **params):
-        return super().bind(*_sharding.match_varying(*args), **params)
+        return super().bind(*sharding_compat.match_varying(*args), **params)
 
 
 conv_p = _ConvPrimitive("conv_forward")
@@ -96,7 +98,7 @@ def _jitted(prim: Primitive, geom: ConvGeometry, platform: str):
     this primitive's computation, so nothing else is affected.
     """
     fn = functools.partial(prim.bind, geom=geom)
-    options = _xla_cpu.cpu_compiler_options() if platform == "cpu" else {}
+    options = xla_cpu.cpu_compiler_options() if platform == "cpu" else {}
     return jax.jit(fn, compiler_options=options) if options else jax.jit(fn)
 
 
@@ -136,12 +138,12 @@ def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
             f"{prim.name}: both operands must have the same dtype, got {a.dtype} ({_NAMES[roles[0]]}) and "
             f"{b.dtype} ({_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
         )
-    dtype = _lowering.out_dtype(geom, a)
-    plan = _spmd.plan(prim.name, roles, a, b, geom)
+    dtype = portable.out_dtype(geom, a)
+    plan = sharding_rules.plan(prim.name, roles, a, b, geom)
     if plan is None:
         return jax.core.ShapedArray(_shape(geom, roles[2]), dtype)
-    like = a if _sharding.mesh_and_spec(a) is not None else b
-    return _sharding.result_aval(_shape(geom, roles[2]), dtype, like, plan.mesh, plan.out_partitions)
+    like = a if sharding_compat.mesh_and_spec(a) is not None else b
+    return sharding_compat.result_aval(_shape(geom, roles[2]), dtype, like, plan.mesh, plan.out_partitions)
 
 
 # -- reverse mode: the custom backward as transposes ------------------------
@@ -237,19 +239,19 @@ def _fold_batch(a, d, size):
 
 
 def _lowered(prim, formulation):
-    return mlir.lower_fun(_spmd.partitioned(prim.name, _OPERANDS[prim], formulation), multiple_results=False)
+    return mlir.lower_fun(sharding_rules.partitioned(prim.name, _OPERANDS[prim], formulation), multiple_results=False)
 
 
 def _cpu_lowering(prim, role):
     """The CPU dispatcher's lowering; the native kernel's variant where it applies and fits the program."""
-    plain = _lowered(prim, _dispatch.cpu_lowering[role])
-    if role not in _dispatch.cpu_lowering_native:
+    plain = _lowered(prim, dispatch.cpu_lowering[role])
+    if role not in dispatch.cpu_lowering_native:
         return plain
-    native = _lowered(prim, _dispatch.cpu_lowering_native[role])
+    native = _lowered(prim, dispatch.cpu_lowering_native[role])
 
     def rule(ctx, *args, geom: ConvGeometry):
-        wanted = _dispatch.wants_native(role, geom, [a.dtype for a in ctx.avals_in])
-        return (native if wanted and _native.usable(ctx) else plain)(ctx, *args, geom=geom)
+        wanted = dispatch.wants_native(role, geom, [a.dtype for a in ctx.avals_in])
+        return (native if wanted and kernels.usable(ctx) else plain)(ctx, *args, geom=geom)
 
     return rule
 
@@ -265,6 +267,6 @@ for _p, _role in _ROLE.items():
     _p.def_abstract_eval(functools.partial(_abstract_eval, _p))
     ad.defbilinear(_p, *_TRANSPOSES[_p])
     batching.primitive_batchers[_p] = functools.partial(_batch_rule, _p)
-    mlir.register_lowering(_p, _lowered(_p, _lowering.DEFAULT[_role]))
+    mlir.register_lowering(_p, _lowered(_p, portable.DEFAULT[_role]))
     mlir.register_lowering(_p, _cpu_lowering(_p, _role), platform="cpu")
-_sharding.register_replication_rules(*_ROLE)
+sharding_compat.register_replication_rules(*_ROLE)

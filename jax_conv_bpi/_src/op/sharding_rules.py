@@ -37,8 +37,9 @@ from typing import Any
 
 import jax
 
-from . import _lowering, _sharding
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import portable
+from jax_conv_bpi._src.op import sharding_compat
 
 __all__ = ["Plan", "partitioned", "plan"]
 
@@ -80,7 +81,7 @@ def plan(name: str, roles: tuple[str, str, str], a, b, geom: ConvGeometry) -> Pl
     ``None`` when neither operand has a mesh in its type (no axis types, or no
     sharded argument in sight): nothing to partition.
     """
-    typed = [_sharding.mesh_and_spec(v) for v in (a, b)]
+    typed = [sharding_compat.mesh_and_spec(v) for v in (a, b)]
     meshes = [t[0] for t in typed if t is not None]
     if not meshes:
         return None
@@ -135,10 +136,10 @@ def partitioned(name: str, roles: tuple[str, str, str], lowering):
 
     @functools.wraps(lowering)
     def lowered(a, b, *, geom: ConvGeometry):
-        p = plan(name, roles, jax.typeof(a), jax.typeof(b), geom) if _sharding.TYPED else None
+        p = plan(name, roles, jax.typeof(a), jax.typeof(b), geom) if sharding_compat.TYPED else None
         if p is None or not p.sharded:
             return lowering(a, b, geom=geom)
-        dtype = _lowering.out_dtype(geom, a)
+        dtype = portable.out_dtype(geom, a)
         local = p.local
         if p.reduce_axes and dtype.itemsize < 4:  # sum the shards in float32, round once (as unsharded)
             local = local.replace(out_dtype="float32")
@@ -147,21 +148,21 @@ def partitioned(name: str, roles: tuple[str, str, str], lowering):
             out = lowering(a, b, geom=local)
             return jax.lax.psum(out, p.reduce_axes).astype(dtype) if p.reduce_axes else out
 
-        specs = [_sharding.partition_spec(parts) for parts in p.in_partitions]
+        specs = [sharding_compat.partition_spec(parts) for parts in p.in_partitions]
         # A letter sharded on one operand only: slice the other one the same way (no communication).
         a, b = (_fit(v, parts, p.mesh) for v, parts in zip((a, b), p.in_partitions))
-        return _sharding.shard_map(
+        return sharding_compat.shard_map(
             shard,
             mesh=p.mesh,
             in_specs=tuple(specs),
-            out_specs=_sharding.partition_spec(p.out_partitions),
-            axis_names=_sharding.explicit_axes(p.mesh),
+            out_specs=sharding_compat.partition_spec(p.out_partitions),
+            axis_names=sharding_compat.explicit_axes(p.mesh),
         )(a, b)
 
     return lowered
 
 
 def _fit(v, partitions, mesh):
-    typed = _sharding.mesh_and_spec(jax.typeof(v))
+    typed = sharding_compat.mesh_and_spec(jax.typeof(v))
     have = typed[1] if typed is not None else ((),) * len(partitions)
-    return v if have == partitions else _sharding.reshard(v, mesh, partitions)
+    return v if have == partitions else sharding_compat.reshard(v, mesh, partitions)

@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _lowering as L
-from . import _native, _padding, _xla_cpu
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import portable as L
+from jax_conv_bpi._src.lowering import xla_cpu
+from jax_conv_bpi._src.native import kernels
 
 __all__ = ["PATHS"]
 
@@ -238,7 +240,7 @@ def backprop_input_direct(dout, w, *, geom: ConvGeometry):
 
     def tap(idx):
         t = d * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
-        t = _xla_cpu.small_sum(t, 2)  # og is at most DIRECT_MAX_CHANNEL_PRODUCT
+        t = xla_cpu.small_sum(t, 2)  # og is at most DIRECT_MAX_CHANNEL_PRODUCT
         return t.reshape(n, g * c_in_g, *o)
 
     return overlap_add(lambda taps: tap, geom, acc).astype(L.out_dtype(geom, dout))
@@ -271,7 +273,7 @@ def backprop_input_phase_conv(dout, w, *, geom: ConvGeometry):
         for a, (ids, _, _) in enumerate(specs):
             v = jnp.take(v, np.asarray(ids), axis=2 + a)
         pos, crops = L.split_negative([p for _, _, p in specs])
-        return _xla_cpu.conv(
+        return xla_cpu.conv(
             L.crop(dout, crops),
             L.grouped_transpose(v, geom.group),
             geom,
@@ -350,28 +352,28 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
     """
 
     def conv(dout, v, sub):
-        return _xla_cpu.conv(dout, v, geom, padding=sub.padding, groups=sub.group)
+        return xla_cpu.conv(dout, v, geom, padding=sub.padding, groups=sub.group)
 
     return _subpixel(dout, w, geom, conv)
 
 
 def backprop_input_subpixel_native(dout, w, *, geom: ConvGeometry):
     """``subpixel`` with its convolution by the native kernel (ungrouped, float32; ``_dispatch`` picks it
-    where that convolution is direct: ``_native.direct``)."""
+    where that convolution is direct: ``kernels.direct``)."""
     if geom.group != 1:
         raise ValueError(f"the native sub-pixel input gradient needs 1 group, got {geom.group}")
-    return _subpixel(dout, w, geom, lambda dout, v, sub: _native.conv_forward(dout, v, geom=sub))
+    return _subpixel(dout, w, geom, lambda dout, v, sub: kernels.conv_forward(dout, v, geom=sub))
 
 
 def _flipped_padding(geom: ConvGeometry) -> tuple[tuple[int, int], ...]:
     """Stride 1: the ``(lo, hi)`` padding (negative: a crop) of the flipped correlation that gives the input gradient."""
-    return tuple(_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim))
+    return tuple(arithmetic.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim))
 
 
 def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
     """Stride 1 only: the flipped correlation of ``backprop_input_default`` (no lhs dilation).
 
-    Through ``_xla_cpu.conv`` (off YNNPACK in 1-D / 2-D, depth-folded in 3-D).
+    Through ``xla_cpu.conv`` (off YNNPACK in 1-D / 2-D, depth-folded in 3-D).
     """
     if set(geom.stride) != {1}:
         raise ValueError(f"the flipped_conv path needs stride 1 on every axis, got {geom.stride}")
@@ -379,7 +381,7 @@ def backprop_input_flipped_conv(dout, w, *, geom: ConvGeometry):
         return L.zeros(geom.x_shape, geom, dout)
     pos, crops = L.split_negative(_flipped_padding(geom))
     w_flipped = L.flip_transpose_weight(w, geom.group)
-    out = _xla_cpu.conv(dout, w_flipped, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group, off_ynn=True)
+    out = xla_cpu.conv(dout, w_flipped, geom, padding=pos, rhs_dilation=geom.dilation, groups=geom.group, off_ynn=True)
     return L.crop(out, crops).astype(L.out_dtype(geom, dout))
 
 
@@ -388,7 +390,7 @@ def backprop_input_native(dout, w, *, geom: ConvGeometry):
 
     Its padding may be negative (a crop): the kernel reads from any offset and
     writes exactly the input's size. Not in ``PATHS``, which lists the pure-XLA
-    forms (``_dispatch.wants_native``, ``_native.usable``).
+    forms (``_dispatch.wants_native``, ``kernels.usable``).
     """
     if set(geom.stride) != {1} or geom.group != 1:
         raise ValueError(f"the native input gradient needs stride 1 and 1 group, got {geom.stride}, {geom.group}")
@@ -403,7 +405,7 @@ def backprop_input_native(dout, w, *, geom: ConvGeometry):
         dilation=geom.dilation,
         padding=_flipped_padding(geom),
     )
-    return _native.conv_forward(dout, w_flipped, geom=correlation).astype(L.out_dtype(geom, dout))
+    return kernels.conv_forward(dout, w_flipped, geom=correlation).astype(L.out_dtype(geom, dout))
 
 
 PATHS = {

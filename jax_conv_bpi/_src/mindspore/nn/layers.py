@@ -24,12 +24,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _args_mindspore_nd as _nd
-from . import _padding
-from ._args import _same_dtype, check_array
-from ._args_nn import LayerConfig, layer_config
-from ._initializers import Init, initial_value
-from ._primitives import backprop_input_p, conv_p
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.mindspore import args_nd as _nd
+from jax_conv_bpi._src.mindspore.args_2d import _same_dtype, check_array
+from jax_conv_bpi._src.mindspore.nn.config import LayerConfig, layer_config
+from jax_conv_bpi._src.mindspore.nn.initializers import Init, initial_value
+from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["Conv1d", "Conv1dTranspose", "Conv2d", "Conv2dTranspose", "Conv3d", "Conv3dTranspose"]
 
@@ -96,9 +96,9 @@ class _ConvNd(nnx.Module):
     def _check_fits(self, shape: tuple[int, ...]) -> None:
         cfg = self.config
         a = cfg.attrs
-        pads = _padding.forward_padding(a.pad_mode, shape[2:], cfg.kernel_size, a.stride, a.dilation, a.pad)
+        pads = arithmetic.forward_padding(a.pad_mode, shape[2:], cfg.kernel_size, a.stride, a.dilation, a.pad)
         for i, axis in enumerate(("length",) if cfg.ndim == 1 else ("height", "width")):
-            ek = _padding.effective_kernel(cfg.kernel_size[i], a.dilation[i])
+            ek = arithmetic.effective_kernel(cfg.kernel_size[i], a.dilation[i])
             padded = shape[2 + i] + sum(pads[i])
             if padded < ek:
                 raise ValueError(

@@ -11,8 +11,8 @@ from typing import Any
 
 import jax
 
-from . import _args
-from ._primitives import backprop_filter_p, backprop_input_p, conv_p
+from jax_conv_bpi._src.mindspore import args_2d
+from jax_conv_bpi._src.op.primitives import backprop_filter_p, backprop_input_p, conv_p
 
 __all__ = ["conv2d", "conv2d_backprop_filter", "conv2d_backprop_input"]
 
@@ -60,7 +60,7 @@ def conv2d_backprop_input(
       >>> dx.shape, float(dx[0, 0, 0, 0]), float(dx[0, 0, 2, 2])
       ((10, 32, 32, 32), 32.0, 288.0)
     """
-    attrs = _args.normalize_attrs(
+    attrs = args_2d.normalize_attrs(
         "conv2d_backprop_input",
         pad_mode=pad_mode,
         pad=pad,
@@ -96,7 +96,7 @@ def conv2d(
       >>> y.shape, float(y[0, 0, 1, 1])
       ((1, 4, 4, 4), 18.0)
     """
-    attrs = _args.normalize_attrs(
+    attrs = args_2d.normalize_attrs(
         "conv2d",
         pad_mode=pad_mode,
         pad=pad,
@@ -131,7 +131,7 @@ def conv2d_backprop_filter(
       >>> dw.shape, float(dw[0, 0, 0, 0])
       ((4, 2, 3, 3), 9.0)
     """
-    attrs = _args.normalize_attrs(
+    attrs = args_2d.normalize_attrs(
         "conv2d_backprop_filter",
         pad_mode=pad_mode,
         pad=pad,
@@ -144,17 +144,17 @@ def conv2d_backprop_filter(
     return apply_backprop_filter(attrs, dout, x, weight_shape)
 
 
-def apply_backprop_input(attrs: _args.ConvAttrs, dout, weight, input_size) -> jax.Array:
+def apply_backprop_input(attrs: args_2d.ConvAttrs, dout, weight, input_size) -> jax.Array:
     """Validated call of the input-gradient primitive (shared by class and function)."""
-    dout, weight, geom = _args.bind_backprop_input(attrs, dout, weight, input_size)
-    return _args.from_nchw(backprop_input_p.bind(dout, weight, geom=geom), attrs.data_format)
+    dout, weight, geom = args_2d.bind_backprop_input(attrs, dout, weight, input_size)
+    return args_2d.from_nchw(backprop_input_p.bind(dout, weight, geom=geom), attrs.data_format)
 
 
-def apply_conv2d(attrs: _args.ConvAttrs, x, weight) -> jax.Array:
-    x, weight, geom = _args.bind_conv2d(attrs, x, weight)
-    return _args.from_nchw(conv_p.bind(x, weight, geom=geom), attrs.data_format)
+def apply_conv2d(attrs: args_2d.ConvAttrs, x, weight) -> jax.Array:
+    x, weight, geom = args_2d.bind_conv2d(attrs, x, weight)
+    return args_2d.from_nchw(conv_p.bind(x, weight, geom=geom), attrs.data_format)
 
 
-def apply_backprop_filter(attrs: _args.ConvAttrs, dout, x, weight_shape) -> jax.Array:
-    dout, x, geom = _args.bind_backprop_filter(attrs, dout, x, weight_shape)
-    return _args.from_nchw(backprop_filter_p.bind(dout, x, geom=geom), attrs.data_format)
+def apply_backprop_filter(attrs: args_2d.ConvAttrs, dout, x, weight_shape) -> jax.Array:
+    dout, x, geom = args_2d.bind_backprop_filter(attrs, dout, x, weight_shape)
+    return args_2d.from_nchw(backprop_filter_p.bind(dout, x, geom=geom), attrs.data_format)

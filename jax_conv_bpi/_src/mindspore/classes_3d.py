@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import jax
 
-from . import _args_mindspore_nd as _nd
-from ._classes import _ConvOp
-from ._primitives import backprop_input_p, conv_p
+from jax_conv_bpi._src.mindspore import args_nd as _nd
+from jax_conv_bpi._src.mindspore.classes_2d import _ConvOp
+from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["Conv3D", "Conv3DTranspose"]
 

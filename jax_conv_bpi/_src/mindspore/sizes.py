@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import _args, _padding
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.mindspore import args_2d
 
 __all__ = ["conv2d_output_size", "conv_transpose_sizes", "valid_input_sizes"]
 
@@ -44,14 +45,14 @@ def conv2d_output_size(
       (4, 4)
     """
     fn = "conv2d_output_size"
-    size = _args.size_pair(fn, "input_size", input_size, minimum=1)
-    attrs = _args.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
+    size = args_2d.size_pair(fn, "input_size", input_size, minimum=1)
+    attrs = args_2d.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
     k, s, d = attrs.kernel_size, attrs.stride, attrs.dilation
-    p = _padding.forward_padding(attrs.pad_mode, size, k, s, d, (attrs.pad[0:2], attrs.pad[2:4]))
-    out = tuple(_padding.output_length(size[a], k[a], s[a], d[a], *p[a]) for a in range(2))
+    p = arithmetic.forward_padding(attrs.pad_mode, size, k, s, d, (attrs.pad[0:2], attrs.pad[2:4]))
+    out = tuple(arithmetic.output_length(size[a], k[a], s[a], d[a], *p[a]) for a in range(2))
     if min(out) < 0:
         raise ValueError(
-            f"{fn}: the kernel extent {tuple(_padding.effective_kernel(k[a], d[a]) for a in range(2))} does not fit "
+            f"{fn}: the kernel extent {tuple(arithmetic.effective_kernel(k[a], d[a]) for a in range(2))} does not fit "
             f"the padded input {tuple(size[a] + sum(p[a]) for a in range(2))} (padding {p[0] + p[1]})"
         )
     return out  # type: ignore[return-value]
@@ -82,12 +83,12 @@ def valid_input_sizes(
       ([7, 8], [7, 8])
     """
     fn = "valid_input_sizes"
-    out = _args.size_pair(fn, "dout_size", dout_size, minimum=0)
-    attrs = _args.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
+    out = args_2d.size_pair(fn, "dout_size", dout_size, minimum=0)
+    attrs = args_2d.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
     ranges = []
     for a in range(2):
         lo, hi = attrs.pad[2 * a : 2 * a + 2]
-        r = _padding.valid_input_range(
+        r = arithmetic.valid_input_range(
             attrs.pad_mode, out[a], attrs.kernel_size[a], attrs.stride[a], attrs.dilation[a], lo, hi
         )
         ranges.append(range(0) if r is None else range(r[0], r[1] + 1))
@@ -131,11 +132,11 @@ def conv_transpose_sizes(
     if not (isinstance(y_size, (tuple, list)) and 1 <= len(y_size) <= 3):
         raise TypeError(f"{fn}: 'y_size' must be a tuple of 1 to 3 ints (one per spatial axis), got {y_size!r}")
     n = len(y_size)
-    out = _args.spatial_ints(fn, "y_size", tuple(y_size), n, minimum=0)
-    k = _args.spatial_ints(fn, "kernel_size", kernel_size, n, minimum=1)
-    s = _args.spatial_ints(fn, "strides", strides, n, minimum=1)
-    d = _args.spatial_ints(fn, "rhs_dilation", rhs_dilation, n, minimum=1)
-    pads = _args.padding_arg(fn, padding, n)
+    out = args_2d.spatial_ints(fn, "y_size", tuple(y_size), n, minimum=0)
+    k = args_2d.spatial_ints(fn, "kernel_size", kernel_size, n, minimum=1)
+    s = args_2d.spatial_ints(fn, "strides", strides, n, minimum=1)
+    d = args_2d.spatial_ints(fn, "rhs_dilation", rhs_dilation, n, minimum=1)
+    pads = args_2d.padding_arg(fn, padding, n)
     ranges = []
     for a in range(n):
         if pads == "SAME":
@@ -143,6 +144,6 @@ def conv_transpose_sizes(
             ranges.append(range(size, size + 1) if size >= 1 else range(0))
             continue
         lo, hi = (0, 0) if pads == "VALID" else pads[a]
-        start = _padding.transpose_input_length(out[a], k[a], s[a], d[a], lo, hi, 0)
+        start = arithmetic.transpose_input_length(out[a], k[a], s[a], d[a], lo, hi, 0)
         ranges.append(range(max(start, 1), start + max(s[a], d[a])))
     return tuple(ranges)

@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _lowering
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import portable
 
 __all__ = ["conv", "conv_off_ynn", "cpu_compiler_options", "small_sum"]
 
@@ -54,14 +54,14 @@ def small_sum(t, axis: int):
 
 
 def conv_off_ynn(lhs, rhs, geom: ConvGeometry, *, padding, rhs_dilation=None, groups=1):
-    """A stride-1 ``_lowering.conv`` that XLA CPU does not hand to its YNNPACK convolution."""
+    """A stride-1 ``portable.conv`` that XLA CPU does not hand to its YNNPACK convolution."""
     padding = [tuple(p) for p in padding]
     dil = (1,) * (lhs.ndim - 2) if rhs_dilation is None else tuple(rhs_dilation)
     extent = (rhs.shape[2] - 1) * dil[0] + 1
     top = padding[0][0]
     extra = max(0, (extent - 1) // 2 + 1 - top) if extent > 1 else 0
     padding[0] = (top + extra, padding[0][1])
-    out = _lowering.conv(lhs, rhs, geom, padding=padding, rhs_dilation=dil, groups=groups)
+    out = portable.conv(lhs, rhs, geom, padding=padding, rhs_dilation=dil, groups=groups)
     return out[:, :, extra:] if extra else out
 
 
@@ -70,7 +70,7 @@ def conv(lhs, rhs, geom: ConvGeometry, *, padding, strides=None, rhs_dilation=No
 
     3-D: depth folded into a 2-D convolution (``conv_depth_folded``). Then, or
     in 1-D and 2-D: ``conv_off_ynn`` when ``off_ynn`` and every stride of the
-    2-D convolution is 1, else the plain ``_lowering.conv``.
+    2-D convolution is 1, else the plain ``portable.conv``.
     """
     nd = lhs.ndim - 2
     strides = (1,) * nd if strides is None else tuple(strides)
@@ -81,7 +81,7 @@ def conv(lhs, rhs, geom: ConvGeometry, *, padding, strides=None, rhs_dilation=No
         )
     if off_ynn and set(strides) == {1}:
         return conv_off_ynn(lhs, rhs, geom, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
-    return _lowering.conv(lhs, rhs, geom, strides=strides, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
+    return portable.conv(lhs, rhs, geom, strides=strides, padding=padding, rhs_dilation=rhs_dilation, groups=groups)
 
 
 def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dilation, groups=1, off_ynn=False):
@@ -104,7 +104,7 @@ def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dil
     sd, dd = strides[0], rhs_dilation[0]
     depth = (lhs.shape[2] - (kd - 1) * dd - 1) // sd + 1
     if depth <= 0 or 0 in lhs.shape or 0 in rhs.shape:
-        return _lowering.conv(
+        return portable.conv(
             lhs, rhs, geom, strides=strides, padding=[(0, 0), *padding[1:]], rhs_dilation=rhs_dilation, groups=groups
         )
     taps = [lax.slice_in_dim(lhs, t * dd, t * dd + (depth - 1) * sd + 1, sd, axis=2) for t in range(kd)]
@@ -113,7 +113,7 @@ def conv_depth_folded(lhs, rhs, geom: ConvGeometry, *, padding, strides, rhs_dil
     if off_ynn and set(strides[1:]) == {1}:
         out = conv_off_ynn(folded, rhs2, geom, padding=padding[1:], rhs_dilation=rhs_dilation[1:], groups=groups)
     else:
-        out = _lowering.conv(
+        out = portable.conv(
             folded,
             rhs2,
             geom,

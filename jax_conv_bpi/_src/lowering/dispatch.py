@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import math
 
-from . import _cpu_dense, _cpu_input_grad, _native
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad
+from jax_conv_bpi._src.native import kernels
 
 __all__ = [
     "CPU_PATHS",
@@ -26,7 +27,7 @@ __all__ = [
     "wants_native",
 ]
 
-CPU_PATHS = tuple(sorted(_cpu_input_grad.PATHS))
+CPU_PATHS = tuple(sorted(cpu_input_grad.PATHS))
 """Names of the input-gradient formulations ``conv_transpose(..., cpu_path=...)`` accepts."""
 
 DIRECT_MAX_CHANNEL_PRODUCT = 16  # (C_in/g) * (C_out/g) at or below this: per-tap multiply-add
@@ -62,7 +63,7 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
     most, used, dense = [], 1, 1
     for a in range(geom.ndim):
         _, _, k, s, d, _ = geom.axis(a)
-        counts = [len(t) for t in _cpu_input_grad.phase_split(k, s, d).values()]
+        counts = [len(t) for t in cpu_input_grad.phase_split(k, s, d).values()]
         most.append(max(counts))
         used *= sum(counts)
         dense *= max(counts) * s
@@ -71,7 +72,7 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
 
 def phase_count(geom: ConvGeometry) -> int:
     """The phases with at least one tap: ``phase_gemm`` and ``phase_conv`` emit one term per phase."""
-    return math.prod(len(_cpu_input_grad.phase_split(*geom.axis(a)[2:5])) for a in range(geom.ndim))
+    return math.prod(len(cpu_input_grad.phase_split(*geom.axis(a)[2:5])) for a in range(geom.ndim))
 
 
 def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
@@ -101,7 +102,7 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
 
     Strided, with ``native``, where ``_native_subpixel_pays``: ``subpixel``
     with its stride-1 convolution by the native kernel, which computes it
-    directly (``_native.direct``), whatever ``C_in``, with at most
+    directly (``kernels.direct``), whatever ``C_in``, with at most
     ``NATIVE_SUBPIXEL_MAX_WASTE`` of its taps zeros (the op alone, ms, the
     rules below -> it): resnet50_stem (23% zeros) 83.6 -> 23.3, Conv-TasNet
     17.8 -> 2.6, HiFi-GAN up4 11.2 -> 8.4; resnet50_l2 (44% zeros) lost, 21.2
@@ -138,12 +139,12 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
 
 def _native_subpixel_pays(geom: ConvGeometry) -> bool:
     """``native_subpixel`` pays: ungrouped, at most ``NATIVE_SUBPIXEL_MAX_WASTE`` of its convolution's
-    taps zeros, and that convolution one the native forward computes directly (``_native.direct``)."""
+    taps zeros, and that convolution one the native forward computes directly (``kernels.direct``)."""
     if geom.group != 1:
         return False
-    sub = _cpu_input_grad.subpixel_geometry(geom)
+    sub = cpu_input_grad.subpixel_geometry(geom)
     dense = math.prod(sub.kernel) * math.prod(geom.stride)
-    return phase_stats(geom)[1] <= NATIVE_SUBPIXEL_MAX_WASTE * dense and _native.direct(sub, "forward")
+    return phase_stats(geom)[1] <= NATIVE_SUBPIXEL_MAX_WASTE * dense and kernels.direct(sub, "forward")
 
 
 def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
@@ -230,15 +231,15 @@ def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:
 
 
 def cpu_backprop_input(dout, w, *, geom: ConvGeometry):
-    return _cpu_input_grad.PATHS[select_cpu_path(geom)](dout, w, geom=geom)
+    return cpu_input_grad.PATHS[select_cpu_path(geom)](dout, w, geom=geom)
 
 
 def cpu_conv(x, w, *, geom: ConvGeometry):
-    return _cpu_dense.CONV_PATHS[select_forward_path(geom)](x, w, geom=geom)
+    return cpu_dense.CONV_PATHS[select_forward_path(geom)](x, w, geom=geom)
 
 
 def cpu_backprop_filter(dout, x, *, geom: ConvGeometry):
-    return _cpu_dense.BACKPROP_FILTER_PATHS[select_filter_path(geom)](dout, x, geom=geom)
+    return cpu_dense.BACKPROP_FILTER_PATHS[select_filter_path(geom)](dout, x, geom=geom)
 
 
 def _one_d_as_two_d(lowering):
@@ -264,7 +265,7 @@ def _one_d_as_two_d(lowering):
 def _conv_any_rank(x, w, *, geom: ConvGeometry, native: bool = False):
     """The forward convolution: the native kernel's (rank-generic) where chosen, else 1-D lifted to 2-D."""
     if select_forward_path(geom, native=native) == "native":
-        return _cpu_dense.conv_native(x, w, geom=geom)
+        return cpu_dense.conv_native(x, w, geom=geom)
     return _one_d_as_two_d(cpu_conv)(x, w, geom=geom)
 
 
@@ -272,9 +273,9 @@ def _backprop_input_any_rank(dout, w, *, geom: ConvGeometry, native: bool = Fals
     """The input gradient: the native kernel's (rank-generic) where chosen, else 1-D lifted to 2-D."""
     path = select_cpu_path(geom, native=native)
     if path == "native":
-        return _cpu_input_grad.backprop_input_native(dout, w, geom=geom)
+        return cpu_input_grad.backprop_input_native(dout, w, geom=geom)
     if path == "native_subpixel":
-        return _cpu_input_grad.backprop_input_subpixel_native(dout, w, geom=geom)
+        return cpu_input_grad.backprop_input_subpixel_native(dout, w, geom=geom)
     return _one_d_as_two_d(cpu_backprop_input)(dout, w, geom=geom)
 
 
@@ -289,9 +290,9 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = Fal
     """
     path = select_filter_path(geom, native=native)
     if path == "native":
-        return _cpu_dense.backprop_filter_native(dout, x, geom=geom)
+        return cpu_dense.backprop_filter_native(dout, x, geom=geom)
     if geom.ndim == 1 and path == "default":
-        return _cpu_dense.BACKPROP_FILTER_PATHS[path](dout, x, geom=geom)
+        return cpu_dense.BACKPROP_FILTER_PATHS[path](dout, x, geom=geom)
     return _one_d_as_two_d(cpu_backprop_filter)(dout, x, geom=geom)
 
 

@@ -1,6 +1,6 @@
 """The optional native CPU kernels (the ``[native]`` extra): build, load, register, gate.
 
-Kernels in ``_csrc/conv.cc``: the forward convolution and the weight gradient
+Kernels in ``csrc/conv.cc``: the forward convolution and the weight gradient
 of an ungrouped float32 convolution, as im2col patches per block of pixels and
 OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's convolutions
 and dot run well below the machine's matmul speed (docs/performance.md); at
@@ -60,7 +60,7 @@ TARGET = "jcb_conv_weight_grad"
 FORWARD_TARGET = "jcb_conv_forward"
 GROUPED_TARGET = "jcb_conv_grouped_weight_grad"
 GROUPED_FORWARD_TARGET = "jcb_conv_grouped_forward"
-_SOURCE = Path(__file__).with_name("_csrc") / "conv.cc"
+_SOURCE = Path(__file__).with_name("csrc") / "conv.cc"
 
 
 def _cache_dir() -> Path:

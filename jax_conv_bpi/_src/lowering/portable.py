@@ -24,8 +24,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from . import _padding
-from ._geometry import ConvGeometry
+from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.base.geometry import ConvGeometry
 
 
 def channels_first_dn(n: int, lhs: str = "NC", rhs: str = "OI", out: str = "NC") -> lax.ConvDimensionNumbers:
@@ -153,7 +153,7 @@ def backprop_input_default(dout, w, *, geom: ConvGeometry):
     """
     if zero_result(geom):
         return zeros(geom.x_shape, geom, dout)
-    pads = [_padding.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim)]
+    pads = [arithmetic.lhs_dilated_padding(*geom.axis(a)[:5], geom.padding[a][0]) for a in range(geom.ndim)]
     pos, crops = split_negative(pads)
     out = conv(
         dout,
