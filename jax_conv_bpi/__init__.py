@@ -20,7 +20,8 @@ Example:
 """
 
 from jax_conv_bpi import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
-from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS
+from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS, cpu_paths
 from jax_conv_bpi._src.lowering.xla_cpu import cpu_compiler_options
 from jax_conv_bpi._src.mindspore.checkpoint.core import (
     load_checkpoint,
@@ -45,6 +46,7 @@ __all__ = [
     "Conv2DBackpropFilter",
     "Conv2DBackpropInput",
     "Conv2DTranspose",
+    "ConvGeometry",
     "backprop_filter_p",
     "backprop_input_p",
     "conv2d",
@@ -56,6 +58,7 @@ __all__ = [
     "conv_transpose",
     "conv_transpose_sizes",
     "cpu_compiler_options",
+    "cpu_paths",
     "load_checkpoint",
     "load_param_into_net",
     "native_status",

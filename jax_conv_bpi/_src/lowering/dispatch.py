@@ -318,3 +318,32 @@ cpu_lowering = {
 
 cpu_lowering_native = {role: functools.partial(fn, native=True) for role, fn in cpu_lowering.items()}
 """The CPU lowerings that may call the native kernel (``_native``), where ``wants_native`` and it is usable."""
+
+
+def cpu_paths(geometry: ConvGeometry, dtype: str = "float32") -> dict[str, str]:
+    """The CPU formulation each primitive takes for ``geometry`` in a single-device ``jax.jit`` program.
+
+    Args:
+      geometry: the convolution, as the primitives take it (``jax_conv_bpi.ConvGeometry``).
+      dtype: the operands' dtype name; the native kernels take float32 only.
+
+    Returns:
+      ``{"conv": ..., "backprop_input": ..., "backprop_filter": ...}``: the
+      forward convolution's, the input gradient's and the weight gradient's
+      formulation, by the names the benchmark and ``docs/performance.md`` use
+      (``"native"`` and ``"native_subpixel"`` run the native kernels, where they
+      are installed and usable: ``native_status()``). ``cpu_path`` in the
+      geometry forces the input gradient's.
+
+    Example:
+      >>> import jax_conv_bpi as jcb
+      >>> g = jcb.ConvGeometry(x_shape=(1, 16, 8, 8), w_shape=(16, 16, 2, 2), y_shape=(1, 16, 4, 4),
+      ...                      stride=(2, 2), dilation=(1, 1), padding=((0, 0), (0, 0)), cpu_path="gemm")
+      >>> jcb.cpu_paths(g)["backprop_input"]
+      'gemm'
+    """
+    loaded = kernels.load()[0]
+    return {
+        role: select(geometry, native=loaded and wants_native(role, geometry, [dtype, dtype]))
+        for role, select in SELECT_PATH.items()
+    }
