@@ -31,10 +31,11 @@ from jax_conv_bpi._src.mindspore.checkpoint.core import (
 )
 from jax_conv_bpi._src.mindspore.classes_2d import Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, Conv2DTranspose
 from jax_conv_bpi._src.mindspore.functions_2d import conv2d, conv2d_backprop_filter, conv2d_backprop_input
-from jax_conv_bpi._src.mindspore.sizes import conv2d_output_size, conv_transpose_sizes, valid_input_sizes
+from jax_conv_bpi._src.mindspore.sizes import conv2d_output_size, valid_input_sizes
 from jax_conv_bpi._src.native.kernels import native_status
 from jax_conv_bpi._src.op.conv_transpose import conv_transpose
 from jax_conv_bpi._src.op.primitives import backprop_filter_p, backprop_input_p, conv_p
+from jax_conv_bpi._src.op.sizes import conv_transpose_sizes
 
 conv2d_p = conv_p  # the forward primitive under its 2-D name (it serves every rank)
 

@@ -44,8 +44,8 @@ from helpers import (
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad
-from jax_conv_bpi._src.mindspore import args_2d
 from jax_conv_bpi._src.native import kernels
+from jax_conv_bpi._src.op.args import transpose_geometry
 
 PATHS = sorted(cpu_input_grad.PATHS)
 
@@ -198,7 +198,7 @@ def test_grid_covers_every_feature(rank):
 def test_gate_builds_the_same_geometry(rank):
     """``conv_transpose``'s gate gives the geometry of PyTorch's size rule (no value computed here is the gate's)."""
     for cid, c in CASES[rank].items():
-        got = args_2d.transpose_geometry("t", c.y, c.w, c.stride, c.padding, c.output_padding, c.dilation, c.group)
+        got = transpose_geometry("t", c.y, c.w, c.stride, c.padding, c.output_padding, c.dilation, c.group)
         assert got == c.geom, cid
 
 

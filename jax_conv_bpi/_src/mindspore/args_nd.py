@@ -29,25 +29,23 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jax_conv_bpi._src.base import arithmetic
 from jax_conv_bpi._src.base.geometry import ConvGeometry
-from jax_conv_bpi._src.mindspore.args_2d import (
-    _UNSET,
-    _check_int,
-    _check_limit,
-    _got,
-    _is_int,
-    _is_zero,
-    _same_dtype,
+from jax_conv_bpi._src.base.validate import (
+    AXES,
+    UNSET,
     check_array,
+    check_int,
+    check_limit,
+    got,
+    is_int,
+    is_zero,
+    same_dtype,
 )
 
 __all__ = ["NdAttrs", "bind_forward", "bind_transpose", "check_bias", "conv3d_attrs", "functional_attrs"]
-
-_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,17 +75,17 @@ class NdAttrs:
 
 def _int_or_tuple(op: str, name: str, v: Any, n: int, *, minimum: int, what: str) -> tuple[int, ...]:
     """An int (every axis) or a tuple of exactly ``n`` ints >= ``minimum``: TypeError for other types."""
-    if not (_is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {_got(v)}")
-    items = (v,) * n if _is_int(v) else v
-    if len(items) != n or not all(_is_int(k) and k >= minimum for k in items):
+    if not (is_int(v) or isinstance(v, tuple)):
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+    items = (v,) * n if is_int(v) else v
+    if len(items) != n or not all(is_int(k) and k >= minimum for k in items):
         raise ValueError(f"{op}: '{name}' must be {what} or a tuple of {n} such ints, got {v!r}")
     return tuple(items)
 
 
 def _pad_mode(op: str, pad_mode: Any) -> str:
     if not isinstance(pad_mode, str):
-        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {_got(pad_mode)}")
+        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode)}")
     mode = pad_mode.lower()
     if mode not in arithmetic.PAD_MODES:
         raise ValueError(
@@ -100,12 +98,12 @@ def _pad_items(op: str, name: str, mode: str, pad_mode: Any, pads: Sequence[Any]
     """The 'pad must be zero unless pad mode' check, then the pad items (ints >= 0)."""
     zero = "0 or " + ("(" + ", ".join(["0"] * len(pads)) + ")" if len(pads) > 1 else "0")
     if mode != "pad":
-        if not all(_is_zero(p) for p in pads):
+        if not all(is_zero(p) for p in pads):
             raise ValueError(f"{op}: '{name}' must be {zero} when pad_mode is {pad_mode!r}, got {shown!r}")
         return (0,) * len(pads)
     for p in pads:
-        if not _is_int(p):
-            raise TypeError(f"{op}: every entry of '{name}' must be a Python int >= 0, got {_got(p)} in {shown!r}")
+        if not is_int(p):
+            raise TypeError(f"{op}: every entry of '{name}' must be a Python int >= 0, got {got(p)} in {shown!r}")
         if p < 0:
             raise ValueError(f"{op}: every entry of '{name}' must be >= 0, got {p!r} in {shown!r}")
     return tuple(pads)
@@ -116,8 +114,8 @@ def _pairs(flat: Sequence[int]) -> tuple[tuple[int, int], ...]:
 
 
 def _group(op: str, name: str, group: Any, out_channel: int) -> int:
-    if not _is_int(group):
-        raise TypeError(f"{op}: '{name}' must be a Python int in [1, {out_channel}], got {_got(group)}")
+    if not is_int(group):
+        raise TypeError(f"{op}: '{name}' must be a Python int in [1, {out_channel}], got {got(group)}")
     if not 1 <= group <= out_channel:
         raise ValueError(f"{op}: '{name}' must be in [1, {out_channel}] (out_channel {out_channel}), got {group!r}")
     if out_channel % group:
@@ -137,7 +135,7 @@ def conv3d_attrs(
     op: str,
     *,
     transpose: bool,
-    in_channel: Any = _UNSET,
+    in_channel: Any = UNSET,
     out_channel: Any,
     kernel_size: Any,
     mode: Any = 1,
@@ -158,17 +156,17 @@ def conv3d_attrs(
     """
     in_c = None
     if transpose:
-        in_c = _check_int(op, "in_channel", in_channel, minimum=1)
-        out_c = _check_int(op, "out_channel", out_channel, minimum=1)
+        in_c = check_int(op, "in_channel", in_channel, minimum=1)
+        out_c = check_int(op, "out_channel", out_channel, minimum=1)
     ks = _int_or_tuple(op, "kernel_size", kernel_size, 3, minimum=1, what="a positive int")
     s = _int_or_tuple(op, "stride", stride, 3, minimum=1, what="a positive int")
     d = _int_or_tuple(op, "dilation", dilation, 3, minimum=1, what="a positive int")
-    if not (_is_int(pad) or isinstance(pad, tuple)):
+    if not (is_int(pad) or isinstance(pad, tuple)):
         raise TypeError(
             f"{op}: '{pad_name}' must be an int or a tuple of 6 ints (head, tail, top, bottom, left, right), not a list, "
-            f"got {_got(pad)}"
+            f"got {got(pad)}"
         )
-    pads = (pad,) * 6 if _is_int(pad) else pad
+    pads = (pad,) * 6 if is_int(pad) else pad
 
     def pad_length():
         if len(pads) != 6:
@@ -184,19 +182,19 @@ def conv3d_attrs(
         pad_length()
         m = _pad_mode(op, pad_mode)
     flat = _pad_items(op, pad_name, m, pad_mode, pads, pad)
-    _check_int(op, "mode", mode, equal=1)
+    check_int(op, "mode", mode, equal=1)
     if not transpose:
         if data_format != "NCDHW":
-            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {_got(data_format)}")
-        out_c = _check_int(op, "out_channel", out_channel, minimum=1)
+            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format)}")
+        out_c = check_int(op, "out_channel", out_channel, minimum=1)
     g = _group(op, "group", group, out_c)
     op_pad = None
     if transpose:
         if data_format != "NCDHW":
-            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {_got(data_format)}")
-        if not (_is_int(output_padding) or isinstance(output_padding, tuple)):
+            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format)}")
+        if not (is_int(output_padding) or isinstance(output_padding, tuple)):
             raise TypeError(
-                f"{op}: 'output_padding' must be an int or a tuple of 3 ints (not a list), got {_got(output_padding)}"
+                f"{op}: 'output_padding' must be an int or a tuple of 3 ints (not a list), got {got(output_padding)}"
             )
         op_pad = _int_or_tuple(op, "output_padding", output_padding, 3, minimum=0, what="an int >= 0")
         if any(op_pad) and m != "pad":
@@ -204,7 +202,7 @@ def conv3d_attrs(
                 f"{op}: 'output_padding' must be 0 or (0, 0, 0) when pad_mode is {pad_mode!r} (it needs 'pad'), "
                 f"got {output_padding!r}"
             )
-        for a, axis in enumerate(_AXES[3]):
+        for a, axis in enumerate(AXES[3]):
             limit = max(s[a], d[a])
             if op_pad[a] >= limit:
                 raise ValueError(
@@ -225,13 +223,13 @@ def _conv1d_single(op: str, name: str, v: Any, *, minimum: int, exc: type[Except
         if len(v) != 1:
             raise ValueError(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {v!r} of length {len(v)}")
         (item,) = v
-    elif _is_int(v):
+    elif is_int(v):
         item = v
     else:
-        raise exc(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {_got(v)}")
+        raise exc(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {got(v)}")
     if name == "padding":
         return item  # its items are checked with the pad mode
-    if not _is_int(item):
+    if not is_int(item):
         raise ValueError(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {v!r}")
     if item < minimum:
         raise ValueError(f"{op}: '{name}' must be a positive int, got {v!r}")
@@ -247,7 +245,7 @@ def _window_nd(op: str, name: str, v: Any, n: int) -> tuple[int, ...]:
 
 def _padding_nd(op: str, padding: Any, n: int) -> tuple[Any, ...]:
     """conv1d/2d/3d ``padding``: an int, or a tuple/list of ``n`` (one symmetric amount per axis)."""
-    if _is_int(padding):
+    if is_int(padding):
         per_axis: Sequence[Any] = (padding,) * n
     elif isinstance(padding, (tuple, list)):
         if len(padding) != n:
@@ -257,12 +255,12 @@ def _padding_nd(op: str, padding: Any, n: int) -> tuple[Any, ...]:
             )
         per_axis = padding
     else:
-        raise TypeError(f"{op}: 'padding' must be an int or a tuple/list of {n} ints, got {_got(padding)}")
+        raise TypeError(f"{op}: 'padding' must be an int or a tuple/list of {n} ints, got {got(padding)}")
     return tuple(v for p in per_axis for v in (p, p))
 
 
 def _groups_arg(op: str, groups: Any) -> int:
-    return _check_int(op, "groups", groups, minimum=1)
+    return check_int(op, "groups", groups, minimum=1)
 
 
 def functional_attrs(
@@ -300,12 +298,12 @@ def functional_attrs(
 
 
 def _seq2(op: str, name: str, v: Any, *, minimum: int) -> tuple[int, int]:
-    if _is_int(v):
+    if is_int(v):
         items: Sequence[Any] = (v, v)
-    elif isinstance(v, (tuple, list)) and all(_is_int(k) for k in v):
+    elif isinstance(v, (tuple, list)) and all(is_int(k) for k in v):
         items = v
     else:
-        raise TypeError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {_got(v)}")
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {got(v)}")
     if len(items) != 2:
         raise ValueError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {v!r}")
     if min(items) < minimum:
@@ -322,7 +320,7 @@ def _seq2(op: str, name: str, v: Any, *, minimum: int) -> tuple[int, int]:
 def check_operands(op: str, names: tuple[str, str], a: Any, b: Any, ranks: tuple[int, ...]) -> tuple[Any, Any]:
     a = check_array(op, names[0], a)
     b = check_array(op, names[1], b)
-    _same_dtype(op, names, a, b)
+    same_dtype(op, names, a, b)
     for name, arr in zip(names, (a, b)):
         if arr.ndim not in ranks:
             want = " or ".join(str(r) for r in ranks)
@@ -340,7 +338,7 @@ def check_bias(op: str, bias: Any, like: Any, channels: int) -> Any:
             f"{op}: 'bias' must be None or 1-D with one entry per output channel, shape ({channels},), got shape "
             f"{tuple(bias.shape)}"
         )
-    _same_dtype(op, ("bias", "input"), bias, like)
+    same_dtype(op, ("bias", "input"), bias, like)
     return bias
 
 
@@ -353,11 +351,11 @@ def add_bias(out: jax.Array, bias: Any) -> jax.Array:
 
 def _shape_checks(attrs: NdAttrs, x_name: str, w_name: str, x: tuple[int, ...], w: tuple[int, ...]) -> None:
     op = attrs.op_name
-    _check_limit(op, x_name, x)
-    _check_limit(op, w_name, w)
-    _check_limit(op, "stride", attrs.stride)
-    _check_limit(op, "dilation", attrs.dilation)
-    _check_limit(op, "padding", [v for pair in attrs.pad for v in pair])
+    check_limit(op, x_name, x)
+    check_limit(op, w_name, w)
+    check_limit(op, "stride", attrs.stride)
+    check_limit(op, "dilation", attrs.dilation)
+    check_limit(op, "padding", [v for pair in attrs.pad for v in pair])
     if min(w) < 1:
         raise ValueError(f"{op}: every dimension of '{w_name}' must be >= 1, got {w_name} shape {w}")
     if min(x[1:]) < 1:
@@ -403,11 +401,11 @@ def bind_forward(
         if out[a] < 0:
             ek = arithmetic.effective_kernel(w[2 + a], attrs.dilation[a])
             raise ValueError(
-                f"{op}: the kernel does not fit the padded {x_name} on the {_AXES[n][a]} axis: size {xs[2 + a]} "
+                f"{op}: the kernel does not fit the padded {x_name} on the {AXES[n][a]} axis: size {xs[2 + a]} "
                 f"padded by {padding[a]}, kernel {w[2 + a]}, dilation {attrs.dilation[a]} (extent {ek}), stride "
                 f"{attrs.stride[a]}; the padded size must be >= extent - stride = {ek - attrs.stride[a]}"
             )
-    _check_limit(op, "output shape", (xs[0], w[0], *out))
+    check_limit(op, "output shape", (xs[0], w[0], *out))
     geom = ConvGeometry(
         xs, w, (xs[0], w[0], *out), attrs.stride, attrs.dilation, padding, g, precision=lax.Precision.HIGHEST
     )
@@ -432,13 +430,13 @@ def transpose_sizes(attrs: NdAttrs, y: Sequence[int], w: Sequence[int]) -> tuple
             limit = max(s, d)
             if op_pad[a] >= limit:
                 raise ValueError(
-                    f"{attrs.op_name}: 'output_padding' on the {_AXES[n][a]} axis must be < max(stride, dilation) = "
+                    f"{attrs.op_name}: 'output_padding' on the {AXES[n][a]} axis must be < max(stride, dilation) = "
                     f"{limit} (stride {s}, dilation {d}), got {op_pad[a]}"
                 )
             size = arithmetic.transpose_input_length(o, k, s, d, lo, hi, op_pad[a])
             if size < 1:
                 raise ValueError(
-                    f"{attrs.op_name}: the output would be empty on the {_AXES[n][a]} axis: input size {o}, kernel "
+                    f"{attrs.op_name}: the output would be empty on the {AXES[n][a]} axis: input size {o}, kernel "
                     f"{k}, stride {s}, dilation {d}, padding {(lo, hi)} and output_padding {op_pad[a]} give "
                     f"(o - 1) * s + (k - 1) * d + 1 - lo - hi + output_padding = {size}; it must be >= 1 (less padding)"
                 )
@@ -483,7 +481,7 @@ def bind_transpose(
         )
     sizes, pairs = transpose_sizes(attrs, y, w)
     x = (y[0], g * w[1], *sizes)
-    _check_limit(op, "output shape", x)
+    check_limit(op, "output shape", x)
     geom = ConvGeometry(x, w, y, attrs.stride, attrs.dilation, pairs, g, precision=lax.Precision.HIGHEST)
     if attrs.in_channel is not None and attrs.in_channel != w[0]:
         warnings.warn(
@@ -500,7 +498,3 @@ def bind_transpose(
             stacklevel=4,
         )
     return y_arr, jnp.asarray(weight), geom
-
-
-def is_array(v: Any) -> bool:
-    return isinstance(v, (jax.Array, np.ndarray))

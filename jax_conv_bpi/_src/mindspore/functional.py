@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import jax
 
+from jax_conv_bpi._src.base.validate import is_array, is_int
 from jax_conv_bpi._src.mindspore import args_nd as _nd
-from jax_conv_bpi._src.mindspore.args_2d import _is_int
 from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv3d_transpose", "conv_transpose2d"]
@@ -158,7 +158,7 @@ def conv_transpose2d(
     attrs = _nd.functional_attrs(
         op, 2, stride=stride, dilation=dilation, padding=padding, groups=groups, output_padding=output_padding
     )
-    unbatched = _nd.is_array(input) and input.ndim == 3
+    unbatched = is_array(input) and input.ndim == 3
     y, w, geom = _nd.bind_transpose(attrs, input, weight, y_name="input", w_name="weight", unbatched=True)
     bias = _nd.check_bias(op, bias, y, geom.x_shape[1])
     out = _nd.add_bias(backprop_input_p.bind(y, w, geom=geom), bias)
@@ -197,7 +197,7 @@ def conv3d_transpose(
     y, w = _nd.check_operands(op, ("inputs", "weight"), inputs, weight, (5,))
     # MindSpore passes out_channel=weight.shape[1]; the output really has weight.shape[1] * group channels,
     # which is what bounds the group here (no group quirk).
-    out_c = w.shape[1] * group if _is_int(group) and group >= 1 else w.shape[1]
+    out_c = w.shape[1] * group if is_int(group) and group >= 1 else w.shape[1]
     attrs = _nd.conv3d_attrs(
         op,
         transpose=True,

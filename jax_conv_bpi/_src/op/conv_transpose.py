@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jax_conv_bpi._src.mindspore import args_2d
+from jax_conv_bpi._src.op.args import bind_conv_transpose
 from jax_conv_bpi._src.op.primitives import backprop_input_p
 
 __all__ = ["conv_transpose"]
@@ -95,7 +95,7 @@ def conv_transpose(
       >>> jcb.conv_transpose(v, jnp.ones((128, 64, 3, 3, 3)), 2, 1, output_padding=1).shape
       (1, 64, 32, 32, 32)
     """
-    y_cf, w_cf, geom, back = args_2d.bind_conv_transpose(
+    y_cf, w_cf, geom, back = bind_conv_transpose(
         y,
         w,
         strides,

@@ -32,18 +32,14 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from jax_conv_bpi._src.base import arithmetic
-from jax_conv_bpi._src.mindspore.args_2d import _got, _is_int, _is_zero
+from jax_conv_bpi._src.base.validate import AXES, float_dtype_name, got, is_int, is_zero
 from jax_conv_bpi._src.mindspore.args_nd import NdAttrs
 
 __all__ = ["LayerConfig", "layer_config"]
 
 ABSENT: Any = object()  # a constructor argument the layer does not have (data_format, output_padding)
-_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,19 +78,19 @@ def _tuple_of(op: str, name: str, v: Any, n: int, *, minimum: int) -> tuple[int,
     """kernel_size / stride / dilation in MindSpore's per-rank forms and exception types."""
     what = "a positive int" if minimum == 1 else "an int >= 0"
     if n == 1:  # the 1-D layers: an int only
-        if not _is_int(v):
-            raise TypeError(f"{op}: '{name}' must be a Python int (not a tuple or list), got {_got(v)}")
+        if not is_int(v):
+            raise TypeError(f"{op}: '{name}' must be a Python int (not a tuple or list), got {got(v)}")
         items: tuple[Any, ...] = (v,)
     else:
-        if not (_is_int(v) or isinstance(v, tuple)):
-            raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {_got(v)}")
-        items = (v,) * n if _is_int(v) else v
+        if not (is_int(v) or isinstance(v, tuple)):
+            raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+        items = (v,) * n if is_int(v) else v
         if len(items) != n:  # Conv2d*: a TypeError in MindSpore, Conv3d*: a ValueError
             exc = TypeError if n == 2 else ValueError
             raise exc(f"{op}: '{name}' must be an int or a tuple of exactly {n} ints, got {v!r} of length {len(v)}")
         for k in items:
-            if not _is_int(k):
-                raise TypeError(f"{op}: every entry of '{name}' must be a Python int, got {_got(k)} in {v!r}")
+            if not is_int(k):
+                raise TypeError(f"{op}: every entry of '{name}' must be a Python int, got {got(k)} in {v!r}")
     for k in items:
         if k < minimum:
             raise ValueError(f"{op}: '{name}' must be {what} (every entry), got {v!r}")
@@ -105,23 +101,23 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
     """The flat (lo, hi) amounts: 1-D an int; 2-D an int or (top, bottom, left, right); 3-D an int or 6 ints."""
     names = {2: "(top, bottom, left, right)", 3: "(head, tail, top, bottom, left, right)"}
     if n == 1:
-        if not _is_int(padding):
-            raise TypeError(f"{op}: 'padding' must be a Python int >= 0 (both ends), got {_got(padding)}")
+        if not is_int(padding):
+            raise TypeError(f"{op}: 'padding' must be a Python int >= 0 (both ends), got {got(padding)}")
         flat: tuple[Any, ...] = (padding, padding)
     else:
-        if not (_is_int(padding) or isinstance(padding, tuple)):
+        if not (is_int(padding) or isinstance(padding, tuple)):
             raise TypeError(
-                f"{op}: 'padding' must be an int or a tuple of {2 * n} ints {names[n]} (not a list), got {_got(padding)}"
+                f"{op}: 'padding' must be an int or a tuple of {2 * n} ints {names[n]} (not a list), got {got(padding)}"
             )
-        flat = (padding,) * (2 * n) if _is_int(padding) else padding
+        flat = (padding,) * (2 * n) if is_int(padding) else padding
         if len(flat) != 2 * n:
             raise ValueError(
                 f"{op}: 'padding' must be an int or a tuple of exactly {2 * n} ints {names[n]}, got {padding!r} of "
                 f"length {len(flat)}"
             )
         for p in flat:
-            if not _is_int(p):
-                raise TypeError(f"{op}: every entry of 'padding' must be a Python int, got {_got(p)} in {padding!r}")
+            if not is_int(p):
+                raise TypeError(f"{op}: every entry of 'padding' must be a Python int, got {got(p)} in {padding!r}")
     if any(p < 0 for p in flat):
         raise ValueError(f"{op}: 'padding' must be >= 0 (every entry), got {padding!r}")
     return tuple(flat)
@@ -130,7 +126,7 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
 def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
     if not isinstance(pad_mode, str):
         exc = TypeError if type_error else ValueError  # MindSpore's type for this layer
-        raise exc(f"{op}: 'pad_mode' must be a str: 'same', 'valid' or 'pad' (any letter case), got {_got(pad_mode)}")
+        raise exc(f"{op}: 'pad_mode' must be a str: 'same', 'valid' or 'pad' (any letter case), got {got(pad_mode)}")
     mode = pad_mode.lower()
     if mode not in arithmetic.PAD_MODES:
         raise ValueError(f"{op}: 'pad_mode' must be 'same', 'valid' or 'pad' (any letter case), got {pad_mode!r}")
@@ -138,30 +134,30 @@ def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
 
 
 def _output_padding_arg(op: str, v: Any, n: int) -> tuple[int, ...]:
-    if not (_is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: 'output_padding' must be an int or a tuple of {n} ints (not a list), got {_got(v)}")
-    items = (v,) * n if _is_int(v) else v
+    if not (is_int(v) or isinstance(v, tuple)):
+        raise TypeError(f"{op}: 'output_padding' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+    items = (v,) * n if is_int(v) else v
     if len(items) != n:
         raise ValueError(f"{op}: 'output_padding' must be an int or a tuple of exactly {n} ints, got {v!r}")
     for k in items:
-        if not _is_int(k):
-            raise TypeError(f"{op}: every entry of 'output_padding' must be a Python int, got {_got(k)} in {v!r}")
+        if not is_int(k):
+            raise TypeError(f"{op}: every entry of 'output_padding' must be a Python int, got {got(k)} in {v!r}")
         if k < 0:
             raise ValueError(f"{op}: 'output_padding' must be >= 0 (every entry), got {v!r}")
     return tuple(items)
 
 
 def _channels(op: str, name: str, v: Any) -> int:
-    if not _is_int(v):
-        raise TypeError(f"{op}: '{name}' must be a Python int >= 1, got {_got(v)}")
+    if not is_int(v):
+        raise TypeError(f"{op}: '{name}' must be a Python int >= 1, got {got(v)}")
     if v < 1:
         raise ValueError(f"{op}: '{name}' must be an int >= 1, got {v!r}")
     return v
 
 
 def _group_arg(op: str, group: Any, c_in: int, c_out: int) -> int:
-    if not _is_int(group):
-        raise TypeError(f"{op}: 'group' must be a Python int >= 1 dividing both channel counts, got {_got(group)}")
+    if not is_int(group):
+        raise TypeError(f"{op}: 'group' must be a Python int >= 1 dividing both channel counts, got {got(group)}")
     if group < 1:
         raise ValueError(f"{op}: 'group' must be an int >= 1 dividing in_channels and out_channels, got {group!r}")
     if c_in % group or c_out % group:
@@ -174,12 +170,7 @@ def _group_arg(op: str, group: Any, c_in: int, c_out: int) -> int:
 
 
 def _dtype_arg(op: str, dtype: Any) -> str:
-    try:
-        name = jnp.dtype(dtype).name
-    except TypeError:
-        raise TypeError(f"{op}: 'dtype' must be a floating dtype ({', '.join(_FLOATS)}), got {_got(dtype)}") from None
-    if name not in _FLOATS:
-        raise TypeError(f"{op}: 'dtype' must be a floating dtype ({', '.join(_FLOATS)}), got {name}")
+    name = float_dtype_name(op, "dtype", dtype)
     if name == "float64" and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"{op}: dtype float64 needs 64-bit JAX (jax.config.update('jax_enable_x64', True) or the "
@@ -216,7 +207,7 @@ def layer_config(
             gpu = (
                 " (MindSpore's NHWC layout is GPU-only; this layer is channels-first)" if data_format == "NHWC" else ""
             )
-            raise ValueError(f"{op}: 'data_format' must be {want!r}, got {_got(data_format)}{gpu}")
+            raise ValueError(f"{op}: 'data_format' must be {want!r}, got {got(data_format)}{gpu}")
     ks = _tuple_of(op, "kernel_size", kernel_size, n, minimum=1)
     s = _tuple_of(op, "stride", stride, n, minimum=1)
     d = _tuple_of(op, "dilation", dilation, n, minimum=1)
@@ -224,7 +215,7 @@ def layer_config(
     op_pad = None if output_padding is ABSENT else _output_padding_arg(op, output_padding, n)
     # Conv2d and the 3-D layers: TypeError for a non-str pad_mode; the others a ValueError (MindSpore's types).
     mode = _pad_mode_arg(op, pad_mode, type_error=(n == 2 and not transpose) or n == 3)
-    if mode != "pad" and not all(_is_zero(p) for p in flat):
+    if mode != "pad" and not all(is_zero(p) for p in flat):
         raise ValueError(
             f"{op}: 'padding' must be 0 unless pad_mode is 'pad', got padding={padding!r} with {pad_mode!r}"
         )
@@ -234,7 +225,7 @@ def layer_config(
                 f"{op}: a non-zero 'output_padding' needs pad_mode='pad', got output_padding={output_padding!r} with "
                 f"pad_mode={pad_mode!r}"
             )
-        for a, axis in enumerate(_AXES[n]):
+        for a, axis in enumerate(AXES[n]):
             limit = max(s[a], d[a])
             if op_pad[a] >= limit:
                 raise ValueError(
@@ -243,7 +234,7 @@ def layer_config(
                 )
     g = _group_arg(op, group, c_in, c_out)
     if type(has_bias) is not bool:
-        raise TypeError(f"{op}: 'has_bias' must be True or False (a Python bool), got {_got(has_bias)}")
+        raise TypeError(f"{op}: 'has_bias' must be True or False (a Python bool), got {got(has_bias)}")
     dt = _dtype_arg(op, dtype)
     pairs = tuple((flat[2 * a], flat[2 * a + 1]) for a in range(n))
     appended = None
@@ -251,7 +242,3 @@ def layer_config(
         appended, op_pad = op_pad, None
     attrs = NdAttrs(op, s, d, mode, pairs, g, output_padding=op_pad)
     return LayerConfig(op, n, transpose, c_in, c_out, ks, has_bias, dt, attrs, appended)
-
-
-def is_array(v: Any) -> bool:
-    return isinstance(v, (jax.Array, np.ndarray))

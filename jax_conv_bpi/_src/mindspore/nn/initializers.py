@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_conv_bpi._src.base.validate import is_array
+
 __all__ = ["Init", "initial_value"]
 
 Init = None | str | float | int | bool | jax.Array | np.ndarray | Callable[..., Any]
@@ -89,10 +91,6 @@ _ALIASES = {
 NAMES = tuple(sorted([*_NAMED, *_ALIASES]))
 
 
-def _is_array(v: Any) -> bool:
-    return isinstance(v, (jax.Array, np.ndarray))
-
-
 def initial_value(
     op: str,
     name: str,
@@ -117,7 +115,7 @@ def initial_value(
         value = _named(op, arg, init, shape, key)
     elif isinstance(init, (bool, int, float, np.integer, np.floating)):
         value = jnp.full(shape, float(init), jnp.float32)
-    elif _is_array(init):
+    elif is_array(init):
         want = array_shape or shape
         if tuple(init.shape) != want:
             extra = ""

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jax_conv_bpi._src.base import arithmetic
+from jax_conv_bpi._src.base.validate import check_array, same_dtype
 from jax_conv_bpi._src.mindspore import args_nd as _nd
-from jax_conv_bpi._src.mindspore.args_2d import _same_dtype, check_array
 from jax_conv_bpi._src.mindspore.nn.config import LayerConfig, layer_config
 from jax_conv_bpi._src.mindspore.nn.initializers import Init, initial_value
 from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
@@ -72,7 +72,7 @@ class _ConvNd(nnx.Module):
             layout = ("(N, C, L)", "(N, C, H, W)", "(N, C, D, H, W)")[n - 1]
             raise ValueError(f"{op}: 'x' must have rank {n + 2} {layout}, got shape {tuple(x.shape)}")
         weight = self.weight[...]
-        _same_dtype(op, ("x", "weight"), x, weight)
+        same_dtype(op, ("x", "weight"), x, weight)
         if x.shape[1] != cfg.in_channels:
             raise ValueError(
                 f"{op}: 'x' has {x.shape[1]} channels but the layer was built with in_channels={cfg.in_channels} "
