@@ -13,13 +13,14 @@ import math
 import jax
 import numpy as np
 import pytest
-import reference
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi import bench
-from jax_conv_bpi._src.native import kernels
-from jax_conv_bpi.bench import impls, runner, timing
+from jax_conv_bpi.bench import checks, cli, hazard, impls, runner, timing
+from jax_conv_bpi.bench.config import QUICK_TRAINING, Config, quick_training
 from jax_conv_bpi.bench.suite import Shape, ShapeND
+
+from .support import reference
 
 TINY = [
     # Strided, grouped, asymmetric padding, and a last input row no window reaches (H=11).
@@ -93,6 +94,11 @@ TINY_ND = [
 ]
 
 
+def native_loaded() -> bool:
+    """Whether the native CPU kernels loaded (the paths the library reports depend on it)."""
+    return jcb.native_status().startswith("native kernel: ")
+
+
 def test_suite_geometry_matches_the_library():
     suite = bench.load_suite()
     assert len(suite) == 13 and len({s.name for s in suite}) == 13
@@ -164,19 +170,19 @@ def test_torch_peers_agree_on_tiny_shapes():
         want = ref.to_numpy(ref.call())
         for name in impls.torch_op_impls(s.rank):
             p = impls.prepare_torch_op(torch, s, name, dout, w, "cpu")
-            assert runner.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
+            assert checks.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
     for s in (shapes[0], shapes[1], shapes[3]):
         dout, w = s.arrays(0)
         x = np.random.default_rng(1).standard_normal(s.x_shape, dtype=np.float32)
         ref = impls.prepare_jax_train(s, "jax_grad", x, w, dout, device)
         p = impls.prepare_torch_train(torch, s, x, w, dout, "cpu")
-        assert runner.rel_error(p.to_numpy(p.call())[1], ref.to_numpy(ref.call())[1]) < 1e-5, s.name
+        assert checks.rel_error(p.to_numpy(p.call())[1], ref.to_numpy(ref.call())[1]) < 1e-5, s.name
     for s in shapes:  # the weight gradient alone, asymmetric padding (a padded input) included
         dout, _ = s.arrays(0)
         x = np.random.default_rng(2).standard_normal(s.x_shape, dtype=np.float32)
         ref = impls.prepare_jax_weight_grad(s, "jax_vjp", x, dout, device)
         p = impls.prepare_torch_weight_grad(torch, s, x, dout, "cpu")
-        assert runner.rel_error(p.to_numpy(p.call()), ref.to_numpy(ref.call())) < 1e-5, s.name
+        assert checks.rel_error(p.to_numpy(p.call()), ref.to_numpy(ref.call())) < 1e-5, s.name
 
 
 def test_weight_gradient_is_the_reference_and_paths_follow_the_rules():
@@ -190,11 +196,11 @@ def test_weight_gradient_is_the_reference_and_paths_follow_the_rules():
         )
         for name in ("ours", "jax_vjp"):
             p = impls.prepare_jax_weight_grad(s, name, x.astype(np.float32), dout, device)
-            assert runner.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
+            assert checks.rel_error(p.to_numpy(p.call()), want) < 1e-5, (s.name, name)
     with pytest.raises(ValueError, match="no JAX weight gradient 'torch'"):
         impls.weight_grad_fn(s, "torch")
     by = {s.name: s for s in bench.load_suite()}
-    native = kernels.load()[0]
+    native = native_loaded()
     assert impls.cpu_paths(by["resnet50_l1_k3s1p1_b32"]) == {
         "conv": "native" if native else "routed",
         "backprop_input": "native" if native else "flipped_conv",
@@ -261,7 +267,7 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert "tiny3_s2_op" in printed and "N-D training step" in printed and "geomean per rank" in printed
     # a tiny grouped layer: the direct forms, with the native forward and weight gradient where loaded
     assert "weight gradient" in printed
-    assert ("native/direct/native" if kernels.load()[0] else "direct/direct/direct") in printed
+    assert ("native/direct/native" if native_loaded() else "direct/direct/direct") in printed
 
     result = json.loads(out_json.read_text())
     assert result["schema"] == runner.SCHEMA
@@ -331,7 +337,7 @@ def test_run_in_process_checks_and_json(tmp_path, capsys):
     assert wg["3d"]["all"]["torch_conv_weight"] is None  # --no-torch
     # Paths: every tiny shape has few channels per group (C_in/g * C_out/g <= 16), where every primitive is
     # direct, except the forward and the weight gradient where the native kernels are loaded.
-    native_path = "native" if kernels.load()[0] else "direct"
+    native_path = "native" if native_loaded() else "direct"
     for e in result["ops"] + result["ops_nd"] + result["training"] + result["weight_grad"]:
         d = next(d for d in TINY + TINY_ND if d["name"] == e["name"])
         g = d.get("group", 1)
@@ -357,42 +363,84 @@ def test_cli_suites_and_selection(tmp_path):
     nd = tmp_path / "nd.json"
     nd.write_text(json.dumps(TINY_ND[:1]))
     with pytest.raises(ValueError, match="unique across the suites"):
-        runner.config_from_args(runner.build_parser().parse_args(["--suite", str(mixed), "--suite-nd", str(nd)]))
+        cli.config_from_args(cli.build_parser().parse_args(["--suite", str(mixed), "--suite-nd", str(nd)]))
 
     def shapes(*argv):
-        return runner.config_from_args(runner.build_parser().parse_args(list(argv))).shapes
+        return cli.config_from_args(cli.build_parser().parse_args(list(argv))).shapes
 
     both = shapes()
     assert [type(s) for s in both] == [Shape] * 13 + [ShapeND] * 8
     assert all(isinstance(s, Shape) for s in shapes("--no-nd"))
     picked = shapes("--quick", "--shapes", "vnet_up_k2s2_b1,ms_doc_k3s1_valid")
     assert [s.name for s in picked] == ["vnet_up_k2s2_b1", "ms_doc_k3s1_valid"] and picked[0].spatial == (8, 8, 8)
-    quick = runner.Config.quick_config(bench.load_suite() + bench.load_suite_nd())
-    assert set(runner.QUICK_TRAINING) == set(quick.training_shapes)
-    one_each = runner.quick_training([ShapeND.from_dict(d) for d in TINY_ND])
+    quick = Config.quick_config(bench.load_suite() + bench.load_suite_nd())
+    assert set(QUICK_TRAINING) == set(quick.training_shapes)
+    one_each = quick_training([ShapeND.from_dict(d) for d in TINY_ND])
     assert one_each == ("tiny1_s3_g2_asym", "tiny3_s2_op")
+
+
+def test_cli_argument_errors_are_usage_errors(tmp_path, capsys):
+    """A wrong argument ends in argparse's usage and message (exit status 2), never in a traceback."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = str(pathlib.Path(bench.__file__).resolve().parents[2])
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "jax_conv_bpi.bench", "--shapes", "nosuchshape"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("usage: python -m jax_conv_bpi.bench")
+    assert "error: unknown shape name(s) ['nosuchshape']; known: ms_doc_k3s1_valid" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+    nd = tmp_path / "nd.json"
+    nd.write_text(json.dumps(TINY_ND[:1]))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"name": "not_a_shape"}]))
+    for argv, message in [
+        (["--shapes", "nosuchshape,ms_doc_k3s1_valid", "--no-nd"], "unknown shape name(s) ['nosuchshape']"),
+        (["--reps", "0"], "--reps must be at least 1, got 0"),
+        (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+        (["--suite", str(tmp_path / "missing.json")], "--suite " + str(tmp_path / "missing.json")),
+        (["--suite-nd", str(bad)], f"--suite-nd {bad}: "),
+        (["--suite", str(nd), "--suite-nd", str(nd)], "shape names must be unique across the suites"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(argv)
+        assert exit_info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("usage: ") and f"error: {message}" in err, (argv, err)
 
 
 def test_rel_error_flags_a_wrong_result():
     import numpy as np
 
     ref = np.arange(6.0).reshape(2, 3)
-    assert runner.rel_error(ref, ref) == 0.0
-    assert runner.check_outputs({"ours": ref + 0.01, "jax_vjp": ref}, "jax_vjp", 1e-4)["ok"] is False
-    assert runner.check_outputs({"ours": ref.T, "jax_vjp": ref}, "jax_vjp", 1e-4)["ok"] is False
+    assert checks.rel_error(ref, ref) == 0.0
+    assert checks.check_outputs({"ours": ref + 0.01, "jax_vjp": ref}, "jax_vjp", 1e-4)["ok"] is False
+    assert checks.check_outputs({"ours": ref.T, "jax_vjp": ref}, "jax_vjp", 1e-4)["ok"] is False
 
 
 def test_hazard_probe_reports_a_failing_child():
-    hazard = Shape.from_dict({**TINY[0], "name": "h", "dilation": [1, 2]})
-    assert runner.baseline_may_abort(hazard, impls.jax.devices("cpu")[0])
-    assert not runner.baseline_may_abort(Shape.from_dict(TINY[1]), impls.jax.devices("cpu")[0])
-    hazard_nd = ShapeND.from_dict({**TINY_ND[0], "name": "h1", "dilation": [2]})
-    assert runner.baseline_may_abort(hazard_nd, impls.jax.devices("cpu")[0])
-    assert not runner.baseline_may_abort(ShapeND.from_dict(TINY_ND[1]), impls.jax.devices("cpu")[0])
+    risky = Shape.from_dict({**TINY[0], "name": "h", "dilation": [1, 2]})
+    assert hazard.baseline_may_abort(risky, impls.jax.devices("cpu")[0])
+    assert not hazard.baseline_may_abort(Shape.from_dict(TINY[1]), impls.jax.devices("cpu")[0])
+    risky_nd = ShapeND.from_dict({**TINY_ND[0], "name": "h1", "dilation": [2]})
+    assert hazard.baseline_may_abort(risky_nd, impls.jax.devices("cpu")[0])
+    assert not hazard.baseline_may_abort(ShapeND.from_dict(TINY_ND[1]), impls.jax.devices("cpu")[0])
     # The child's entry point reads an N-D shape as well (run here in-process: a shape that cannot abort).
-    assert runner._run_probe(json.dumps(ShapeND.from_dict(TINY_ND[2]).to_dict())) == 0
+    assert hazard.run_probe(json.dumps(ShapeND.from_dict(TINY_ND[2]).to_dict())) == 0
     # A child that fails (here: an invalid shape) is reported, never raised.
-    survived, detail = runner.run_probe_process({"name": "not_a_shape"}, timeout=120)
+    survived, detail = hazard.run_probe_process({"name": "not_a_shape"}, timeout=120)
     assert survived is False and "status 1" in detail
 
 
@@ -400,17 +448,17 @@ def test_dtype_and_precision_options_plumbing(tmp_path):
     """--dtype / --precision reach the Config, every implementation's arrays and the JSON (one tiny shape each)."""
     from jax import lax
 
-    parse = runner.build_parser().parse_args
-    default = runner.config_from_args(parse(["--no-nd"]))
-    assert (default.dtype, default.precision, runner.effective_rtol(default)) == ("float32", "highest", 1e-4)
-    cfg = runner.config_from_args(parse(["--dtype", "bfloat16", "--precision", "default", "--quick"]))
+    parse = cli.build_parser().parse_args
+    default = cli.config_from_args(parse(["--no-nd"]))
+    assert (default.dtype, default.precision, checks.effective_rtol(default)) == ("float32", "highest", 1e-4)
+    cfg = cli.config_from_args(parse(["--dtype", "bfloat16", "--precision", "default", "--quick"]))
     assert (cfg.dtype, cfg.precision, cfg.quick) == ("bfloat16", "default", True)
-    assert runner.effective_rtol(cfg) == runner.BFLOAT16_RTOL
-    assert runner.effective_rtol(runner.Config(shapes=[], precision="default")) == runner.TF32_RTOL
+    assert checks.effective_rtol(cfg) == checks.BFLOAT16_RTOL
+    assert checks.effective_rtol(Config(shapes=[], precision="default")) == checks.TF32_RTOL
     with pytest.raises(SystemExit):
         parse(["--dtype", "float16"])
     with pytest.raises(ValueError, match="precision"):
-        runner.Config(shapes=[], precision="high")
+        Config(shapes=[], precision="high")
 
     # The 2-D entries (MindSpore's API) stay HIGHEST; the N-D ones follow --precision.
     s2, snd = Shape.from_dict(TINY[0]), ShapeND.from_dict(TINY_ND[0])
@@ -431,12 +479,12 @@ def test_dtype_and_precision_options_plumbing(tmp_path):
         t = impls.prepare_torch_op(torch, snd, name, dout, w, "cpu", dtype="bfloat16")
         tout = t.call()
         assert tout.dtype == torch.bfloat16 and t.to_numpy(tout).dtype == np.float32
-        assert runner.rel_error(t.to_numpy(tout), p.to_numpy(out)) < runner.BFLOAT16_RTOL
+        assert checks.rel_error(t.to_numpy(tout), p.to_numpy(out)) < checks.BFLOAT16_RTOL
 
     # One end-to-end run: the options land in the JSON and the report's header.
     nd_path = tmp_path / "one.json"
     nd_path.write_text(json.dumps(TINY_ND[:1]))
-    one = runner.Config(
+    one = Config(
         shapes=bench.load_suite(nd_path),
         reps=1,
         warmup=1,
@@ -451,7 +499,7 @@ def test_dtype_and_precision_options_plumbing(tmp_path):
     result = runner.run(one)
     assert result["checks_ok"] is True
     assert result["config"]["dtype"] == "bfloat16" and result["config"]["precision"] == "default"
-    assert result["config"]["check_rtol"] == runner.BFLOAT16_RTOL
+    assert result["config"]["check_rtol"] == checks.BFLOAT16_RTOL
     assert result["ops_nd"][0]["precision"] == "default"
     header = bench.report.format_report(result)
     assert "bfloat16, precision default" in header

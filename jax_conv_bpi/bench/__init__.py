@@ -37,7 +37,9 @@ The functions are importable for scripting::
     result_nd = bench.run(bench.Config(shapes=bench.load_suite_nd()[:1], torch=False))
 """
 
-from .runner import Config, main, run
+from .cli import main
+from .config import Config
+from .runner import run
 from .suite import Shape, ShapeND, load_suite, load_suite_nd, select, shape_from_dict
 
 __all__ = ["Config", "Shape", "ShapeND", "load_suite", "load_suite_nd", "main", "run", "select", "shape_from_dict"]

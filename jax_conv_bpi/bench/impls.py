@@ -58,10 +58,6 @@ import numpy as np
 from jax import lax
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi._src.base.geometry import ConvGeometry
-from jax_conv_bpi._src.lowering import dispatch
-from jax_conv_bpi._src.mindspore.args_2d import default_dimension_numbers
-from jax_conv_bpi._src.native import kernels
 
 from .suite import AnyShape, Shape, ShapeND
 
@@ -75,9 +71,6 @@ def op_impls(rank: int) -> tuple[str, ...]:
     return ("ours", "jax_vjp", *torch_op_impls(rank))
 
 
-OP_IMPLS = op_impls(2)
-TRAIN_IMPLS = ("ours", "jax_grad", "torch_autograd")
-WEIGHT_GRAD_IMPLS = ("ours", "jax_vjp", "torch_conv_weight")
 LABELS = {
     "ours": "jax_conv_bpi",
     "jax_vjp": "jax.vjp(lax.conv)",
@@ -169,6 +162,12 @@ def ours_nd_fn(shape: ShapeND, precision: str = "highest") -> Callable:
     return ours
 
 
+def dimension_numbers(rank: int) -> tuple[str, str, str]:
+    """Channels-first ``lax`` dimension numbers of ``rank`` spatial dims: ``('NCHW', 'OIHW', 'NCHW')`` in 2-D."""
+    sp = {1: "H", 2: "HW", 3: "DHW"}[rank]
+    return ("NC" + sp, "OI" + sp, "NC" + sp)
+
+
 def lax_conv(x, w, shape: AnyShape, precision: str = "highest"):
     """The forward convolution in plain lax, channels-first, at full float32 precision (or the default)."""
     return lax.conv_general_dilated(
@@ -177,15 +176,15 @@ def lax_conv(x, w, shape: AnyShape, precision: str = "highest"):
         window_strides=shape.stride,
         padding=shape.pad_pairs,
         rhs_dilation=shape.dilation,
-        dimension_numbers=default_dimension_numbers(shape.rank),
+        dimension_numbers=dimension_numbers(shape.rank),
         feature_group_count=shape.group,
         precision=jax_precision(shape, precision),
     )
 
 
-def geometry(shape: AnyShape, precision: str = "highest") -> ConvGeometry:
+def geometry(shape: AnyShape, precision: str = "highest") -> jcb.ConvGeometry:
     """The library's geometry of ``shape``'s forward convolution (full float32, as ``conv2d`` asks, by default)."""
-    return ConvGeometry(
+    return jcb.ConvGeometry(
         x_shape=shape.x_shape,
         w_shape=shape.w_shape,
         y_shape=shape.dout_shape,
@@ -259,16 +258,11 @@ def weight_grad_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Ca
 def cpu_paths(shape: AnyShape, dtype: str = "float32") -> dict[str, str]:
     """The CPU formulation each primitive of the library picks for ``shape`` with ``dtype`` arrays.
 
-    ``jax_conv_bpi._dispatch``'s rules, single-device; a path through the
-    native kernels (``dispatch.NATIVE_PATHS``) where a primitive takes one
-    (they loaded: ``jcb.native_status()``).
+    ``jax_conv_bpi.cpu_paths`` of the shape's geometry, single-device; a path
+    through the native kernels (``"native"``, ``"native_subpixel"``) where a
+    primitive takes one (they loaded: ``jax_conv_bpi.native_status()``).
     """
-    geom = geometry(shape)
-    loaded = kernels.load()[0]
-    return {
-        role: select(geom, native=loaded and dispatch.wants_native(role, geom, [dtype, dtype]))
-        for role, select in dispatch.SELECT_PATH.items()
-    }
+    return jcb.cpu_paths(geometry(shape), dtype)
 
 
 def memory_of(compiled) -> dict | None:

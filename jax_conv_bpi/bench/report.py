@@ -11,14 +11,6 @@ from __future__ import annotations
 from .impls import LABELS, torch_op_impls
 
 _OP_PEERS = ("torch_conv_transpose2d", "torch_conv2d_input", "jax_vjp")
-_SHORT = {
-    "ours": "ours",
-    "jax_vjp": "jax.vjp",
-    "torch_conv_transpose2d": "convT",
-    "torch_conv2d_input": "c2d_in",
-    "jax_grad": "jax.grad",
-    "torch_autograd": "torch",
-}
 
 
 def _ms(entry: dict, name: str) -> str:

@@ -29,10 +29,27 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from jax_conv_bpi._src.base.arithmetic import effective_kernel, output_length, transpose_input_length
-
 SUITE_PATH = pathlib.Path(__file__).with_name("shapes.json")
 SUITE_ND_PATH = pathlib.Path(__file__).with_name("shapes_nd.json")
+
+
+# The library's size arithmetic of one spatial axis (O = (S + lo + hi - ek) // s + 1 forward, its
+# inverse plus output_padding transposed), written out here: the benchmark uses the public API only.
+
+
+def effective_kernel(k: int, d: int) -> int:
+    """Extent of a kernel of size ``k`` with dilation ``d``."""
+    return (k - 1) * d + 1
+
+
+def output_length(size: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
+    """The forward convolution's output size on one axis (negative when no window fits at all)."""
+    return (size + lo + hi - effective_kernel(k, d)) // s + 1
+
+
+def transpose_input_length(out: int, k: int, s: int, d: int, lo: int, hi: int, output_padding: int) -> int:
+    """The size ``conv_transpose`` produces on one axis from ``out``."""
+    return (out - 1) * s - lo - hi + effective_kernel(k, d) + output_padding
 
 
 def _halved(size: int, s: int, e: int) -> int:
@@ -52,7 +69,7 @@ def _seeded_arrays(shape: Shape | ShapeND, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def _output_padding(shape: Shape | ShapeND) -> tuple[int, ...]:
-    """Per axis, the ``output_padding`` that makes a transposed convolution give ``spatial`` (``_padding`` eq. (7))."""
+    """Per axis, the ``output_padding`` that makes a transposed convolution give ``spatial``."""
     return tuple(
         size - transpose_input_length(o, k, s, d, lo, hi, 0)
         for size, o, k, s, d, (lo, hi) in zip(
@@ -142,7 +159,7 @@ class Shape:
 
     @property
     def dout_hw(self) -> tuple[int, int]:
-        """``dout``'s (height, width): the library's own output-size arithmetic, in pad mode.
+        """``dout``'s (height, width): the forward convolution's output size (``output_length``), in pad mode.
 
         Negative when the kernel does not fit (``__post_init__`` rejects that).
         """
@@ -285,7 +302,7 @@ class ShapeND:
 
     @property
     def dout_spatial(self) -> tuple[int, ...]:
-        """``dout``'s spatial size: the library's output-size arithmetic (negative when nothing fits)."""
+        """``dout``'s spatial size: ``output_length`` per axis (negative when nothing fits)."""
         return tuple(
             output_length(size, k, s, d, lo, hi)
             for size, k, s, d, (lo, hi) in zip(self.spatial, self.kernel, self.stride, self.dilation, self.pad)
