@@ -19,11 +19,13 @@ Example:
   (1, 3, 4, 4, 4)
 """
 
+import importlib.metadata
+
 from jax_conv_bpi import ops  # MindSpore's names: ops.Conv3D, ops.conv1d, ...
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS, cpu_paths
-from jax_conv_bpi._src.lowering.xla_cpu import cpu_compiler_options
-from jax_conv_bpi._src.mindspore.checkpoint.core import (
+from jax_conv_bpi._src.lowering.options import cpu_compiler_options
+from jax_conv_bpi._src.mindspore.checkpoint.api import (
     load_checkpoint,
     load_param_into_net,
     parameters_dict,
@@ -39,7 +41,10 @@ from jax_conv_bpi._src.op.sizes import conv_transpose_sizes
 
 conv2d_p = conv_p  # the forward primitive under its 2-D name (it serves every rank)
 
-__version__ = "0.2.0"
+try:
+    __version__ = importlib.metadata.version("jax_conv_bpi")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CPU_PATHS",
