@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint
+.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint typecheck
 
 # The core alone (jax, jaxlib, numpy): all the demo needs.
 $(VENV)/.core: pyproject.toml
@@ -54,5 +54,9 @@ bench: $(VENV)/.installed
 notebook-png: $(VENV)/.installed  # executes both notebooks, saving their pictures to docs/img
 	$(PY) notebooks/make_figures.py docs/img
 
-lint: $(VENV)/.installed
+lint: typecheck
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+# pyright on the package ([tool.pyright] in pyproject.toml): 0 errors. CI runs it (.ci/run).
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/pyright

@@ -30,12 +30,32 @@ from typing import Any
 
 from jax_conv_bpi._src.base import arithmetic
 
-__all__ = ["ConvGeometry"]
+__all__ = ["OPERAND_NAMES", "ConvGeometry"]
+
+OPERAND_NAMES = {"x": "input", "w": "weight", "y": "output (dout)"}
+"""What each of the geometry's arrays is, as error messages name it."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvGeometry:
-    """Every static quantity of one convolution, channels-first (NC..., OI...)."""
+    """Every static quantity of one convolution, channels-first (NC..., OI...): the primitives' parameter.
+
+    Public as ``jax_conv_bpi.ConvGeometry`` for binding ``conv_p``,
+    ``backprop_input_p`` and ``backprop_filter_p`` directly and for
+    ``cpu_paths``; the entry points (``conv_transpose``, the MindSpore shells)
+    build it from their arguments. Construction checks the forward
+    output-size rule on every axis and names the axis that breaks it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jax_conv_bpi as jcb
+      >>> g = jcb.ConvGeometry(x_shape=(1, 2, 8), w_shape=(4, 2, 3), y_shape=(1, 4, 4),
+      ...                      stride=(2,), dilation=(1,), padding=((1, 0),))
+      >>> jcb.conv_p.bind(jnp.ones((1, 2, 8)), jnp.ones((4, 2, 3)), geom=g).shape
+      (1, 4, 4)
+      >>> jcb.backprop_input_p.bind(jnp.ones((1, 4, 4)), jnp.ones((4, 2, 3)), geom=g).shape
+      (1, 2, 8)
+    """
 
     x_shape: tuple[int, ...]
     w_shape: tuple[int, ...]

@@ -9,7 +9,7 @@ MindSpore's (``mindspore.args_2d``, ``mindspore.args_nd``, ``mindspore.nn.config
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,7 @@ FLOAT_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.f
 MAX_DIM = 2**31 - 1
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: object) -> TypeGuard[int]:
     """A Python int that is not a bool (MindSpore rejects numpy ints here)."""
     return isinstance(v, int) and not isinstance(v, bool)
 

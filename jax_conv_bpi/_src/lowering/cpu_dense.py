@@ -8,7 +8,7 @@ with few input channels, the weight gradient is one matmul of im2col patches
 per block of output rows; stride-1 forward convolutions avoid XLA CPU's slower
 convolution backend. ``conv_native`` and ``backprop_filter_native`` hand
 float32 forward convolutions and weight gradients to the optional native
-kernels (``_native``) where the dispatcher and the program allow it.
+kernels (``native.kernels``) where the dispatcher and the program allow it.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def conv_direct(x, w, *, geom: ConvGeometry):
         t = xs * w5[(slice(None),) * 3 + idx][(None, ...) + (None,) * nd]
         t = xla_cpu.small_sum(t, 3)
         total = t if total is None else total + t
+    assert total is not None  # the kernel has at least one tap (its sizes are >= 1)
     return total.reshape(geom.y_shape).astype(L.out_dtype(geom, x))
 
 
@@ -191,8 +192,8 @@ def backprop_filter_im2col(dout, x, *, geom: ConvGeometry, chunk_bytes: int = IM
 
 
 def backprop_filter_native(dout, x, *, geom: ConvGeometry):
-    """Weight gradient by the native kernels (``_native``), single-device float32 only
-    (``_dispatch.wants_native``, ``kernels.usable``).
+    """Weight gradient by the native kernels (``native.kernels``), single-device float32 only
+    (``dispatch.wants_native``, ``kernels.usable``).
 
     Ungrouped: im2col patches per block of whole samples (or output lines of
     one sample) of at most ``kernels.BLOCK_BYTES``, one OpenBLAS sgemm each.
@@ -208,8 +209,8 @@ def backprop_filter_native(dout, x, *, geom: ConvGeometry):
 
 
 def conv_native(x, w, *, geom: ConvGeometry):
-    """Forward convolution by the native kernels (``_native``), single-device float32 only
-    (``_dispatch.wants_native``, ``kernels.usable``): ungrouped, im2col patches per block of pixels and
+    """Forward convolution by the native kernels (``native.kernels``), single-device float32 only
+    (``dispatch.wants_native``, ``kernels.usable``): ungrouped, im2col patches per block of pixels and
     one sgemm each; grouped (few channels per group), one axpy per channel pair, tap and output line.
     Not in ``CONV_PATHS``, which lists the pure-XLA forms.
     """
@@ -228,7 +229,3 @@ BACKPROP_FILTER_PATHS = {
     "im2col": backprop_filter_im2col,
     "direct": backprop_filter_direct,
 }
-
-
-def kernel_taps(geom: ConvGeometry) -> int:
-    return math.prod(geom.kernel)

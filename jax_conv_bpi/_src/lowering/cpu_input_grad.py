@@ -358,8 +358,8 @@ def backprop_input_subpixel(dout, w, *, geom: ConvGeometry):
 
 
 def backprop_input_subpixel_native(dout, w, *, geom: ConvGeometry):
-    """``subpixel`` with its convolution by the native kernel (ungrouped, float32; ``_dispatch`` picks it
-    where that convolution is direct: ``kernels.direct``)."""
+    """``subpixel`` with its convolution by the native kernel (ungrouped, float32; ``dispatch`` picks it
+    where that convolution is direct: ``native.rules.direct``)."""
     if geom.group != 1:
         raise ValueError(f"the native sub-pixel input gradient needs 1 group, got {geom.group}")
     return _subpixel(dout, w, geom, lambda dout, v, sub: kernels.conv_forward(dout, v, geom=sub))
@@ -390,7 +390,7 @@ def backprop_input_native(dout, w, *, geom: ConvGeometry):
 
     Its padding may be negative (a crop): the kernel reads from any offset and
     writes exactly the input's size. Not in ``PATHS``, which lists the pure-XLA
-    forms (``_dispatch.wants_native``, ``kernels.usable``).
+    forms (``dispatch.wants_native``, ``kernels.usable``).
     """
     if set(geom.stride) != {1} or geom.group != 1:
         raise ValueError(f"the native input gradient needs stride 1 and 1 group, got {geom.stride}, {geom.group}")

@@ -13,7 +13,7 @@ import math
 
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad
-from jax_conv_bpi._src.native import kernels
+from jax_conv_bpi._src.native import kernels, rules
 
 __all__ = [
     "CPU_PATHS",
@@ -102,7 +102,7 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
 
     Strided, with ``native``, where ``_native_subpixel_pays``: ``subpixel``
     with its stride-1 convolution by the native kernel, which computes it
-    directly (``kernels.direct``), whatever ``C_in``, with at most
+    directly (``native.rules.direct``), whatever ``C_in``, with at most
     ``NATIVE_SUBPIXEL_MAX_WASTE`` of its taps zeros (the op alone, ms, the
     rules below -> it): resnet50_stem (23% zeros) 83.6 -> 23.3, Conv-TasNet
     17.8 -> 2.6, HiFi-GAN up4 11.2 -> 8.4; resnet50_l2 (44% zeros) lost, 21.2
@@ -139,12 +139,12 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
 
 def _native_subpixel_pays(geom: ConvGeometry) -> bool:
     """``native_subpixel`` pays: ungrouped, at most ``NATIVE_SUBPIXEL_MAX_WASTE`` of its convolution's
-    taps zeros, and that convolution one the native forward computes directly (``kernels.direct``)."""
+    taps zeros, and that convolution one the native forward computes directly (``native.rules.direct``)."""
     if geom.group != 1:
         return False
     sub = cpu_input_grad.subpixel_geometry(geom)
     dense = math.prod(sub.kernel) * math.prod(geom.stride)
-    return phase_stats(geom)[1] <= NATIVE_SUBPIXEL_MAX_WASTE * dense and kernels.direct(sub, "forward")
+    return phase_stats(geom)[1] <= NATIVE_SUBPIXEL_MAX_WASTE * dense and rules.direct(sub, "forward")
 
 
 def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
@@ -152,7 +152,7 @@ def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
     program), ``native`` for ungrouped ones (``_native_pays``) and few channels per group (the grouped
     kernel: MobileNetV2's depthwise forward 29 -> 12 ms, and a loss over it 62 -> 13 ms, where XLA
     fused ``direct``'s multiply-adds into the loss's reduction); else ``direct`` for few channels per
-    group, ``routed`` (``_xla_cpu.conv``) otherwise."""
+    group, ``routed`` (``xla_cpu.conv``) otherwise."""
     if native and (_native_pays(geom) or _few_channels(geom)):
         return "native"
     return "direct" if _few_channels(geom) else "routed"
@@ -206,7 +206,7 @@ def _filter_native(geom: ConvGeometry) -> bool:
 
 def select_filter_path(geom: ConvGeometry, native: bool = False) -> str:
     """CPU path of the weight gradient: with ``native`` (the native kernels are loaded and fit the
-    program: ``_primitives``), ``native`` where ``_filter_native`` says it pays; then ``direct`` for few
+    program: ``primitives``), ``native`` where ``_filter_native`` says it pays; then ``direct`` for few
     channels per group; ``default`` in 1-D;
     ungrouped with at most ``FILTER_GEMM_MAX_TAPS`` taps, ``im2col`` for fewer than ``SMALL_C_IN``
     input channels, ``gemm_batched`` where it pays (``_filter_batched``), else ``gemm``; otherwise
@@ -297,7 +297,7 @@ def _backprop_filter_any_rank(dout, x, *, geom: ConvGeometry, native: bool = Fal
 
 
 NATIVE_PATHS = ("native", "native_subpixel")
-"""The paths through the native kernels (``_native``), by the names the selections return."""
+"""The paths through the native kernels (``native.kernels``), by the names the selections return."""
 
 SELECT_PATH = {"conv": select_forward_path, "backprop_input": select_cpu_path, "backprop_filter": select_filter_path}
 """Each primitive's CPU path selection, by role (each takes ``(geom, native=False)``)."""
@@ -317,7 +317,7 @@ cpu_lowering = {
 """The CPU lowering of each primitive, by role. None of them uses lhs dilation."""
 
 cpu_lowering_native = {role: functools.partial(fn, native=True) for role, fn in cpu_lowering.items()}
-"""The CPU lowerings that may call the native kernel (``_native``), where ``wants_native`` and it is usable."""
+"""The CPU lowerings that may call the native kernel (``native.kernels``), where ``wants_native`` and it is usable."""
 
 
 def cpu_paths(geometry: ConvGeometry, dtype: str = "float32") -> dict[str, str]:

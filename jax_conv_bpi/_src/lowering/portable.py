@@ -11,7 +11,7 @@ These are the forms XLA maps to cuDNN / TPU convolution kernels: the input
 gradient as a stride-1 correlation of the lhs-dilated ``dout`` (a
 backward-data convolution), the weight gradient as a convolution whose batch
 is the input channels (a backward-filter convolution). The CPU lowering picks
-other forms per geometry (``_dispatch``); XLA CPU aborts on some strided +
+other forms per geometry (``dispatch``); XLA CPU aborts on some strided +
 dilated lhs-dilated convolutions, so ``backprop_input_default`` is not used
 there.
 
@@ -149,7 +149,7 @@ def conv2d_default(x, w, *, geom: ConvGeometry):
 def backprop_input_default(dout, w, *, geom: ConvGeometry):
     """Input gradient as one stride-1 correlation of the lhs-dilated ``dout``.
 
-    Padding from equations (4)-(5) of ``_padding``; negative parts become crops.
+    Padding from equations (4)-(5) of ``arithmetic``; negative parts become crops.
     """
     if zero_result(geom):
         return zeros(geom.x_shape, geom, dout)
@@ -168,7 +168,7 @@ def backprop_input_default(dout, w, *, geom: ConvGeometry):
 
 
 def filter_window_padding(geom: ConvGeometry):
-    """Padding of ``x`` for the weight gradient: only rows some window reads remain (see ``_padding``)."""
+    """Padding of ``x`` for the weight gradient: only rows some window reads remain (see ``arithmetic``)."""
     pads = []
     for a in range(geom.ndim):
         size, out, _, s, _, (lo, _) = geom.axis(a)

@@ -3,7 +3,7 @@
 Nothing else in the package knows about YNNPACK. The routing workarounds
 are performance-only (results are identical without them); a jaxlib that routes
 convolutions differently can drop them by making ``conv_off_ynn`` a plain
-``conv`` and ``cpu_compiler_options`` return ``{}`` (``small_sum``, below, is
+``conv`` and ``ynn_convolution_off`` return ``{}`` (``small_sum``, below, is
 for correctness: a plain ``sum`` once jaxlib compiles the reduce correctly).
 
 * jaxlib 0.10.2's CPU compiler hands a stride-1 convolution to YNNPACK only
@@ -12,8 +12,8 @@ for correctness: a plain ``sum`` once jaxlib compiles the reduce correctly).
   XLA's other one (``docs/performance.md``). ``conv_off_ynn`` raises the first
   spatial axis's low padding one step past that bound and crops the extra
   rows: the same result for a few rows of extra work. (A strided convolution
-  goes to YNNPACK whatever its padding; only ``cpu_compiler_options`` moves it.)
-* ``cpu_compiler_options()`` is the per-compilation option that sends every
+  goes to YNNPACK whatever its padding; only ``ynn_convolution_off`` moves it.)
+* ``ynn_convolution_off()`` (public as ``cpu_compiler_options()``) is the per-compilation option that sends every
   convolution of a user's own ``jax.jit`` to the other backend; eager calls
   of the primitives compile with it on CPU.
 * XLA CPU runs a 3-D convolution 3-5x slower than the same arithmetic as one
@@ -45,7 +45,7 @@ from jax import lax
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import portable
 
-__all__ = ["conv", "conv_off_ynn", "cpu_compiler_options", "small_sum"]
+__all__ = ["conv", "conv_off_ynn", "small_sum", "ynn_convolution_off"]
 
 
 def small_sum(t, axis: int):
@@ -146,25 +146,9 @@ def _ynn_option_supported() -> bool:
     return True
 
 
-def cpu_compiler_options() -> dict[str, str]:
-    """XLA CPU compiler options that send convolutions to XLA's non-YNNPACK backend.
+def ynn_convolution_off() -> dict[str, str]:
+    """The per-compilation option that keeps convolutions off YNNPACK (``{}`` where this jaxlib lacks it).
 
-    For ``jax.jit(f, compiler_options=cpu_compiler_options())``: it applies to
-    that one compilation only (no global flag) and to EVERY convolution in
-    ``f``, not only this library's. Returns ``{}`` when the installed jaxlib
-    does not know the option. Only for CPU compilations. It also removes the
-    YNNPACK fusions jaxlib 0.10.2 forms around some reductions: that avoids a
-    crash of XLA CPU in ``jax.jit(jax.hessian(...))`` of a small grouped 3-D
-    ``conv_transpose`` (README, "Known XLA CPU issues").
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> import jax_conv_bpi as jcb
-      >>> step = jax.jit(
-      ...     lambda d, w: jcb.conv2d_backprop_input(d, w, (1, 2, 5, 5)),
-      ...     compiler_options=jcb.cpu_compiler_options(),
-      ... )
-      >>> step(jnp.ones((1, 3, 3, 3)), jnp.ones((3, 2, 3, 3))).shape
-      (1, 2, 5, 5)
+    What the public ``cpu_compiler_options()`` returns while this workaround lives.
     """
     return {YNN_FUSION_OPTION: _NO_YNN_CONVOLUTION} if _ynn_option_supported() else {}

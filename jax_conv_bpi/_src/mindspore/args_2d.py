@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -76,7 +77,7 @@ class ConvAttrs:
 def _check_kernel_size(op: str, v: Any) -> tuple[int, int]:
     if not (is_int(v) or isinstance(v, tuple)):
         raise TypeError(f"{op}: 'kernel_size' must be an int or a tuple of 2 ints (not a list), got {got(v)}")
-    pair = (v, v) if is_int(v) else v
+    pair = v if isinstance(v, tuple) else (v, v)
     if len(pair) != 2 or not all(is_int(k) and k > 0 for k in pair):
         raise ValueError(f"{op}: 'kernel_size' must be a positive int or a tuple of 2 positive ints, got {v!r}")
     return pair
@@ -86,7 +87,7 @@ def _check_window(op: str, name: str, v: Any) -> tuple[int, int]:
     """stride / dilation: int, 2-tuple (h, w) or 4-tuple (1, 1, h, w)."""
     if not (is_int(v) or isinstance(v, tuple)):
         raise TypeError(f"{op}: '{name}' must be an int or a tuple of 2 or 4 ints (not a list), got {got(v)}")
-    full = (1, 1, v, v) if is_int(v) else ((1, 1) + v if len(v) == 2 else v)
+    full = ((1, 1) + v if len(v) == 2 else v) if isinstance(v, tuple) else (1, 1, v, v)
     if len(full) != 4 or not all(is_int(k) and k > 0 for k in full):
         raise ValueError(
             f"{op}: '{name}' must be a positive int, a tuple (h, w) of positive ints or a 4-tuple "
@@ -133,7 +134,7 @@ def normalize_attrs(
         )
     if not isinstance(pad_mode, str):
         raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode)}")
-    pads = (pad,) * 4 if is_int(pad) else pad
+    pads = pad if isinstance(pad, tuple) else (pad,) * 4
     if len(pads) != 4:
         raise ValueError(
             f"{op}: 'pad' must be an int or a tuple of exactly 4 ints (top, bottom, left, right), "
@@ -185,7 +186,7 @@ def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) 
         raise ValueError(
             f"{op}: 'pad_list' must have 4 entries (top, bottom, left, right) in pad mode, got {pad_list!r}"
         )
-    return tuple(pad_list)  # type: ignore[return-value]
+    return tuple(pad_list)
 
 
 # ---------------------------------------------------------------------------
@@ -442,10 +443,10 @@ def size_pair(fn: str, name: str, value: Any, *, minimum: int) -> tuple[int, int
     """A (height, width) size: an int or a tuple of 2 ints (not a list, as for ``kernel_size``)."""
     if not (is_int(value) or isinstance(value, tuple)):
         raise TypeError(f"{fn}: '{name}' must be an int or a tuple (h, w) of ints (not a list), got {got(value)}")
-    pair = (value, value) if is_int(value) else value
+    pair = value if isinstance(value, tuple) else (value, value)
     if len(pair) != 2 or not all(is_int(v) and v >= minimum for v in pair):
         raise ValueError(f"{fn}: '{name}' must be an int >= {minimum} or a tuple (h, w) of such ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def helper_attrs(fn: str, kernel_size: Any, stride: Any, dilation: Any, pad_mode: Any, pad: Any) -> ConvAttrs:

@@ -1,6 +1,6 @@
 """Validation for MindSpore's 3-D convolutions and its functional convolution API.
 
-The same two stages as ``_args`` (which this module builds on):
+The same two stages as ``args_2d`` (which this module builds on):
 
 * ``conv3d_attrs`` normalises the arguments of ``ops.Conv3D`` /
   ``ops.Conv3DTranspose`` (and of ``ops.conv3d`` / ``ops.conv3d_transpose``,
@@ -13,7 +13,7 @@ The same two stages as ``_args`` (which this module builds on):
   spatial dims). Call-time mistakes are ``ValueError`` / ``TypeError`` naming
   the argument, the shapes and what would fit.
 
-All size arithmetic is ``_padding``'s; the transposed output length follows
+All size arithmetic is ``arithmetic``'s; the transposed output length follows
 MindSpore: ``pad`` mode is PyTorch's rule (``output_padding`` positions hold
 computed values), ``same`` gives ``L * s``, and ``valid`` gives
 ``max(L * s, (L - 1) * s + ek)`` (quirk ``valid_output_at_least_L_times_stride``:
@@ -77,7 +77,7 @@ def _int_or_tuple(op: str, name: str, v: Any, n: int, *, minimum: int, what: str
     """An int (every axis) or a tuple of exactly ``n`` ints >= ``minimum``: TypeError for other types."""
     if not (is_int(v) or isinstance(v, tuple)):
         raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
-    items = (v,) * n if is_int(v) else v
+    items = v if isinstance(v, tuple) else (v,) * n
     if len(items) != n or not all(is_int(k) and k >= minimum for k in items):
         raise ValueError(f"{op}: '{name}' must be {what} or a tuple of {n} such ints, got {v!r}")
     return tuple(items)
@@ -127,7 +127,7 @@ def _group(op: str, name: str, group: Any, out_channel: int) -> int:
 
 
 # ---------------------------------------------------------------------------
-# ops.Conv3D / ops.Conv3DTranspose (spec section 3, in MindSpore's order)
+# ops.Conv3D / ops.Conv3DTranspose (MindSpore's checks, in MindSpore's order)
 # ---------------------------------------------------------------------------
 
 
@@ -154,7 +154,7 @@ def conv3d_attrs(
     the transposed op's depth dilation == 1, kernel volume <= 343 and stride limits.
     ``pad_name``: what the caller calls ``pad`` (``ops.conv3d_transpose``: ``padding``).
     """
-    in_c = None
+    in_c = out_c = None
     if transpose:
         in_c = check_int(op, "in_channel", in_channel, minimum=1)
         out_c = check_int(op, "out_channel", out_channel, minimum=1)
@@ -166,7 +166,7 @@ def conv3d_attrs(
             f"{op}: '{pad_name}' must be an int or a tuple of 6 ints (head, tail, top, bottom, left, right), not a list, "
             f"got {got(pad)}"
         )
-    pads = (pad,) * 6 if is_int(pad) else pad
+    pads = pad if isinstance(pad, tuple) else (pad,) * 6
 
     def pad_length():
         if len(pads) != 6:
@@ -187,6 +187,7 @@ def conv3d_attrs(
         if data_format != "NCDHW":
             raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format)}")
         out_c = check_int(op, "out_channel", out_channel, minimum=1)
+    assert out_c is not None  # checked above, where each op checks it
     g = _group(op, "group", group, out_c)
     op_pad = None
     if transpose:

@@ -18,7 +18,7 @@ from jax_conv_bpi._src.mindspore import args_2d, functions_2d
 __all__ = ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2DTranspose"]
 
 
-class _ConvOp:
+class ConvOp:
     __slots__ = ("_attrs", "__weakref__")  # weakref: jax.jit(op) caches on it
 
     def __setattr__(self, name, value):
@@ -47,7 +47,7 @@ class _ConvOp:
         )
 
 
-class Conv2DBackpropInput(_ConvOp):
+class Conv2DBackpropInput(ConvOp):
     """MindSpore ``ops.Conv2DBackpropInput`` with the same constructor and call.
 
     ``op(dout, weight, input_size)`` equals
@@ -110,7 +110,7 @@ class Conv2DTranspose(Conv2DBackpropInput):
     __slots__ = ()
 
 
-class Conv2D(_ConvOp):
+class Conv2D(ConvOp):
     """MindSpore ``ops.Conv2D``: ``op(x, weight)``, same padding semantics.
 
     Example:
@@ -150,7 +150,7 @@ class Conv2D(_ConvOp):
         return functions_2d.apply_conv2d(self._attrs, x, weight)
 
 
-class Conv2DBackpropFilter(_ConvOp):
+class Conv2DBackpropFilter(ConvOp):
     """MindSpore ``ops.Conv2DBackpropFilter``: ``op(dout, x, weight_shape)``.
 
     Example:

@@ -1,6 +1,6 @@
 """MindSpore's ``ops.Conv3D`` and ``ops.Conv3DTranspose``: thin shells over the N-D primitives.
 
-The constructors validate once (``_args_mindspore_nd.conv3d_attrs``, MindSpore's
+The constructors validate once (``args_nd.conv3d_attrs``, MindSpore's
 order of checks and exception types); a call checks the arrays, builds the
 geometry and binds ``conv_p`` / ``backprop_input_p``. Instances are immutable
 and hashable (usable as static arguments of ``jax.jit``).
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import jax
 
-from jax_conv_bpi._src.mindspore import args_nd as _nd
-from jax_conv_bpi._src.mindspore.classes_2d import _ConvOp
+from jax_conv_bpi._src.mindspore import args_nd
+from jax_conv_bpi._src.mindspore.classes_2d import ConvOp
 from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["Conv3D", "Conv3DTranspose"]
@@ -19,7 +19,7 @@ __all__ = ["Conv3D", "Conv3DTranspose"]
 _Triple = int | tuple[int, int, int]
 
 
-class _Conv3DOp(_ConvOp):
+class _Conv3DOp(ConvOp):
     """Immutability, equality and hashing from the 2-D classes; attributes are an ``NdAttrs``."""
 
     __slots__ = ()
@@ -66,7 +66,7 @@ class Conv3D(_Conv3DOp):
         group: int = 1,
         data_format: str = "NCDHW",
     ) -> None:
-        attrs = _nd.conv3d_attrs(
+        attrs = args_nd.conv3d_attrs(
             "Conv3D",
             transpose=False,
             out_channel=out_channel,
@@ -82,7 +82,7 @@ class Conv3D(_Conv3DOp):
         object.__setattr__(self, "_attrs", attrs)
 
     def __call__(self, x: jax.Array, weight: jax.Array) -> jax.Array:
-        x, weight, geom = _nd.bind_forward(self._attrs, x, weight)
+        x, weight, geom = args_nd.bind_forward(self._attrs, x, weight)
         return conv_p.bind(x, weight, geom=geom)
 
 
@@ -123,7 +123,7 @@ class Conv3DTranspose(_Conv3DOp):
         output_padding: _Triple = 0,
         data_format: str = "NCDHW",
     ) -> None:
-        attrs = _nd.conv3d_attrs(
+        attrs = args_nd.conv3d_attrs(
             "Conv3DTranspose",
             transpose=True,
             in_channel=in_channel,
@@ -141,5 +141,5 @@ class Conv3DTranspose(_Conv3DOp):
         object.__setattr__(self, "_attrs", attrs)
 
     def __call__(self, dout: jax.Array, weight: jax.Array) -> jax.Array:
-        dout, weight, geom = _nd.bind_transpose(self._attrs, dout, weight)
+        dout, weight, geom = args_nd.bind_transpose(self._attrs, dout, weight)
         return backprop_input_p.bind(dout, weight, geom=geom)

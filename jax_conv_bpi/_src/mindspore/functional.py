@@ -1,6 +1,6 @@
 """MindSpore's functional convolutions: ``conv1d``, ``conv2d``, ``conv3d``, ``conv_transpose2d``, ``conv3d_transpose``.
 
-Each is a thin shell: argument checks (``_args_mindspore_nd``), one of the N-D
+Each is a thin shell: argument checks (``args_nd``), one of the N-D
 primitives on the call's geometry (1-D runs as 1-D), then the bias, added
 after the convolution's single rounding as MindSpore's ``BiasAdd`` does.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 
 from jax_conv_bpi._src.base.validate import is_array, is_int
-from jax_conv_bpi._src.mindspore import args_nd as _nd
+from jax_conv_bpi._src.mindspore import args_nd
 from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv3d_transpose", "conv_transpose2d"]
@@ -21,13 +21,13 @@ _IntOrSeq = int | Sequence[int]
 
 
 def _forward(op: str, n: int, input, weight, bias, stride, pad_mode, padding, dilation, groups) -> jax.Array:
-    _nd.check_operands(op, ("input", "weight"), input, weight, (n + 2,))
-    attrs = _nd.functional_attrs(
+    args_nd.check_operands(op, ("input", "weight"), input, weight, (n + 2,))
+    attrs = args_nd.functional_attrs(
         op, n, stride=stride, dilation=dilation, padding=padding, pad_mode=pad_mode, groups=groups
     )
-    x, w, geom = _nd.bind_forward(attrs, input, weight, x_name="input", w_name="weight")
-    bias = _nd.check_bias(op, bias, x, geom.w_shape[0])
-    return _nd.add_bias(conv_p.bind(x, w, geom=geom), bias)
+    x, w, geom = args_nd.bind_forward(attrs, input, weight, x_name="input", w_name="weight")
+    bias = args_nd.check_bias(op, bias, x, geom.w_shape[0])
+    return args_nd.add_bias(conv_p.bind(x, w, geom=geom), bias)
 
 
 def conv1d(
@@ -71,7 +71,10 @@ def conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
 ) -> jax.Array:
-    """MindSpore ``ops.conv2d``: 2-D cross-correlation plus an optional bias.
+    """MindSpore's functional ``ops.conv2d``: 2-D cross-correlation plus an optional bias.
+
+    For the primitive ``ops.Conv2D``'s attributes (``pad_list``,
+    ``data_format``) as a function, use ``jax_conv_bpi.conv2d``.
 
     Args:
       input: ``(N, C_in, H, W)``.
@@ -155,13 +158,13 @@ def conv_transpose2d(
       (3, 7, 4)
     """
     op = "conv_transpose2d"
-    attrs = _nd.functional_attrs(
+    attrs = args_nd.functional_attrs(
         op, 2, stride=stride, dilation=dilation, padding=padding, groups=groups, output_padding=output_padding
     )
     unbatched = is_array(input) and input.ndim == 3
-    y, w, geom = _nd.bind_transpose(attrs, input, weight, y_name="input", w_name="weight", unbatched=True)
-    bias = _nd.check_bias(op, bias, y, geom.x_shape[1])
-    out = _nd.add_bias(backprop_input_p.bind(y, w, geom=geom), bias)
+    y, w, geom = args_nd.bind_transpose(attrs, input, weight, y_name="input", w_name="weight", unbatched=True)
+    bias = args_nd.check_bias(op, bias, y, geom.x_shape[1])
+    out = args_nd.add_bias(backprop_input_p.bind(y, w, geom=geom), bias)
     return out[0] if unbatched else out
 
 
@@ -194,11 +197,11 @@ def conv3d_transpose(
       (1, 3, 4, 6, 4)
     """
     op = "conv3d_transpose"
-    y, w = _nd.check_operands(op, ("inputs", "weight"), inputs, weight, (5,))
+    y, w = args_nd.check_operands(op, ("inputs", "weight"), inputs, weight, (5,))
     # MindSpore passes out_channel=weight.shape[1]; the output really has weight.shape[1] * group channels,
     # which is what bounds the group here (no group quirk).
     out_c = w.shape[1] * group if is_int(group) and group >= 1 else w.shape[1]
-    attrs = _nd.conv3d_attrs(
+    attrs = args_nd.conv3d_attrs(
         op,
         transpose=True,
         in_channel=y.shape[1],
@@ -212,5 +215,5 @@ def conv3d_transpose(
         output_padding=output_padding,
         pad_name="padding",
     )
-    y, w, geom = _nd.bind_transpose(attrs, y, w, y_name="inputs", w_name="weight")
+    y, w, geom = args_nd.bind_transpose(attrs, y, w, y_name="inputs", w_name="weight")
     return backprop_input_p.bind(y, w, geom=geom)

@@ -1,8 +1,8 @@
 """MindSpore's 2-D convolution functions: thin shells over the gate and the primitives.
 
-Each validates through ``_args`` (MindSpore's checks and defaults) and binds
+Each validates through ``args_2d`` (MindSpore's checks and defaults) and binds
 one of the three N-D primitives with a 2-D ``ConvGeometry``; the classes in
-``_classes`` call the same ``apply_*`` functions.
+``classes_2d`` call the same ``apply_*`` functions.
 """
 
 from __future__ import annotations
@@ -85,9 +85,13 @@ def conv2d(
     group: int = 1,
     data_format: str = "NCHW",
 ) -> jax.Array:
-    """MindSpore ``ops.Conv2D``: a 2-D cross-correlation with MindSpore's padding.
+    """MindSpore's primitive ``ops.Conv2D`` as a function: a 2-D cross-correlation with MindSpore's padding.
 
-    ``conv2d_backprop_input`` is exactly its VJP w.r.t. ``x``.
+    ``conv2d_backprop_input`` is exactly its VJP w.r.t. ``x``. It mirrors the
+    operator class's attributes (``pad_list``, ``data_format``, ``group``; no
+    bias). For MindSpore's *functional* ``ops.conv2d`` (``bias``, ``groups``,
+    ``padding``) use ``jax_conv_bpi.ops.conv2d``: the same name in MindSpore's
+    other API, hence in ``ops`` here.
 
     Example:
       >>> import jax.numpy as jnp

@@ -45,6 +45,7 @@ def conv2d_output_size(
     size = args_2d.size_pair(fn, "input_size", input_size, minimum=1)
     attrs = args_2d.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
     k, s, d = attrs.kernel_size, attrs.stride, attrs.dilation
+    assert k is not None  # helper_attrs always checks kernel_size
     p = arithmetic.forward_padding(attrs.pad_mode, size, k, s, d, (attrs.pad[0:2], attrs.pad[2:4]))
     out = tuple(arithmetic.output_length(size[a], k[a], s[a], d[a], *p[a]) for a in range(2))
     if min(out) < 0:
@@ -82,11 +83,11 @@ def valid_input_sizes(
     fn = "valid_input_sizes"
     out = args_2d.size_pair(fn, "dout_size", dout_size, minimum=0)
     attrs = args_2d.helper_attrs(fn, kernel_size, stride, dilation, pad_mode, pad)
+    k = attrs.kernel_size
+    assert k is not None  # helper_attrs always checks kernel_size
     ranges = []
     for a in range(2):
         lo, hi = attrs.pad[2 * a : 2 * a + 2]
-        r = arithmetic.valid_input_range(
-            attrs.pad_mode, out[a], attrs.kernel_size[a], attrs.stride[a], attrs.dilation[a], lo, hi
-        )
+        r = arithmetic.valid_input_range(attrs.pad_mode, out[a], k[a], attrs.stride[a], attrs.dilation[a], lo, hi)
         ranges.append(range(0) if r is None else range(r[0], r[1] + 1))
     return ranges[0], ranges[1]

@@ -8,7 +8,7 @@ stride 1 on CPUs with AVX-512 both compute most layers directly instead,
 register-blocked vector FMAs without patches (``direct`` says where). The
 stride-1 input gradient is the forward kernel's flipped correlation, and
 strided ones may use it for the sub-pixel form's convolution
-(``_dispatch``). Two more compute the forward and the weight gradient of
+(``dispatch``). Two more compute the forward and the weight gradient of
 grouped convolutions with few channels per group (depthwise) plane by plane,
 without BLAS. One worker per usable core (the calling thread and tasks on
 XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
@@ -40,6 +40,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.interpreters import mlir
 
 __all__ = [
     "FORWARD_TARGET",
@@ -190,7 +191,8 @@ def usable(ctx) -> bool:
     module = getattr(ctx, "module_context", None)
     axis = getattr(module, "axis_context", None)
     params = getattr(module, "lowering_parameters", None)
-    if type(axis).__name__ != "ShardingContext" or getattr(axis, "num_devices", None) != 1:
+    # One device: a ShardingContext (not SPMD manual axes, not pmap's replicas) of one device.
+    if not isinstance(axis, mlir.ShardingContext) or axis.num_devices != 1:
         return False
     if params is None or getattr(params, "for_export", True):
         return False

@@ -153,7 +153,7 @@ def transpose_geometry(
     rhs_dilation: Any,
     feature_group_count: Any,
 ) -> ConvGeometry:
-    """The geometry of ``conv_transpose`` from channels-first shapes of ``y`` and ``w`` (``_padding`` eq. (7))."""
+    """The geometry of ``conv_transpose`` from channels-first shapes of ``y`` and ``w`` (``arithmetic`` eq. (7))."""
     n = len(y_cf) - 2
     s = spatial_ints(op, "strides", strides, n, minimum=1)
     d = spatial_ints(op, "rhs_dilation", rhs_dilation, n, minimum=1)
@@ -190,7 +190,7 @@ def transpose_geometry(
             size = o * s[a]
             lo, hi = arithmetic.same_padding(size, k, s[a], d[a])
         else:
-            lo, hi = (0, 0) if pads == "VALID" else pads[a]
+            lo, hi = pads[a] if isinstance(pads, tuple) else (0, 0)  # not SAME: VALID or the pairs
             size = arithmetic.transpose_input_length(o, k, s[a], d[a], lo, hi, p_out[a])
         if size < 1:
             raise ValueError(

@@ -34,7 +34,7 @@ Batching re-binds the same primitives on a bigger geometry (a batch of the
 data operands folds into N; a batched weight folds into the channels as more
 groups). Lowerings: one portable form (``portable.DEFAULT``) and one CPU
 dispatcher (``dispatch.cpu_lowering``) per primitive, through
-``mlir.lower_fun``. Under sharding (``_spmd``, ``_sharding``): the abstract
+``mlir.lower_fun``. Under sharding (``sharding_rules``, ``sharding_compat``): the abstract
 evaluation carries the result's sharding over explicit mesh axes, the
 lowerings run per shard, and ``bind`` matches the operands' ``shard_map``
 varying axes.
@@ -43,14 +43,18 @@ varying axes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jax_conv_bpi._src.base.geometry import ConvGeometry
-from jax_conv_bpi._src.lowering import dispatch, portable, xla_cpu
+from jax_conv_bpi._src.base.geometry import OPERAND_NAMES, ConvGeometry
+from jax_conv_bpi._src.lowering import dispatch, portable
+from jax_conv_bpi._src.lowering import options as compiler_options
 from jax_conv_bpi._src.native import kernels
 from jax_conv_bpi._src.op import sharding_compat, sharding_rules
 
@@ -75,12 +79,11 @@ backprop_filter_p = _ConvPrimitive("conv_backprop_filter")
 
 # For each primitive: its role, which of (x, w, y) its two operands and its result are.
 _ROLE = {conv_p: "conv", backprop_input_p: "backprop_input", backprop_filter_p: "backprop_filter"}
-_OPERANDS = {
+_OPERANDS: dict[Primitive, tuple[str, str, str]] = {
     conv_p: ("x", "w", "y"),
     backprop_input_p: ("y", "w", "x"),
     backprop_filter_p: ("y", "x", "w"),
 }
-_NAMES = {"x": "input", "w": "weight", "y": "output (dout)"}
 
 
 def _shape(geom: ConvGeometry, role: str) -> tuple[int, ...]:
@@ -98,20 +101,20 @@ def _jitted(prim: Primitive, geom: ConvGeometry, platform: str):
     this primitive's computation, so nothing else is affected.
     """
     fn = functools.partial(prim.bind, geom=geom)
-    options = xla_cpu.cpu_compiler_options() if platform == "cpu" else {}
+    options = compiler_options.cpu_compiler_options() if platform == "cpu" else {}
     return jax.jit(fn, compiler_options=options) if options else jax.jit(fn)
 
 
 def _platform(*args) -> str:
     """Platform an eager call runs on: its operands' device, else the default device's."""
     for a in args:
-        devices = getattr(a, "devices", None)
+        devices: Callable[[], Iterable[Any]] | None = getattr(a, "devices", None)  # jax.Array.devices
         if callable(devices):
             try:
                 return next(iter(devices())).platform
             except Exception:  # deleted or abstract arrays: fall back to the default
                 break
-    default = jax.config.jax_default_device
+    default = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]  # config options are attributes set at run time
     if default is not None and not isinstance(default, str):
         return default.platform
     return jax.default_backend() if default is None else str(default)
@@ -122,21 +125,23 @@ def _impl(prim: Primitive, a, b, *, geom: ConvGeometry):
 
 
 def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
-    """Result shape, dtype and sharding (``_spmd``), after checking the operands against the geometry."""
+    """Result shape, dtype and sharding (``sharding_rules``), after checking the operands against the geometry."""
     roles = _OPERANDS[prim]
     for pos, (aval, role) in enumerate(zip((a, b), roles[:2])):
         want = _shape(geom, role)
         if tuple(aval.shape) != want:
             raise ValueError(
-                f"{prim.name}: operand {pos} (the {_NAMES[role]}) has shape {tuple(aval.shape)}, but the geometry "
+                f"{prim.name}: operand {pos} (the {OPERAND_NAMES[role]}) has shape {tuple(aval.shape)}, but the geometry "
                 f"expects {want} (channels-first); bind the primitive with operands of the geometry's shapes"
             )
         if not jnp.issubdtype(aval.dtype, jnp.floating):
-            raise TypeError(f"{prim.name}: operand {pos} (the {_NAMES[role]}) must be floating, got {aval.dtype}")
+            raise TypeError(
+                f"{prim.name}: operand {pos} (the {OPERAND_NAMES[role]}) must be floating, got {aval.dtype}"
+            )
     if a.dtype != b.dtype:
         raise TypeError(
-            f"{prim.name}: both operands must have the same dtype, got {a.dtype} ({_NAMES[roles[0]]}) and "
-            f"{b.dtype} ({_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
+            f"{prim.name}: both operands must have the same dtype, got {a.dtype} ({OPERAND_NAMES[roles[0]]}) and "
+            f"{b.dtype} ({OPERAND_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
         )
     dtype = portable.out_dtype(geom, a)
     plan = sharding_rules.plan(prim.name, roles, a, b, geom)

@@ -1,4 +1,4 @@
-"""Version shims for JAX's sharding in types, in one place (used by ``_spmd`` and ``_primitives``).
+"""Version shims for JAX's sharding in types, in one place (used by ``sharding_rules`` and ``primitives``).
 
 JAX 0.4.36 (the lowest version pyproject claims) has no mesh axis types: its
 abstract values carry no sharding the op must honour, and every function here
@@ -22,6 +22,7 @@ Tested on JAX 0.4.36 and 0.10.2. When the lowest supported JAX has axis types,
 from __future__ import annotations
 
 import jax
+import jax.core
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -42,7 +43,7 @@ TYPED = hasattr(jax.sharding, "AxisType") and hasattr(jax, "typeof")
 
 
 def _aval(x):
-    return jax.typeof(x) if TYPED else jax.core.get_aval(x)
+    return jax.typeof(x) if TYPED else jax.core.get_aval(x)  # pyright: ignore[reportAttributeAccessIssue]  # JAX < 0.10 only (removed in 0.10)
 
 
 def _varying(aval) -> frozenset:
@@ -76,7 +77,7 @@ def _to_varying(x, axes: frozenset):
     names = tuple(sorted(axes, key=str))
     if hasattr(jax.lax, "pcast"):  # JAX >= 0.8.2
         return jax.lax.pcast(x, names, to="varying")
-    return jax.lax.pvary(x, names)  # JAX 0.6.1 - 0.8.1
+    return jax.lax.pvary(x, names)  # pyright: ignore[reportAttributeAccessIssue]  # JAX 0.6.1 - 0.8.1 only
 
 
 def mesh_and_spec(aval):
@@ -123,7 +124,7 @@ def shard_map(f, *, mesh, in_specs, out_specs, axis_names):
     from jax.experimental.shard_map import shard_map as experimental_shard_map
 
     auto = frozenset(mesh.axis_names) - frozenset(axis_names)
-    return experimental_shard_map(f, mesh, in_specs, out_specs, check_rep=False, auto=auto)
+    return experimental_shard_map(f, mesh, in_specs, out_specs, check_rep=False, auto=auto)  # pyright: ignore[reportCallIssue]  # JAX 0.5 - 0.6.0 only: `auto=` is gone in later JAX
 
 
 def register_replication_rules(*prims) -> None:

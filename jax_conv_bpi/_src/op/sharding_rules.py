@@ -37,7 +37,7 @@ from typing import Any
 
 import jax
 
-from jax_conv_bpi._src.base.geometry import ConvGeometry
+from jax_conv_bpi._src.base.geometry import OPERAND_NAMES, ConvGeometry
 from jax_conv_bpi._src.lowering import portable
 from jax_conv_bpi._src.op import sharding_compat
 
@@ -45,7 +45,6 @@ __all__ = ["Plan", "partitioned", "plan"]
 
 LETTERS = {"x": ("N", "I"), "w": ("O", "I"), "y": ("N", "O")}
 _WHAT = {"N": "batch", "I": "input-channel", "O": "output-channel"}
-_NAMES = {"x": "input", "w": "weight", "y": "output (dout)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +95,7 @@ def plan(name: str, roles: tuple[str, str, str], a, b, geom: ConvGeometry) -> Pl
         for axis, p in enumerate(parts[2:]):
             if p:
                 kind = "kernel" if role == "w" else "spatial"
-                _fail(name, f"the {_NAMES[role]}'s {kind} axis {axis} is sharded over mesh axes {p}")
+                _fail(name, f"the {OPERAND_NAMES[role]}'s {kind} axis {axis} is sharded over mesh axes {p}")
         for letter, p in zip(LETTERS[role], parts[:2]):
             if not p:
                 continue

@@ -59,7 +59,7 @@ def conv_transpose_sizes(
             size = out[a] * s[a]
             ranges.append(range(size, size + 1) if size >= 1 else range(0))
             continue
-        lo, hi = (0, 0) if pads == "VALID" else pads[a]
+        lo, hi = pads[a] if isinstance(pads, tuple) else (0, 0)  # not SAME: VALID or the pairs
         start = arithmetic.transpose_input_length(out[a], k[a], s[a], d[a], lo, hi, 0)
         ranges.append(range(max(start, 1), start + max(s[a], d[a])))
     return tuple(ranges)

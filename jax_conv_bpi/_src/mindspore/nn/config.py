@@ -1,9 +1,9 @@
 """Validation for MindSpore's ``nn`` convolution layers (``jax_conv_bpi.nn``).
 
 ``layer_config`` runs the constructor checks of ``nn.Conv1d`` ... ``nn.Conv3dTranspose``
-(``mindspore-nn-conv-layers.md`` section 1) and returns a frozen, hashable
+(MindSpore 2.10's, in its order of checks) and returns a frozen, hashable
 ``LayerConfig``: the parameter shapes, the default-initialisation bound and
-the ``NdAttrs`` that ``_args_mindspore_nd.bind_forward`` / ``bind_transpose``
+the ``NdAttrs`` that ``args_nd.bind_forward`` / ``bind_transpose``
 turn into a ``ConvGeometry`` at call time, so the layers run on the same gate
 and primitives as ``jax_conv_bpi.ops``.
 
@@ -84,10 +84,10 @@ def _tuple_of(op: str, name: str, v: Any, n: int, *, minimum: int) -> tuple[int,
     else:
         if not (is_int(v) or isinstance(v, tuple)):
             raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
-        items = (v,) * n if is_int(v) else v
+        items = v if isinstance(v, tuple) else (v,) * n
         if len(items) != n:  # Conv2d*: a TypeError in MindSpore, Conv3d*: a ValueError
             exc = TypeError if n == 2 else ValueError
-            raise exc(f"{op}: '{name}' must be an int or a tuple of exactly {n} ints, got {v!r} of length {len(v)}")
+            raise exc(f"{op}: '{name}' must be an int or a tuple of exactly {n} ints, got {v!r} of length {len(items)}")
         for k in items:
             if not is_int(k):
                 raise TypeError(f"{op}: every entry of '{name}' must be a Python int, got {got(k)} in {v!r}")
@@ -109,7 +109,7 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
             raise TypeError(
                 f"{op}: 'padding' must be an int or a tuple of {2 * n} ints {names[n]} (not a list), got {got(padding)}"
             )
-        flat = (padding,) * (2 * n) if is_int(padding) else padding
+        flat = padding if isinstance(padding, tuple) else (padding,) * (2 * n)
         if len(flat) != 2 * n:
             raise ValueError(
                 f"{op}: 'padding' must be an int or a tuple of exactly {2 * n} ints {names[n]}, got {padding!r} of "
@@ -136,7 +136,7 @@ def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
 def _output_padding_arg(op: str, v: Any, n: int) -> tuple[int, ...]:
     if not (is_int(v) or isinstance(v, tuple)):
         raise TypeError(f"{op}: 'output_padding' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
-    items = (v,) * n if is_int(v) else v
+    items = v if isinstance(v, tuple) else (v,) * n
     if len(items) != n:
         raise ValueError(f"{op}: 'output_padding' must be an int or a tuple of exactly {n} ints, got {v!r}")
     for k in items:

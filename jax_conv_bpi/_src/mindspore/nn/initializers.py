@@ -1,14 +1,14 @@
 """MindSpore's parameter initialisers for the ``nn`` layers, drawn with JAX's random numbers.
 
 MindSpore's random streams cannot be reproduced; its distributions can
-(``mindspore-nn-conv-layers.md`` section 3, checked against the golden
-``init_stats`` / ``initializers`` records):
+(MindSpore 2.10's, checked against statistics of its initialised
+parameters in the golden tests):
 
 * ``None`` (the default) draws ``U(-b, b)`` with ``b = 1 / sqrt(fan_in)`` for the
   weight (MindSpore's ``HeUniform(negative_slope=sqrt(5))``) and the **same**
   ``b`` for the bias. ``fan_in = weight.shape[1] * prod(weight.shape[2:])`` on
   MindSpore's weight layout, so for the transposed layers it counts
-  ``C_out / group`` (quirk 5 of the spec).
+  ``C_out / group`` (a MindSpore quirk, kept).
 * A name, looked up lower-cased (``'Normal'`` and ``'NORMAL'`` are ``'normal'``),
   without stripping spaces; the table ``_NAMED`` below.
 * A number (``bool`` included): that constant.

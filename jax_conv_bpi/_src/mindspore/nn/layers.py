@@ -2,7 +2,7 @@
 
 ``_ConvNd`` holds the parameters ``weight`` and ``bias`` (``nnx.Param``, or
 ``bias = None`` without ``has_bias``) in MindSpore's names, shapes and layouts,
-and a frozen ``LayerConfig`` (``_args_nn``): static configuration, never traced.
+and a frozen ``LayerConfig`` (``nn.config``): static configuration, never traced.
 A call checks the input like MindSpore does (array, rank, dtype), binds the
 same ``NdAttrs`` gate as ``jax_conv_bpi.ops`` and runs one of the N-D
 primitives, so every JAX and NNX transformation comes from the primitives'
@@ -26,7 +26,7 @@ from flax import nnx
 
 from jax_conv_bpi._src.base import arithmetic
 from jax_conv_bpi._src.base.validate import check_array, same_dtype
-from jax_conv_bpi._src.mindspore import args_nd as _nd
+from jax_conv_bpi._src.mindspore import args_nd
 from jax_conv_bpi._src.mindspore.nn.config import LayerConfig, layer_config
 from jax_conv_bpi._src.mindspore.nn.initializers import Init, initial_value
 from jax_conv_bpi._src.op.primitives import backprop_input_p, conv_p
@@ -80,15 +80,15 @@ class _ConvNd(nnx.Module):
             )
         w = weight[:, :, 0] if n == 1 else weight  # MindSpore's unit axis
         if cfg.transpose:
-            y, w, geom = _nd.bind_transpose(cfg.attrs, x, w, y_name="x", w_name="weight")
+            y, w, geom = args_nd.bind_transpose(cfg.attrs, x, w, y_name="x", w_name="weight")
             out = backprop_input_p.bind(y, w, geom=geom)
         else:
             if n < 3:  # Conv1d / Conv2d: the padded input must hold the kernel (Conv3d allows an empty output)
                 self._check_fits(x.shape)
-            xa, w, geom = _nd.bind_forward(cfg.attrs, x, w, x_name="x", w_name="weight")
+            xa, w, geom = args_nd.bind_forward(cfg.attrs, x, w, x_name="x", w_name="weight")
             out = conv_p.bind(xa, w, geom=geom)
         if self.bias is not None:
-            out = _nd.add_bias(out, self.bias[...])
+            out = args_nd.add_bias(out, self.bias[...])
         if cfg.appended_zeros and any(cfg.appended_zeros):  # quirk output_padding_appends_zeros
             out = jnp.pad(out, ((0, 0), (0, 0), *((0, p) for p in cfg.appended_zeros)))
         return out
