@@ -24,24 +24,23 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import WAVE2_DIR, WAVE2_MISSING
 
 import jax_conv_bpi as jcb
-from jax_conv_bpi._src.mindspore.checkpoint import core as checkpoint
+from jax_conv_bpi._src.mindspore.checkpoint import ckpt_format
+
+from .support import GOLDEN_DIR, needs_golden, skip_without_golden
 
 pytest.importorskip("google.protobuf", reason="the nn extra is not installed: pip install 'jax_conv_bpi[nn]'")
 pytest.importorskip("safetensors", reason="the nn extra is not installed: pip install 'jax_conv_bpi[nn]'")
 nnx = pytest.importorskip("flax.nnx", reason="the nn extra is not installed: pip install 'jax_conv_bpi[nn]'")
 
-DCGAN = WAVE2_DIR / "networks" / "dcgan_g"
-needs_golden = pytest.mark.skipif(not (DCGAN / "golden.npz").exists(), reason=WAVE2_MISSING)
+DCGAN = GOLDEN_DIR / "networks" / "dcgan_g"
 
 
 @pytest.fixture(scope="module")
 def golden():
     """(net.json, golden.npz, model.ckpt bytes, model.safetensors bytes) of dcgan_g."""
-    if not (DCGAN / "golden.npz").exists():
-        pytest.skip(WAVE2_MISSING)
+    skip_without_golden()
     net = json.loads((DCGAN / "net.json").read_text())
     return (
         net,
@@ -53,7 +52,7 @@ def golden():
 
 def records(data: bytes):
     """The file's Checkpoint.value records as (tag, dims, tensor_type, content length), via the library's message."""
-    message = checkpoint._checkpoint_message()()
+    message = ckpt_format.checkpoint_message()()
     message.ParseFromString(data)
     return [(v.tag, list(v.tensor.dims), v.tensor.tensor_type, len(v.tensor.tensor_content)) for v in message.value]
 
@@ -203,11 +202,11 @@ def test_zero_size_array_round_trips(tmp_path):
 
 
 def test_chunk_size_is_mindspores():
-    assert checkpoint._CHUNK_BYTES == 512 * 1024 * 1024
+    assert ckpt_format._CHUNK_BYTES == 512 * 1024 * 1024
 
 
 def test_big_tensors_are_split_like_mindspore(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "_CHUNK_BYTES", 64)
+    monkeypatch.setattr(ckpt_format, "_CHUNK_BYTES", 64)
     params = {
         "before": np.ones(3, np.float32),
         "big": np.arange(50, dtype=np.float32).reshape(5, 10),  # 200 bytes: chunks 64, 64, 64, 8
@@ -225,7 +224,7 @@ def test_big_tensors_are_split_like_mindspore(tmp_path, monkeypatch):
         ("exact", [16], "Float32", 64),
         ("after", [4], "Int8", 4),
     ]
-    monkeypatch.setattr(checkpoint, "_CHUNK_BYTES", 512 * 1024 * 1024)  # the reader does not need the size
+    monkeypatch.setattr(ckpt_format, "_CHUNK_BYTES", 512 * 1024 * 1024)  # the reader does not need the size
     back = jcb.load_checkpoint(tmp_path / "big.ckpt")
     assert list(back) == list(params) and all(same_bits(back[k], v) for k, v in params.items())
 
@@ -234,7 +233,7 @@ def _file_of(values) -> bytes:
     """A .ckpt file of hand-made records ``(tag, dims, tensor_type, content)`` through the library's message class."""
     out = b""
     for tag, dims, tensor_type, content in values:
-        message = checkpoint._checkpoint_message()()
+        message = ckpt_format.checkpoint_message()()
         record = message.value.add()
         record.tag = tag
         record.tensor.dims.extend(dims)
@@ -431,7 +430,7 @@ def test_unknown_tensor_type_map_tensor_and_stray_records(tmp_path):
     path = tmp_path / "u.ckpt"
     path.write_bytes(_file_of([("w", [2], "Float32", b"\0" * 8), ("r", [], "random_op", b"xyz")]))
     _expect_unreadable(path, "entry 'r' has tensor_type 'random_op'")
-    message = checkpoint._checkpoint_message()()
+    message = ckpt_format.checkpoint_message()()
     record = message.value.add()
     record.tag = "table"
     record.maptensor.tensor.add(dims=[2], tensor_type="int64", tensor_content=b"\0" * 16)
@@ -487,7 +486,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatc
         f.write(b"\x0a\x05partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "_write_ckpt", broken)
+    monkeypatch.setattr(ckpt_format, "write_ckpt", broken)
     with pytest.raises(OSError, match="disk full"):
         jcb.save_checkpoint({"w": np.zeros(2, np.float32)}, path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.ckpt"]
@@ -693,11 +692,11 @@ def test_importing_the_package_does_not_import_the_nn_extra():
 @pytest.mark.parametrize("missing", ["google.protobuf", "safetensors"])
 def test_a_missing_extra_says_how_to_install_it(tmp_path, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` raise ImportError
-    checkpoint._checkpoint_message.cache_clear()
+    ckpt_format.checkpoint_message.cache_clear()
     try:
         fmt = "ckpt" if missing == "google.protobuf" else "safetensors"
         with pytest.raises(ImportError, match=r"pip install 'jax_conv_bpi\[nn\]'"):
             jcb.save_checkpoint({"w": np.ones(1, np.float32)}, tmp_path / f"a.{fmt}", format=fmt)
     finally:
         monkeypatch.undo()
-        checkpoint._checkpoint_message.cache_clear()
+        ckpt_format.checkpoint_message.cache_clear()

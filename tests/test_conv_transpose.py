@@ -8,7 +8,7 @@ Oracles (none of them is this library):
   as it is. For an ``output_padding`` of at least the stride (possible only
   when the dilation is larger), the forward convolution would have more
   outputs than ``y``; the oracle is then the forward convolution sliced to
-  its first ``y``-sized outputs (the operator ``_padding`` eq. (7) describes);
+  its first ``y``-sized outputs (the operator ``arithmetic`` eq. (7) describes);
 * ``reference.conv_transpose_nd``, float64 NumPy loops, for every case;
 * ``lax.conv_transpose(..., transpose_kernel=True)`` where the docstring claims
   equality.
@@ -41,11 +41,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import assert_close, compile_and_run, enable_x64, lhs_dilated_convolutions, random_arrays, requires_cpu
 from jax import lax
 
 import jax_conv_bpi as jcb
+
+from .support import (
+    assert_close,
+    compile_and_run,
+    enable_x64,
+    lhs_dilated_convolutions,
+    random_arrays,
+    reference,
+    requires_cpu,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPATIAL = {1: "W", 2: "HW", 3: "DHW"}

@@ -19,13 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import as_nchw, enable_x64, from_nchw, mindspore_geometry, probe_array
-from helpers import hw as _hw
 
 import jax_conv_bpi as jcb
-from conftest import golden_probes
 from jax_conv_bpi._src.mindspore import args_2d
+
+from .support import as_nchw, enable_x64, from_nchw, golden_probes, mindspore_geometry, probe_array, reference
+from .support import hw as _hw
 
 # ---------------------------------------------------------------------------
 # Decided outcomes

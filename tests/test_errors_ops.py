@@ -23,10 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import WAVE2_MISSING, enable_x64, literal, probe_array, transpose_sizes, wave2_golden, wave2_missing
 
 from jax_conv_bpi import ops
+
+from .support import (
+    GOLDEN_MISSING,
+    enable_x64,
+    golden_missing,
+    literal,
+    load_golden,
+    probe_array,
+    reference,
+    transpose_sizes,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,10 +240,10 @@ def reference_result(api: str, ctor: dict, kw: dict, args: list) -> np.ndarray:
 
 
 def _probes(name: str):
-    data = wave2_golden(name)
-    if data is None:
-        return [wave2_missing(name, 2)]
-    return [pytest.param(name, p, id=f"{name}-{p['id']}-{p['category']}") for p in data[2]]
+    golden = load_golden(name)
+    if golden is None:
+        return [golden_missing(name, 2)]
+    return [pytest.param(name, p, id=f"{name}-{p['id']}-{p['category']}") for p in golden.probes]
 
 
 def _arg_names(desc: str) -> list[str]:
@@ -276,10 +285,10 @@ def test_probe(name, probe):
 @pytest.mark.parametrize("name", ["conv3d", "functional"])
 def test_decision_table_is_current(name):
     """Every DECIDED entry is a real probe whose MindSpore outcome it really changes."""
-    data = wave2_golden(name)
-    if data is None:
-        pytest.skip(WAVE2_MISSING)
-    by_id = {p["id"]: p for p in data[2]}
+    golden = load_golden(name)
+    if golden is None:
+        pytest.skip(GOLDEN_MISSING)
+    by_id = {p["id"]: p for p in golden.probes}
     for pid, outcome in DECIDED[name].items():
         probe = by_id[pid]
         if isinstance(outcome, Accept):
@@ -292,10 +301,10 @@ def test_probe_summary():
     """The counts the README quotes: probes with MindSpore's outcome, and deviations per difference."""
     matched, deviations = 0, collections.Counter()
     for name in ("conv3d", "functional"):
-        data = wave2_golden(name)
-        if data is None:
-            pytest.skip(WAVE2_MISSING)
-        for probe in data[2]:
+        golden = load_golden(name)
+        if golden is None:
+            pytest.skip(GOLDEN_MISSING)
+        for probe in golden.probes:
             outcome, _ = decided(name, probe)
             if outcome is None or (isinstance(outcome, Raise) and not outcome.difference):
                 matched += 1

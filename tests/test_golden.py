@@ -9,7 +9,7 @@ golden README's tolerances. The deliberate differences of the README
 * item 4: ``kernel_size`` / ``out_channel`` that disagree with the weight give
   exactly one ``UserWarning`` naming both values; MindSpore's backward raised
   there (``has_vjp == False``), so our gradients are checked against the
-  float64 NumPy reference (``tests/reference.py``) instead;
+  float64 NumPy reference (``tests/support/reference.py``) instead;
 * item 5: the two ``quirk`` cases (MindSpore's ``dout`` gradient ignores the
   overriding ``pad_list``) are compared with the reference for that gradient;
 * item 6: a 4-tuple stride/dilation with non-unit N/C entries is rejected, and
@@ -34,15 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import compile_and_run, enable_x64, from_nchw, hw, mindspore_geometry, to_nchw, to_nhwc
 
 import jax_conv_bpi
-from conftest import Golden, golden_cases
+
+from .support import (
+    Golden,
+    compile_and_run,
+    enable_x64,
+    from_nchw,
+    golden_cases,
+    hw,
+    mindspore_geometry,
+    reference,
+    to_nchw,
+    to_nhwc,
+)
 
 
 def reference_vjp(case: dict, kw: dict, dout, weight, cot):
-    """Float64 forward and pull-backs of ``cot`` from tests/reference.py, in the case's layout."""
+    """Float64 forward and pull-backs of ``cot`` from tests/support/reference.py, in the case's layout."""
     fmt = case["data_format"]
     size = tuple(int(v) for v in case["input_size"])
     if fmt == "NHWC":

@@ -19,7 +19,7 @@ ops") items checked here:
   ``UserWarning`` naming both values.
 
 Cases are compiled in chunks (one program per chunk) with the fast-compile
-options of ``helpers.compile_and_run``.
+options of ``support.compile_and_run``.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-import reference
-from helpers import compile_and_run, literal, wave2_golden, wave2_missing
 
 from jax_conv_bpi import ops
+
+from .support import compile_and_run, golden_missing, literal, load_golden, reference
 
 _FILES = ("conv3d", "functional")
 
 
 def _cases(name: str):
-    data = wave2_golden(name)
-    if data is None:
-        return [wave2_missing(name, 1)]
-    return [pytest.param(c, id=f"{c['name']}-{c['op']}-{c['dtype']}") for c in data[1]]
+    golden = load_golden(name)
+    if golden is None:
+        return [golden_missing(name, 1)]
+    return [pytest.param(c, id=f"{c['name']}-{c['op']}-{c['dtype']}") for c in golden.cases]
 
 
 def _kwargs(case: dict) -> dict:
@@ -76,7 +76,8 @@ _results: dict[tuple[str, int], dict] = {}
 
 def results(name: str, case: dict):
     """Our (out, grads) for ``case``, computed with the rest of its chunk in one compiled program."""
-    z, cases, _ = wave2_golden(name)
+    golden = load_golden(name)
+    z, cases = golden.npz, golden.cases
     index = [c["name"] for c in cases].index(case["name"]) // _CHUNK
     if (name, index) not in _results:
         chunk = cases[index * _CHUNK : (index + 1) * _CHUNK]
@@ -135,7 +136,7 @@ def _reference(case: dict, arrays: dict) -> dict:
 
 
 def _check_case(name: str, case: dict):
-    z = wave2_golden(name)[0]
+    z = load_golden(name).npz
     arrays = {k: _array(z, case, k) for k in (*case["inputs"], "cot", "out")}
     dtype = np.dtype(case["dtype"])
     tol = _tol(dtype)
@@ -174,7 +175,7 @@ def test_functional_golden_case(case):
 )
 def test_ignored_channel_attributes_warn(case):
     """M9: the forward uses the arrays' shapes (as MindSpore) and warns once, naming both numbers."""
-    z = wave2_golden("conv3d")[0]
+    z = load_golden("conv3d").npz
     kw = _kwargs(case)
     dout, weight = (_array(z, case, k) for k in case["inputs"])
     with pytest.warns(UserWarning) as record:

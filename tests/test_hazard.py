@@ -30,9 +30,9 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import reference
-from helpers import default_xla_env, dout_shape_2d, lhs_dilations, mindspore_geometry, transpose_sizes
 from jax import lax
+
+from .support import default_xla_env, dout_shape_2d, lhs_dilations, mindspore_geometry, reference, transpose_sizes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ import json, sys
 import numpy as np
 import jax, jax.numpy as jnp
 import jax_conv_bpi as jcb
-from helpers import lhs_dilated_convolutions, lhs_dilations  # tests/ is on the child's path
+from tests.support import lhs_dilated_convolutions, lhs_dilations  # the checkout is on the child's path
 
 shapes = json.loads(sys.argv[1])
 data = np.load(sys.argv[2])
@@ -205,7 +205,7 @@ def test_hazard_shapes_in_a_subprocess(tmp_path):
     np.savez(tmp_path / "inputs.npz", **arrays)
 
     env = default_xla_env()  # the user's compilation: the one that aborts through lhs dilation
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     # The hazard is XLA's: the pure-XLA formulations are the ones under test (the native kernel, which
     # would take the ungrouped float32 forward convolutions here, has no lhs dilation: test_native.py).
     env["JCB_NATIVE"] = "0"

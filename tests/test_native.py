@@ -1,7 +1,7 @@
 """The optional native CPU kernels (the ``[native]`` extra) and the gate around them.
 
 * the kernels themselves against the float64 references, ranks 1-3, on the
-  ungrouped cases of ``test_paths_nd.CASES`` and 2-D layers of the benchmark's
+  ungrouped cases of ``support.ND_CASES`` and 2-D layers of the benchmark's
   kinds, with blocks small enough to take every way through them (whole
   samples packed side by side, one sgemm per sample, one sample split into
   output lines, one line per block; the forward's 1x1 input read in place),
@@ -34,13 +34,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, geometry_nd, random_arrays, ref_conv, ref_filter, ref_input_grad, requires_cpu
-from test_paths_nd import CASES
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import cpu_input_grad, dispatch
 from jax_conv_bpi._src.native import kernels
+
+from .support import (
+    ND_CASES,
+    assert_close,
+    geometry_nd,
+    random_arrays,
+    ref_conv,
+    ref_filter,
+    ref_input_grad,
+    requires_cpu,
+)
 
 pytestmark = requires_cpu
 
@@ -58,9 +67,9 @@ _TWO_D = {
 }
 
 _GRID = {
-    **{f"1d_{cid}": c.geom for cid, c in CASES[1].items() if c.geom.group == 1},
+    **{f"1d_{cid}": c.geom for cid, c in ND_CASES[1].items() if c.geom.group == 1},
     **{f"2d_{cid}": g for cid, g in _TWO_D.items()},
-    **{f"3d_{cid}": c.geom for cid, c in CASES[3].items() if c.geom.group == 1},
+    **{f"3d_{cid}": c.geom for cid, c in ND_CASES[3].items() if c.geom.group == 1},
 }
 
 # Scratch bounds: one line per block; a few lines or a sample; the default (many samples per block).
@@ -132,9 +141,9 @@ def test_forward_workers_share_the_blocks(threads):
 
 
 # Grouped with few channels per group (the grouped weight-gradient kernel): the grouped cases of
-# test_paths_nd.CASES, 2-D depthwise under each stride case, and one large enough for several workers.
+# support.ND_CASES, 2-D depthwise under each stride case, and one large enough for several workers.
 _GROUPED = {
-    **{f"{r}d_{cid}": c.geom for r in (1, 3) for cid, c in CASES[r].items() if c.geom.group > 1},
+    **{f"{r}d_{cid}": c.geom for r in (1, 3) for cid, c in ND_CASES[r].items() if c.geom.group > 1},
     "2d_depthwise_s2": geometry_nd(3, 6, 6, (13, 12), 3, stride=2, padding=1, group=6),
     "2d_multiplier_s1_d2": geometry_nd(2, 4, 8, (9, 17), 3, dilation=2, padding=((2, 1), (2, 2)), group=4),
     "2d_s3_crop": geometry_nd(2, 6, 3, (11, 16), (2, 3), stride=3, padding=((1, -1), (0, 2)), group=3),
@@ -212,7 +221,7 @@ _SUBPIXEL = {
     **{
         f"{r}d_{cid}": c.geom
         for r in (1, 3)
-        for cid, c in CASES[r].items()
+        for cid, c in ND_CASES[r].items()
         if c.geom.group == 1 and max(c.geom.stride) > 1
     },
 }
@@ -223,7 +232,7 @@ def test_subpixel_input_gradient_through_the_forward_kernel():
     """``native_subpixel``: the sub-pixel form with its convolution by the native kernel, direct or not."""
     _check_kernel(cpu_input_grad.backprop_input_subpixel_native, _SUBPIXEL, "input_grad", "sub-pixel")
     with pytest.raises(ValueError, match="needs 1 group"):
-        g = CASES[1]["group2"].geom
+        g = ND_CASES[1]["group2"].geom
         cpu_input_grad.backprop_input_subpixel_native(*_data(g, 0)[::-1][:1], np.zeros(g.w_shape), geom=g)
 
 

@@ -20,13 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import WAVE2_DIR, WAVE2_MISSING
+
+from .support import GOLDEN_DIR, skip_without_golden
 
 nnx = pytest.importorskip("flax.nnx", reason="the nn extra is not installed: pip install -e '.[nn]'")
 import jax_conv_bpi as jcb  # noqa: E402
 from jax_conv_bpi import nn  # noqa: E402
 
-DCGAN = WAVE2_DIR / "networks" / "dcgan_g"
+DCGAN = GOLDEN_DIR / "networks" / "dcgan_g"
 RTOL, ATOL = 1e-5, 5e-5  # golden README, float32 row (networks)
 
 
@@ -62,8 +63,7 @@ class Net(nnx.Module):
 
 @pytest.fixture(scope="module")
 def doc():
-    if not (DCGAN / "golden.npz").exists():
-        pytest.skip(WAVE2_MISSING)
+    skip_without_golden()
     return json.loads((DCGAN / "net.json").read_text())
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import re
 import warnings
 
@@ -20,8 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import WAVE2_DIR, WAVE2_MISSING, enable_x64, literal, probe_array
+
+from .support import (
+    GOLDEN_DIR,
+    GOLDEN_MISSING,
+    enable_x64,
+    golden_available,
+    golden_missing,
+    literal,
+    probe_array,
+    reference,
+)
 
 nnx = pytest.importorskip("flax.nnx", reason="the nn extra is not installed: pip install -e '.[nn]'")
 from jax_conv_bpi import nn  # noqa: E402
@@ -75,12 +85,9 @@ def decided(probe: dict) -> tuple[Raise | Accept | None, str]:
 
 
 def _probes():
-    path = WAVE2_DIR / "nn_layers_errors.json"
-    if not path.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=WAVE2_MISSING), id="no-golden")]
-    import json
-
-    probes = json.loads(path.read_text())["probes"]
+    if not golden_available():
+        return [golden_missing("nn_layers_errors")]
+    probes = json.loads((GOLDEN_DIR / "nn_layers_errors.json").read_text())["probes"]
     return [pytest.param(p, id=f"{p['id']}-{p['api'][3:]}-{p['category']}") for p in probes]
 
 
@@ -180,7 +187,7 @@ def test_decision_table_is_current():
     """Every DECIDED entry is a real probe whose MindSpore outcome it really changes."""
     params = _probes()
     if params[0].values[0] is None:
-        pytest.skip(WAVE2_MISSING)
+        pytest.skip(GOLDEN_MISSING)
     by_id = {p.values[0]["id"]: p.values[0] for p in params}
     for pid, outcome in DECIDED.items():
         probe = by_id[pid]
@@ -194,7 +201,7 @@ def test_probe_summary():
     """The counts the README quotes: probes with MindSpore's outcome, and deviations per difference."""
     params = _probes()
     if params[0].values[0] is None:
-        pytest.skip(WAVE2_MISSING)
+        pytest.skip(GOLDEN_MISSING)
     matched, deviations = 0, collections.Counter()
     for p in params:
         outcome, _ = decided(p.values[0])

@@ -19,21 +19,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compile_and_run, literal, wave2_golden, wave2_missing
+
+from .support import GOLDEN_MISSING, compile_and_run, golden_missing, literal, load_golden
 
 nnx = pytest.importorskip("flax.nnx", reason="the nn extra is not installed: pip install -e '.[nn]'")
 from jax_conv_bpi import nn  # noqa: E402
 
 
 def _cases():
-    data = wave2_golden("nn_layers")
-    if data is None:
-        return [wave2_missing("nn_layers", 1)]
-    return [pytest.param(c, id=f"{c['name']}-{c['op']}-{c['dtype']}-{c['init']}") for c in data[1]]
+    golden = load_golden("nn_layers")
+    if golden is None:
+        return [golden_missing("nn_layers", 1)]
+    return [pytest.param(c, id=f"{c['name']}-{c['op']}-{c['dtype']}-{c['init']}") for c in golden.cases]
 
 
 def _array(case: dict, key: str) -> np.ndarray:
-    return wave2_golden("nn_layers")[0][f"{case['name']}_{key}"]
+    return load_golden("nn_layers").array(case, key)
 
 
 def build(case: dict):
@@ -54,7 +55,7 @@ _results: dict[int, dict] = {}
 
 def results(case: dict):
     """(out, {name: vjp}) of ``case``, compiled with the rest of its chunk in one program."""
-    cases = wave2_golden("nn_layers")[1]
+    cases = load_golden("nn_layers").cases
     index = [c["name"] for c in cases].index(case["name"]) // _CHUNK
     if index not in _results:
         chunk = cases[index * _CHUNK : (index + 1) * _CHUNK]
@@ -105,10 +106,10 @@ def test_layer_golden_case(case):
 
 def test_quirk_cases_are_covered():
     """Every quirk the spec names appears among the golden cases checked above."""
-    data = wave2_golden("nn_layers")
-    if data is None:
-        pytest.skip("MindSpore golden vectors not found")
-    quirks = {q for c in data[1] for q in (c["quirk"] or "").split("+") if q}
+    golden = load_golden("nn_layers")
+    if golden is None:
+        pytest.skip(GOLDEN_MISSING)
+    quirks = {q for c in golden.cases for q in (c["quirk"] or "").split("+") if q}
     assert quirks == {
         "output_padding_appends_zeros",
         "valid_output_at_least_L_times_stride",

@@ -16,19 +16,18 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import literal, wave2_golden, wave2_missing
+
+from .support import golden_missing, literal, load_golden
 
 nnx = pytest.importorskip("flax.nnx", reason="the nn extra is not installed: pip install -e '.[nn]'")
 from jax_conv_bpi import nn  # noqa: E402
 
 
 def _meta(key: str):
-    data = wave2_golden("nn_layers")
-    if data is None:
-        return [wave2_missing("nn_layers", 1)]
-    import json
-
-    doc = json.loads(str(data[0]["meta_json"]))
+    golden = load_golden("nn_layers")
+    if golden is None:
+        return [golden_missing("nn_layers", 1)]
+    doc = golden.meta
     return [pytest.param(r, id=f"{i}-{r['layer']}-{r.get('name', '')}-{r.get('target', '')}") for i, r in
             enumerate(doc[key])]  # fmt: skip
 

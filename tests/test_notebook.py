@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import WAVE2_DIR, WAVE2_MISSING
+
+from .support import GOLDEN_DIR, GOLDEN_MISSING, golden_available
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 120.0  # a whole execution, kernel start included
@@ -46,8 +47,8 @@ NOTEBOOKS = {
         f"the nn extra is not installed (missing {', '.join(_NN_MISSING)}): pip install -e '.[nn]'"
         if _NN_MISSING
         else None
-        if (WAVE2_DIR / "networks" / "dcgan_g" / "model.ckpt").exists()
-        else WAVE2_MISSING,
+        if golden_available()
+        else GOLDEN_MISSING,
     ),
 }
 
@@ -70,7 +71,7 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("JCB_NOTEBOOK_FIGURES", raising=False)  # pictures are shown, never saved
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("JCB_GOLDEN_DIR", str(WAVE2_DIR))
+    monkeypatch.setenv("JCB_GOLDEN_DIR", str(GOLDEN_DIR))
     return tmp_path
 
 

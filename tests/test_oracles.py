@@ -29,11 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import as_nchw, assert_close, compile_and_run, from_nchw, hw
 from jax import lax
 
 import jax_conv_bpi as jcb
+
+from .support import as_nchw, assert_close, compile_and_run, from_nchw, hw, reference
 
 
 @dataclasses.dataclass(frozen=True)

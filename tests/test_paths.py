@@ -19,14 +19,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import as_nchw, compile_and_run, flat_padding, geometry, geometry_nd, lhs_dilated_convolutions, ref_conv
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
-from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad, dispatch, xla_cpu
+from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad, dispatch, options, xla_cpu
 from jax_conv_bpi._src.mindspore import args_2d
 from jax_conv_bpi._src.op import primitives
+
+from .support import (
+    as_nchw,
+    compile_and_run,
+    flat_padding,
+    geometry,
+    geometry_nd,
+    lhs_dilated_convolutions,
+    ref_conv,
+    reference,
+)
 
 PATHS = sorted(cpu_input_grad.PATHS)
 
@@ -464,7 +473,7 @@ def test_eager_call_compiles_with_the_cpu_options(monkeypatch):
     if jax.default_backend() != "cpu" or not jcb.cpu_compiler_options():
         return
     bogus = {xla_cpu.YNN_FUSION_OPTION: "NOT_A_FUSION_TYPE"}
-    monkeypatch.setattr(xla_cpu, "cpu_compiler_options", lambda: dict(bogus))
+    monkeypatch.setattr(options, "cpu_compiler_options", lambda: dict(bogus))
     primitives._jitted.cache_clear()
     try:
         with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):

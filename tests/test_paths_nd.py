@@ -4,7 +4,7 @@ The grid is written in ``conv_transpose``'s vocabulary (``y`` and ``w`` shapes,
 strides, ``(lo, hi)`` padding, ``output_padding``, dilation, groups); the
 result size and the forward padding it implies (a negative ``hi`` for an
 ``output_padding`` of at least the stride) come from PyTorch's rule in
-``tests/helpers.py``, not from the library. Per rank, it covers stride 1,
+``tests/support``, not from the library. Per rank, it covers stride 1,
 strides, dilations, strided + dilated, groups, depthwise and channel
 multipliers, asymmetric and negative-``hi`` padding, ``output_padding >=
 stride`` with ``dilation > stride``, a zero batch, a zero-size ``y``, a kernel
@@ -14,7 +14,7 @@ equal to the stride and a 1-wide kernel under a stride.
   the geometry, and through ``jcb.conv_transpose(..., cpu_path=name)``;
 * the dispatched ``conv_transpose`` and its VJP (the forward convolution and
   the weight gradient through the CPU dispatcher);
-* every forward and weight-gradient path of ``_cpu_dense``.
+* every forward and weight-gradient path of ``cpu_dense``.
 
 ``flipped_conv`` is stride-1 only; ``lhs_dilated`` is left out where a stride
 meets a dilation (XLA CPU may abort the process there, see ``test_hazard.py``).
@@ -23,7 +23,6 @@ Each test compiles one program holding all geometries of its rank.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 
@@ -31,15 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (
-    assert_close,
-    compile_and_run,
-    random_arrays,
-    ref_conv,
-    ref_filter,
-    ref_input_grad,
-    transpose_sizes,
-)
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
@@ -47,96 +37,17 @@ from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad
 from jax_conv_bpi._src.native import kernels
 from jax_conv_bpi._src.op.args import transpose_geometry
 
+from .support import (
+    ND_CASES,
+    assert_close,
+    compile_and_run,
+    random_arrays,
+    ref_conv,
+    ref_filter,
+    ref_input_grad,
+)
+
 PATHS = sorted(cpu_input_grad.PATHS)
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One ``conv_transpose`` call, channels-first: ``conv_transpose(y, w, stride, padding, ...)``."""
-
-    y: tuple[int, ...]
-    w: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[tuple[int, int], ...]
-    output_padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    group: int = 1
-
-    @functools.cached_property
-    def geom(self) -> ConvGeometry:
-        """The forward convolution whose input-VJP this call is (the spec's arithmetic)."""
-        sizes, pairs = transpose_sizes(
-            self.y[2:], self.w[2:], self.stride, self.dilation, self.padding, self.output_padding
-        )
-        x = (self.y[0], self.group * self.w[1], *sizes)
-        return ConvGeometry(x, self.w, self.y, self.stride, self.dilation, pairs, self.group)
-
-    def call(self, y, w, cpu_path=None):
-        return jcb.conv_transpose(
-            y,
-            w,
-            self.stride,
-            self.padding,
-            output_padding=self.output_padding,
-            rhs_dilation=self.dilation,
-            feature_group_count=self.group,
-            cpu_path=cpu_path,
-        )
-
-
-def case(y, w, stride=1, padding=0, output_padding=0, dilation=1, group=1) -> Case:
-    n = len(y) - 2
-    per = lambda v: (v,) * n if isinstance(v, int) else tuple(v)  # noqa: E731
-    pads = ((padding, padding),) * n if isinstance(padding, int) else tuple(tuple(p) for p in padding)
-    return Case(tuple(y), tuple(w), per(stride), pads, per(output_padding), per(dilation), group)
-
-
-CASES = {
-    1: {
-        "s1_p1": case((2, 4, 7), (4, 3, 3), padding=1),
-        "s1_d2_asym": case((1, 3, 6), (3, 2, 3), dilation=2, padding=[(2, 0)]),
-        "s1_d3_op2_neg_hi": case((1, 4, 5), (4, 3, 3), dilation=3, output_padding=2),
-        "s2_k4_p1_op1": case((2, 4, 6), (4, 3, 4), stride=2, padding=1, output_padding=1),
-        "s3_k5_asym_op2": case((1, 3, 5), (3, 2, 5), stride=3, padding=[(2, 0)], output_padding=2),
-        "s2_d2": case((1, 3, 5), (3, 2, 3), stride=2, dilation=2, padding=1),
-        "s2_d3_op2_neg_hi": case((2, 3, 4), (3, 2, 3), stride=2, dilation=3, padding=[(1, 0)], output_padding=2),
-        "pad_gt_kernel": case((1, 3, 9), (3, 2, 2), stride=2, padding=[(4, 3)]),
-        "group2": case((2, 6, 5), (6, 2, 3), stride=2, padding=1, group=2),
-        "depthwise": case((1, 6, 6), (6, 1, 3), stride=2, padding=1, group=6),
-        "channel_mult_d2": case((1, 6, 5), (6, 1, 3), dilation=2, padding=2, group=3),
-        "k_eq_s": case((1, 4, 5), (4, 3, 2), stride=2),
-        "k1_s3_op2": case((2, 4, 4), (4, 3, 1), stride=3, output_padding=2),
-        "batch0": case((0, 4, 5), (4, 3, 3), stride=2, padding=1),
-        "y0": case((1, 3, 0), (3, 2, 3), stride=2, output_padding=1),
-    },
-    3: {
-        "s1_p1": case((1, 3, 4, 3, 4), (3, 2, 3, 3, 2), padding=1),
-        "s1_d_neg_hi": case((1, 2, 3, 3, 3), (2, 2, 2, 2, 2), dilation=(3, 2, 1), output_padding=(2, 1, 0)),
-        "s1_depthwise_d2": case((1, 3, 3, 4, 3), (3, 1, 3, 2, 3), dilation=(1, 2, 1), padding=1, group=3),
-        "s1_k1": case((2, 5, 3, 3, 2), (5, 3, 1, 1, 1)),
-        "s1_group2_asym": case((1, 4, 4, 3, 3), (4, 1, 2, 3, 2), padding=[(1, 0), (0, 2), (1, 1)], group=2),
-        "s2_p1_op1": case((1, 3, 3, 3, 3), (3, 2, 3, 3, 3), stride=2, padding=1, output_padding=1),
-        "mixed_asym": case(
-            (1, 2, 3, 4, 2),
-            (2, 3, 2, 3, 1),
-            stride=(2, 1, 3),
-            dilation=(1, 2, 1),
-            padding=[(0, 1), (2, 0), (1, 1)],
-            output_padding=(1, 0, 2),
-        ),
-        "s2x2x3_d1x1x3": case((1, 2, 3, 3, 3), (2, 2, 2, 2, 5), stride=(2, 2, 3), dilation=(1, 1, 3), padding=1),
-        "s2_d3_op2_neg_hi": case(
-            (1, 3, 2, 3, 2), (3, 2, 2, 1, 3), stride=(2, 1, 2), dilation=(3, 1, 3), output_padding=(2, 0, 2)
-        ),
-        "pad_gt_kernel": case((1, 2, 3, 2, 3), (2, 2, 2, 2, 2), stride=2, padding=[(3, 2), (0, 1), (2, 2)]),
-        "group2": case((1, 4, 3, 3, 3), (4, 2, 3, 3, 3), stride=2, padding=1, group=2),
-        "depthwise": case((2, 4, 3, 3, 2), (4, 1, 3, 3, 3), stride=(1, 2, 2), padding=1, group=4),
-        "k_eq_s": case((1, 4, 2, 2, 2), (4, 3, 2, 2, 2), stride=2),
-        "k1_s_op": case((1, 4, 2, 3, 2), (4, 3, 1, 1, 1), stride=(2, 3, 2), output_padding=(1, 2, 0)),
-        "batch0": case((0, 3, 2, 2, 2), (3, 2, 2, 2, 2), stride=2),
-        "y0": case((1, 2, 2, 0, 2), (2, 2, 2, 3, 2), stride=(1, 2, 1), output_padding=(0, 1, 0)),
-    },
-}
 
 
 def applicable(name: str, geom: ConvGeometry) -> bool:
@@ -152,7 +63,7 @@ def inputs(rank: int) -> dict[str, tuple[np.ndarray, ...]]:
     """float32 (y, w, x) per case (x: the forward input / the VJP's cotangent), seeded by the case's position."""
     return {
         cid: tuple(random_arrays(17 * rank + k, c.y, c.w, c.geom.x_shape, dtype=np.float32))
-        for k, (cid, c) in enumerate(CASES[rank].items())
+        for k, (cid, c) in enumerate(ND_CASES[rank].items())
     }
 
 
@@ -165,9 +76,9 @@ def _f64(a):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rank", sorted(CASES))
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
 def test_grid_covers_every_feature(rank):
-    geoms = {cid: c.geom for cid, c in CASES[rank].items()}
+    geoms = {cid: c.geom for cid, c in ND_CASES[rank].items()}
     assert all(g.ndim == rank for g in geoms.values())
 
     def some(pred):
@@ -184,7 +95,7 @@ def test_grid_covers_every_feature(rank):
     neg = some(lambda g: min(hi for _, hi in g.padding) < 0)
     assert neg and some(lambda g: strided(g) and min(hi for _, hi in g.padding) < 0)
     for cid in neg:  # negative hi only from output_padding >= stride, which needs dilation > stride
-        c = CASES[rank][cid]
+        c = ND_CASES[rank][cid]
         assert any(p >= s and d > s for p, s, d in zip(c.output_padding, c.stride, c.dilation)), cid
     assert some(lambda g: g.y_shape[0] == 0) and some(lambda g: 0 in g.y_shape[2:])
     assert some(lambda g: g.kernel == g.stride and strided(g))
@@ -194,10 +105,10 @@ def test_grid_covers_every_feature(rank):
         assert len(some(functools.partial(applicable, name))) >= 4, name
 
 
-@pytest.mark.parametrize("rank", sorted(CASES))
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
 def test_gate_builds_the_same_geometry(rank):
     """``conv_transpose``'s gate gives the geometry of PyTorch's size rule (no value computed here is the gate's)."""
-    for cid, c in CASES[rank].items():
+    for cid, c in ND_CASES[rank].items():
         got = transpose_geometry("t", c.y, c.w, c.stride, c.padding, c.output_padding, c.dilation, c.group)
         assert got == c.geom, cid
 
@@ -208,23 +119,23 @@ def test_gate_builds_the_same_geometry(rank):
 
 
 @pytest.mark.parametrize("name", PATHS)
-@pytest.mark.parametrize("rank", sorted(CASES))
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
 def test_input_grad_path(rank, name):
     """Path ``name`` called on the geometry and forced through ``conv_transpose(cpu_path=name)``."""
-    chosen = [cid for cid, c in CASES[rank].items() if applicable(name, c.geom)]
+    chosen = [cid for cid, c in ND_CASES[rank].items() if applicable(name, c.geom)]
     path = cpu_input_grad.PATHS[name]
     data = inputs(rank)
 
     def program(args):
         out = {}
         for cid in chosen:
-            c, (y, w) = CASES[rank][cid], args[cid]
+            c, (y, w) = ND_CASES[rank][cid], args[cid]
             out[cid] = (path(y, w, geom=c.geom), c.call(y, w, cpu_path=name))
         return out
 
     outs = compile_and_run(program, {cid: data[cid][:2] for cid in chosen})
     for cid in chosen:
-        c = CASES[rank][cid]
+        c = ND_CASES[rank][cid]
         y, w, _ = data[cid]
         expected = ref_input_grad(c.geom, _f64(y), _f64(w))
         assert expected.shape == c.geom.x_shape
@@ -235,16 +146,16 @@ def test_input_grad_path(rank, name):
 
 
 def test_lhs_dilated_and_flipped_conv_are_refused_where_they_do_not_apply():
-    c = CASES[1]["s2_d2"]
+    c = ND_CASES[1]["s2_d2"]
     y, w = (np.zeros(s, np.float32) for s in (c.y, c.w))
     for name in ("lhs_dilated", "flipped_conv"):
         with pytest.raises(ValueError, match="cpu_path"):
             c.call(y, w, cpu_path=name)
     with pytest.raises(ValueError, match="stride"):
-        cpu_input_grad.PATHS["flipped_conv"](y, w, geom=CASES[1]["s2_k4_p1_op1"].geom)
+        cpu_input_grad.PATHS["flipped_conv"](y, w, geom=ND_CASES[1]["s2_k4_p1_op1"].geom)
 
 
-@pytest.mark.parametrize("rank", sorted(CASES))
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
 def test_dispatched_conv_transpose_and_its_vjp(rank):
     """The dispatcher's choice, and the VJP w.r.t. ``y`` (forward conv) and ``w`` (weight gradient)."""
     data = inputs(rank)
@@ -252,12 +163,12 @@ def test_dispatched_conv_transpose_and_its_vjp(rank):
     def program(args):
         out = {}
         for cid, (y, w, x) in args.items():
-            res, pull = jax.vjp(CASES[rank][cid].call, y, w)
+            res, pull = jax.vjp(ND_CASES[rank][cid].call, y, w)
             out[cid] = (res, *pull(x))
         return out
 
     outs = compile_and_run(program, data)
-    for cid, c in CASES[rank].items():
+    for cid, c in ND_CASES[rank].items():
         y, w, x = (_f64(a) for a in data[cid])
         # <conv_transpose(y, w), x> = <y, conv(x, w)> = <w, backprop_filter(y, x)>
         expected = (ref_input_grad(c.geom, y, w), ref_conv(c.geom, x, w), ref_filter(c.geom, y, x))
@@ -271,14 +182,14 @@ def test_dispatched_conv_transpose_and_its_vjp(rank):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rank", sorted(CASES))
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
 def test_forward_and_filter_paths(rank):
     data = inputs(rank)
 
     def program(args):
         out = {}
         for cid, (y, w, x) in args.items():
-            g = CASES[rank][cid].geom
+            g = ND_CASES[rank][cid].geom
             out[cid] = (
                 {name: p(x, w, geom=g) for name, p in cpu_dense.CONV_PATHS.items()},
                 {name: p(y, x, geom=g) for name, p in cpu_dense.BACKPROP_FILTER_PATHS.items()},
@@ -286,7 +197,7 @@ def test_forward_and_filter_paths(rank):
         return out
 
     outs = compile_and_run(program, data)
-    for cid, c in CASES[rank].items():
+    for cid, c in ND_CASES[rank].items():
         y, w, x = (_f64(a) for a in data[cid])
         conv_ref, filt_ref = ref_conv(c.geom, x, w), ref_filter(c.geom, y, x)
         assert conv_ref.shape == c.geom.y_shape and filt_ref.shape == c.geom.w_shape

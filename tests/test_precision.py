@@ -1,6 +1,6 @@
 """Precision, stated and tested on the GPU lowering (issue 14, part 2) -- no GPU needed.
 
-Every primitive's GPU/TPU lowering (``_lowering.DEFAULT``) must carry the
+Every primitive's GPU/TPU lowering (``portable.DEFAULT``) must carry the
 geometry's precision to each convolution and matmul it emits. These tests
 export for CUDA (``jax.export`` lowers for a platform this machine lacks, it
 never compiles) and read ``precision_config`` (convolutions) / ``precision``

@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import geometry, geometry_nd, hw, ref_input_grad, transpose_sizes
 from jax import lax
 
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.lowering import cpu_input_grad
+
+from .support import geometry, geometry_nd, hw, ref_input_grad, reference, transpose_sizes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Many devices: every entry point under JAX's sharding, on 8 host CPU devices.
 
-The grid (``sharding_worker.py``: mesh kind x parallelism x entry point, 1-D
+The grid (``support/sharding_worker.py``: mesh kind x parallelism x entry point, 1-D
 to 3-D) runs in two child processes side by side, each with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: this process keeps its
 one device, and a child that XLA CPU aborts cannot take the session with it.
@@ -34,12 +34,13 @@ import sys
 
 import numpy as np
 import pytest
-import sharding_worker as worker
-from helpers import assert_close
+
+from .support import assert_close
+from .support import sharding_worker as worker
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PARTS = 2
-# 8 devices, and the session's fast-compile flags (the repository's conftest.py)
+# 8 devices, and the session's fast-compile flags (tests/support/xla_flags.py, set by the repository's conftest.py)
 XLA_FLAGS = f"--xla_force_host_platform_device_count={worker.DEVICES} {os.environ.get('XLA_FLAGS', '')}".strip()
 TOL = dict(rtol=1e-5, scale_atol=1e-5)  # float32, as in the other tests; summing over shards reorders sums
 
@@ -75,7 +76,7 @@ class Results:
 def _run_children(folder: pathlib.Path) -> None:
     env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    script = str(pathlib.Path(__file__).with_name("sharding_worker.py"))
+    script = worker.__file__  # run as a script: it imports nothing of tests/
     procs = []
     for i in range(PARTS):
         log = open(folder / f"part{i}.log", "w")  # closed once the child exits

@@ -8,7 +8,7 @@ Oracles:
   own autodiff of the convolution, independent of this project's rules.
   XLA CPU can abort on the lhs-dilated transposes of strided *and* dilated
   convolutions, so that combination stays out of the lax grid.
-* ``tests/reference.py`` (float64 NumPy loops) for first-order values on every
+* ``tests/support/reference.py`` (float64 NumPy loops) for first-order values on every
   configuration, including the strided + dilated one.
 * finite differences (``chex.assert_numerical_grads``,
   ``jax.test_util.check_grads``) in float64, orders 1 and 2, both modes.
@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
 from absl.testing import parameterized
-from helpers import enable_x64
 from jax import lax
 
 import jax_conv_bpi as jcb
+
+from .support import enable_x64, reference
 
 
 @dataclasses.dataclass(frozen=True)

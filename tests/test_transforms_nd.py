@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import jax.test_util
 import numpy as np
 import pytest
-import reference
-from helpers import compile_and_run, default_xla_env, enable_x64, random_arrays, requires_cpu
 from jax import export, lax
 
 import jax_conv_bpi as jcb
+
+from .support import compile_and_run, default_xla_env, enable_x64, random_arrays, reference, requires_cpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HIGHEST = lax.Precision.HIGHEST

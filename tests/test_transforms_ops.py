@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compile_and_run, enable_x64
 from jax import export, lax
 from jax.test_util import check_grads
 
 from jax_conv_bpi import ops
+
+from .support import compile_and_run, enable_x64
 
 _DN = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
 

@@ -32,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from helpers import enable_x64, from_nchw, mindspore_padding, to_nchw, transpose_sizes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jax_conv_bpi as jcb
+
+from .support import enable_x64, from_nchw, mindspore_padding, reference, to_nchw, transpose_sizes
 
 # ---------------------------------------------------------------------------
 # (a) valid configurations

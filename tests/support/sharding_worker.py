@@ -1,13 +1,14 @@
 """The many-device grid of ``test_sharding.py``, run in child processes with 8 host CPU devices.
 
-``python tests/sharding_worker.py OUT [INDEX PARTS]`` (with
+``python tests/support/sharding_worker.py OUT [INDEX PARTS]`` (with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``) runs child INDEX's
 share of the cases (``part``: every PARTS-th entry point, so PARTS children
 run side by side) and writes ``OUT.json`` (one record per case: the
 collectives of the compiled HLO, the result's sharding, a skip's reason or an
-exception) and ``OUT.npz`` (every result and oracle). Importing this module
-needs no JAX: ``test_sharding.py`` takes the case ids from it at collection
-and asserts on what the children report.
+exception) and ``OUT.npz`` (every result and oracle). The module imports no
+JAX at its top and nothing of ``tests/`` (it runs as a script, by its path):
+``test_sharding.py`` takes the case ids from it at collection and asserts on
+what the children report.
 
 A case is ``mesh-parallelism-entry``:
 

@@ -1,16 +1,28 @@
-"""Shared test helpers: layouts, the spec's padding arithmetic, geometries, compilation.
+"""The tests' one support module: layouts, the spec's arithmetic, geometries, compilation, golden files, grids.
 
-Test modules import from here (and the independent float64 references from
-``tests/reference.py``), never from one another. Nothing here computes a
-result of the library: the padding and size arithmetic is the spec's, written
-independently of ``jax_conv_bpi._padding``, and the geometries are built from
-it (``ConvGeometry`` then checks its own invariant on construction).
+Test modules import from here (``from .support import ...``; the independent
+float64 NumPy references are ``support.reference``), never from one another or
+from a ``conftest.py``. Nothing here computes a result of the library: the
+padding and size arithmetic is the spec's, written independently of
+``jax_conv_bpi._src.base.arithmetic``, and the geometries are built from it
+(``ConvGeometry`` then checks its own invariant on construction).
+
+* ``reference``: the float64 references (NumPy loops over the kernel taps);
+* ``xla_flags``: the session's fast-compile options, the one list (the
+  repository's ``conftest.py`` puts them in ``XLA_FLAGS``; ``compile_and_run``
+  passes them to its compilations);
+* ``sharding_worker``: the many-device grid of ``test_sharding.py``, a child
+  script.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import functools
+import json
 import os
+import pathlib
 import re
 import warnings
 
@@ -18,16 +30,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
 
+import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
+
+from . import reference, xla_flags
+from .xla_flags import default_xla_env as default_xla_env  # re-exported: children with XLA's defaults
 
 # ``jax.enable_x64`` (a context manager) is public from JAX 0.5; the claimed
 # lower bound 0.4.36 has it as ``jax.experimental.enable_x64``.
 try:
-    from jax import enable_x64  # noqa: F401 - re-exported to the test modules
+    from jax import enable_x64 as enable_x64
 except ImportError:  # exercised by `make test-min-jax`
-    from jax.experimental import enable_x64  # noqa: F401
+    from jax.experimental import enable_x64 as enable_x64
 
 # ---------------------------------------------------------------------------
 # Layouts and MindSpore's attribute forms
@@ -206,13 +221,6 @@ def lhs_dilated_convolutions(hlo_text: str) -> int:
 # Compilation: several cases in one program, compiled for speed of compilation
 # ---------------------------------------------------------------------------
 
-_FAST_CPU_OPTIONS = {
-    "xla_backend_optimization_level": 0,
-    "xla_cpu_use_fusion_emitters": False,
-    "xla_cpu_parallel_codegen_split_count": 1,
-}
-
-
 requires_cpu = pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="CPU-specific: checks XLA CPU's lowering, cpu_path or CPU compiler options (run on CPU)",
@@ -221,17 +229,20 @@ requires_cpu = pytest.mark.skipif(
 
 @functools.cache
 def fast_compile_options() -> dict | None:
-    """Compile-time-only CPU options (results unchanged: the convolutions are library calls), or None.
+    """The session's fast-compile options (``xla_flags.FAST_COMPILE``) as compile options, or None.
 
-    None off CPU, where this XLA does not know the options, and with ``JCB_TEST_XLA_DEFAULTS=1``.
+    Compile-time only (results unchanged: the convolutions are library calls).
+    None off CPU, where this XLA does not know the options, and with
+    ``JCB_TEST_XLA_DEFAULTS=1``.
     """
-    if jax.default_backend() != "cpu" or os.environ.get("JCB_TEST_XLA_DEFAULTS") == "1":
+    if jax.default_backend() != "cpu" or xla_flags.xla_defaults_requested():
         return None
+    options = xla_flags.fast_compile_options()
     try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(_FAST_CPU_OPTIONS)
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(options)
     except Exception:  # an XLA without these options: default compilation
         return None
-    return _FAST_CPU_OPTIONS
+    return options
 
 
 def compile_and_run(fn, *args):
@@ -248,41 +259,103 @@ def compile_and_run(fn, *args):
     return jax.device_get(compiled(*args))
 
 
-def default_xla_env(**extra: str) -> dict[str, str]:
-    """This process's environment for a child that must compile with XLA's default options.
-
-    The session's fast-compile flags (the repository's ``conftest.py``) are
-    dropped from ``XLA_FLAGS``; whatever the flags were before the tests is kept.
-    """
-    env = dict(os.environ, **extra)
-    if "JCB_XLA_FLAGS_OUTSIDE_TESTS" in env:
-        env["XLA_FLAGS"] = env.pop("JCB_XLA_FLAGS_OUTSIDE_TESTS")
-    return env
-
-
 # ---------------------------------------------------------------------------
-# Wave-2 golden files (conv3d.npz, functional.npz): loading and repr parsing
+# MindSpore's golden files: one folder, one loader
 # ---------------------------------------------------------------------------
 
 
-def _golden_dir():
-    """conftest.golden_dir's rule: ``$JCB_GOLDEN_DIR``, else ``shared/golden`` inside the checkout, else beside it."""
-    import os
-    import pathlib
-
+def golden_dir() -> pathlib.Path:
+    """Where the golden vectors are: ``$JCB_GOLDEN_DIR``, else ``shared/golden`` inside the checkout (the device
+    machine's copy, see docs/gpu.md), else ``../shared/golden`` beside it (a developer's checkout)."""
     if os.environ.get("JCB_GOLDEN_DIR"):
         return pathlib.Path(os.environ["JCB_GOLDEN_DIR"]).resolve()
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     inside = root / "shared" / "golden"
     return inside if inside.is_dir() else root.parent / "shared" / "golden"
 
 
-WAVE2_DIR = _golden_dir()
+GOLDEN_DIR = golden_dir()
+GOLDEN_MISSING = (
+    f"MindSpore golden vectors not found at {GOLDEN_DIR} (set JCB_GOLDEN_DIR, or put shared/golden inside or beside "
+    "the checkout)"
+)
+MAIN_GOLDEN = "conv2d_backprop_input"  # the 2-D op's file; the others: conv3d, functional, nn_layers, networks/
+
+
+def golden_available() -> bool:
+    """Whether the golden folder is there. Tests skip (``GOLDEN_MISSING``) only when it is not: a file missing
+    from a folder that is there is an error."""
+    return GOLDEN_DIR.is_dir()
+
+
+needs_golden = pytest.mark.skipif(not golden_available(), reason=GOLDEN_MISSING)
+
+
+def skip_without_golden() -> None:
+    """Inside a test or fixture: skip, saying where the golden folder was looked for, when it is absent."""
+    if not golden_available():
+        pytest.skip(GOLDEN_MISSING)
+
+
+class Golden:
+    """One golden npz (``<GOLDEN_DIR>/<name>.npz``): its cases, arrays and error probes."""
+
+    def __init__(self, path: pathlib.Path):
+        self.npz = np.load(path)
+        self.meta = json.loads(str(self.npz["meta_json"]))
+        self.cases = self.meta["cases"]
+        self.probes = json.loads(str(self.npz["errors_json"]))
+
+    def array(self, case: dict, key: str) -> np.ndarray:
+        return self.npz[f"{case['name']}_{key}"]
+
+    @staticmethod
+    def ctor_kwargs(case_or_probe: dict) -> dict:
+        return {k: ast.literal_eval(v) for k, v in case_or_probe["ctor_kwargs_repr"].items()}
+
+    @staticmethod
+    def input_size(case: dict):
+        kind, value = case["input_size_kind"], case["input_size"]
+        if kind == "tuple":
+            return tuple(value)
+        if kind == "list":
+            return list(value)
+        return np.asarray(value, np.int64)  # "tensor_int64"
+
+    @staticmethod
+    def tolerance(case: dict) -> dict:
+        return dict(rtol=1e-5, atol=5e-5) if case["dtype"] == "float32" else dict(rtol=1e-2, atol=1e-2)
+
+
+@functools.cache
+def load_golden(name: str = MAIN_GOLDEN) -> Golden | None:
+    """The golden file ``<GOLDEN_DIR>/<name>.npz``, loaded once; None when the golden folder is absent."""
+    return Golden(GOLDEN_DIR / f"{name}.npz") if golden_available() else None
+
+
+def golden_missing(name: str, n_args: int = 1):
+    """The one parameter set of a golden-driven test when the golden folder is absent: a skip that says so."""
+    return pytest.param(*([None] * n_args), marks=pytest.mark.skip(reason=GOLDEN_MISSING), id=f"{name}-no-golden")
+
+
+def golden_cases(predicate=lambda case: True):
+    """Parametrisation helper: the 2-D op's golden cases (or one skipped param when the data is absent)."""
+    golden = load_golden()
+    if golden is None:
+        return [golden_missing(MAIN_GOLDEN)]
+    return [pytest.param(c, id=f"{c['name']}-{'-'.join(c['tags'][:2])}") for c in golden.cases if predicate(c)]
+
+
+def golden_probes(predicate=lambda probe: True):
+    """Parametrisation helper: the 2-D op's golden error probes (or one skipped param when the data is absent)."""
+    golden = load_golden()
+    if golden is None:
+        return [golden_missing(MAIN_GOLDEN)]
+    return [pytest.param(p, id=f"{p['id']}-{p['category']}") for p in golden.probes if predicate(p)]
 
 
 def literal(text: str):
     """``ast.literal_eval`` plus the ``np.int64(3)``-style calls the wave-2 reprs use."""
-    import ast
 
     def conv(node):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.value.id == "np":
@@ -294,29 +367,6 @@ def literal(text: str):
         return ast.literal_eval(node)
 
     return conv(ast.parse(text, mode="eval").body)
-
-
-WAVE2_MISSING = (
-    f"MindSpore golden vectors not found at {WAVE2_DIR} (set JCB_GOLDEN_DIR, or put shared/golden inside or beside "
-    "the checkout)"
-)
-
-
-def wave2_missing(name: str, n_args: int = 1):
-    """The one parameter set of a golden-driven test when the golden folder is absent: a skip that says so."""
-    return pytest.param(*([None] * n_args), marks=pytest.mark.skip(reason=WAVE2_MISSING), id=f"{name}-no-golden")
-
-
-@functools.cache
-def wave2_golden(name: str):
-    """(npz, cases, probes) of ``../shared/golden/<name>.npz``, or None when the folder is absent."""
-    import json
-
-    path = WAVE2_DIR / f"{name}.npz"
-    if not path.exists():
-        return None
-    z = np.load(path)
-    return z, json.loads(str(z["meta_json"]))["cases"], json.loads(str(z["errors_json"]))
 
 
 def probe_array(spec: dict, rng: np.random.Generator):
@@ -337,3 +387,97 @@ def probe_array(spec: dict, rng: np.random.Generator):
     if kind == "pylist":
         return data.tolist()
     return data if kind == "numpy" else jnp.asarray(data)
+
+
+# ---------------------------------------------------------------------------
+# The N-D grid: conv_transpose calls in 1-D and 3-D (test_paths_nd.py, test_native.py)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NDCase:
+    """One ``conv_transpose`` call, channels-first: ``conv_transpose(y, w, stride, padding, ...)``."""
+
+    y: tuple[int, ...]
+    w: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    group: int = 1
+
+    @functools.cached_property
+    def geom(self) -> ConvGeometry:
+        """The forward convolution whose input-VJP this call is (the spec's arithmetic)."""
+        sizes, pairs = transpose_sizes(
+            self.y[2:], self.w[2:], self.stride, self.dilation, self.padding, self.output_padding
+        )
+        x = (self.y[0], self.group * self.w[1], *sizes)
+        return ConvGeometry(x, self.w, self.y, self.stride, self.dilation, pairs, self.group)
+
+    def call(self, y, w, cpu_path=None):
+        return jcb.conv_transpose(
+            y,
+            w,
+            self.stride,
+            self.padding,
+            output_padding=self.output_padding,
+            rhs_dilation=self.dilation,
+            feature_group_count=self.group,
+            cpu_path=cpu_path,
+        )
+
+
+def nd_case(y, w, stride=1, padding=0, output_padding=0, dilation=1, group=1) -> NDCase:
+    n = len(y) - 2
+    per = lambda v: (v,) * n if isinstance(v, int) else tuple(v)  # noqa: E731
+    pads = ((padding, padding),) * n if isinstance(padding, int) else tuple(tuple(p) for p in padding)
+    return NDCase(tuple(y), tuple(w), per(stride), pads, per(output_padding), per(dilation), group)
+
+
+ND_CASES = {
+    1: {
+        "s1_p1": nd_case((2, 4, 7), (4, 3, 3), padding=1),
+        "s1_d2_asym": nd_case((1, 3, 6), (3, 2, 3), dilation=2, padding=[(2, 0)]),
+        "s1_d3_op2_neg_hi": nd_case((1, 4, 5), (4, 3, 3), dilation=3, output_padding=2),
+        "s2_k4_p1_op1": nd_case((2, 4, 6), (4, 3, 4), stride=2, padding=1, output_padding=1),
+        "s3_k5_asym_op2": nd_case((1, 3, 5), (3, 2, 5), stride=3, padding=[(2, 0)], output_padding=2),
+        "s2_d2": nd_case((1, 3, 5), (3, 2, 3), stride=2, dilation=2, padding=1),
+        "s2_d3_op2_neg_hi": nd_case((2, 3, 4), (3, 2, 3), stride=2, dilation=3, padding=[(1, 0)], output_padding=2),
+        "pad_gt_kernel": nd_case((1, 3, 9), (3, 2, 2), stride=2, padding=[(4, 3)]),
+        "group2": nd_case((2, 6, 5), (6, 2, 3), stride=2, padding=1, group=2),
+        "depthwise": nd_case((1, 6, 6), (6, 1, 3), stride=2, padding=1, group=6),
+        "channel_mult_d2": nd_case((1, 6, 5), (6, 1, 3), dilation=2, padding=2, group=3),
+        "k_eq_s": nd_case((1, 4, 5), (4, 3, 2), stride=2),
+        "k1_s3_op2": nd_case((2, 4, 4), (4, 3, 1), stride=3, output_padding=2),
+        "batch0": nd_case((0, 4, 5), (4, 3, 3), stride=2, padding=1),
+        "y0": nd_case((1, 3, 0), (3, 2, 3), stride=2, output_padding=1),
+    },
+    3: {
+        "s1_p1": nd_case((1, 3, 4, 3, 4), (3, 2, 3, 3, 2), padding=1),
+        "s1_d_neg_hi": nd_case((1, 2, 3, 3, 3), (2, 2, 2, 2, 2), dilation=(3, 2, 1), output_padding=(2, 1, 0)),
+        "s1_depthwise_d2": nd_case((1, 3, 3, 4, 3), (3, 1, 3, 2, 3), dilation=(1, 2, 1), padding=1, group=3),
+        "s1_k1": nd_case((2, 5, 3, 3, 2), (5, 3, 1, 1, 1)),
+        "s1_group2_asym": nd_case((1, 4, 4, 3, 3), (4, 1, 2, 3, 2), padding=[(1, 0), (0, 2), (1, 1)], group=2),
+        "s2_p1_op1": nd_case((1, 3, 3, 3, 3), (3, 2, 3, 3, 3), stride=2, padding=1, output_padding=1),
+        "mixed_asym": nd_case(
+            (1, 2, 3, 4, 2),
+            (2, 3, 2, 3, 1),
+            stride=(2, 1, 3),
+            dilation=(1, 2, 1),
+            padding=[(0, 1), (2, 0), (1, 1)],
+            output_padding=(1, 0, 2),
+        ),
+        "s2x2x3_d1x1x3": nd_case((1, 2, 3, 3, 3), (2, 2, 2, 2, 5), stride=(2, 2, 3), dilation=(1, 1, 3), padding=1),
+        "s2_d3_op2_neg_hi": nd_case(
+            (1, 3, 2, 3, 2), (3, 2, 2, 1, 3), stride=(2, 1, 2), dilation=(3, 1, 3), output_padding=(2, 0, 2)
+        ),
+        "pad_gt_kernel": nd_case((1, 2, 3, 2, 3), (2, 2, 2, 2, 2), stride=2, padding=[(3, 2), (0, 1), (2, 2)]),
+        "group2": nd_case((1, 4, 3, 3, 3), (4, 2, 3, 3, 3), stride=2, padding=1, group=2),
+        "depthwise": nd_case((2, 4, 3, 3, 2), (4, 1, 3, 3, 3), stride=(1, 2, 2), padding=1, group=4),
+        "k_eq_s": nd_case((1, 4, 2, 2, 2), (4, 3, 2, 2, 2), stride=2),
+        "k1_s_op": nd_case((1, 4, 2, 3, 2), (4, 3, 1, 1, 1), stride=(2, 3, 2), output_padding=(1, 2, 0)),
+        "batch0": nd_case((0, 3, 2, 2, 2), (3, 2, 2, 2, 2), stride=2),
+        "y0": nd_case((1, 2, 2, 0, 2), (2, 2, 2, 3, 2), stride=(1, 2, 1), output_padding=(0, 1, 0)),
+    },
+}
