@@ -38,7 +38,7 @@ import pytest
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import cpu_input_grad, dispatch
-from jax_conv_bpi._src.native import kernels
+from jax_conv_bpi._src.native import kernels, rules
 
 from .support import (
     ND_CASES,
@@ -284,6 +284,52 @@ def test_direct_grid_takes_the_direct_kernels():
     assert not any(kernels.direct(g, "weight_grad") for g in others)
     with pytest.raises(ValueError, match="kernel must be"):
         kernels.direct(others[0], "input_grad")
+
+
+@needs_kernel
+def test_the_dispatchers_rules_agree_with_the_kernels():
+    """``native.rules.direct`` (pure Python, what the dispatcher reads) says what the loaded kernels decide."""
+    geoms = {
+        **_GRID,
+        **_PARALLEL,
+        **_DIRECT,
+        **{f"sub_{c}": cpu_input_grad.subpixel_geometry(g) for c, g in _GRID.items()},
+    }
+    geoms.update(
+        {
+            "33_wide": geometry_nd(1, 4, 4, (9, 33), 3, padding=1),
+            "weights_2_18": geometry_nd(1, 128, 128, (16, 16), 4, padding=((1, 2), (1, 2))),
+            "weights_over": geometry_nd(1, 256, 128, (16, 16), 3, padding=1),
+            "c_in_15": geometry_nd(1, 15, 4, (9, 40), 3),
+            "c_in_16": geometry_nd(1, 16, 4, (9, 40), 3),
+        }
+    )
+    for kernel in rules.KERNELS:
+        wrong = [
+            cid for cid, g in geoms.items() if g.group == 1 and rules.direct(g, kernel) != kernels.direct(g, kernel)
+        ]
+        assert not wrong, (kernel, wrong)
+    assert rules.has_avx512() == _has_avx512()
+    with pytest.raises(ValueError, match="kernel must be"):
+        rules.direct(_DIRECT["one_vector"], "input_grad")
+
+
+def test_path_selection_never_loads_the_native_library():
+    """The dispatcher's rules read the geometry only: choosing a path neither builds nor loads the kernels."""
+    code = textwrap.dedent(
+        """
+        from jax_conv_bpi._src.lowering import dispatch
+        from jax_conv_bpi._src.native import kernels
+        from tests.support import geometry_nd
+        g = geometry_nd(2, 16, 16, (12, 12), 3, stride=2, padding=1)
+        paths = [select(g, native=True) for select in dispatch.SELECT_PATH.values()]
+        assert kernels.load.cache_info().currsize == 0, "the selection loaded the library"
+        print("OK", paths)
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stderr[-2000:]
 
 
 _STRIDE_1 = {cid: g for cid, g in {**_GRID, **_PARALLEL}.items() if set(g.stride) == {1} and g.group == 1}
