@@ -42,7 +42,7 @@ test-min-jax: $(MIN_VENV)/.installed
 	$(MIN_PY) -c "import jax; assert jax.__version__ == '0.4.36', jax.__version__"
 	$(MIN_PY) -m pytest tests/test_golden.py tests/test_conv_transpose.py tests/test_transforms_nd.py tests/test_paths_nd.py tests/test_sharding.py -q -n 2 -p no:cacheprovider
 
-# The session's fast-compile XLA flags (conftest.py) off: every CPU path on the reference
+# The session's fast-compile XLA flags (tests/support/xla_flags.py) off: every CPU path on the reference
 # geometries and the MindSpore network, compiled as users compile them (the per-path golden
 # sweeps, hundreds of programs, stay in `make test`). CI runs it too.
 test-xla-defaults: $(VENV)/.installed
