@@ -219,19 +219,13 @@ def jax_vjp_fn(shape: AnyShape, precision: str = "highest") -> Callable:
 
 def train_fn(shape: AnyShape, impl: str, precision: str = "highest") -> Callable:
     """``(x, w, r) -> (loss, (dx, dw))`` for ``loss = sum(conv(x, w) * r)``."""
-    if impl == "ours":
-
-        def forward(x, w):
-            return library_conv(x, w, shape, precision)
-    elif impl == "jax_grad":
-
-        def forward(x, w):
-            return lax_conv(x, w, shape, precision)
-    else:
+    forwards = {"ours": library_conv, "jax_grad": lax_conv}
+    if impl not in forwards:
         raise ValueError(f"no JAX training step {impl!r}")
+    forward = forwards[impl]
 
     def loss(x, w, r):
-        return jnp.sum(forward(x, w) * r)
+        return jnp.sum(forward(x, w, shape, precision) * r)
 
     return jax.value_and_grad(loss, argnums=(0, 1))
 
@@ -352,7 +346,8 @@ def import_torch():
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     try:
-        import torch
+        # torch is an optional extra (the bench's peers), absent from the type-checking environment.
+        import torch  # pyright: ignore[reportMissingImports]
     except ImportError:
         return None
     return torch

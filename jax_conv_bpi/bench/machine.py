@@ -65,7 +65,7 @@ def source_revision() -> str | None:
 
 
 def machine_info(device, torch_info: dict | None) -> dict:
-    import jaxlib
+    from jaxlib.version import __version__ as jaxlib_version  # = jaxlib.__version__, which jaxlib does not re-export
 
     return {
         "jax_conv_bpi": jcb.__version__,
@@ -77,7 +77,7 @@ def machine_info(device, torch_info: dict | None) -> dict:
         "platform": _platform.platform(),
         "python": _platform.python_version(),
         "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
+        "jaxlib": jaxlib_version,
         "jax_platform": device.platform,
         "jax_device": getattr(device, "device_kind", str(device)),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -26,6 +26,43 @@ def _geo(summary: dict | None, key: str = "geomean") -> str:
     return _x(summary[key]) if summary else _x(None)
 
 
+def _speedup_cells(values: list[str], second: int = 9) -> str:
+    """Speedup cells (``_x`` / ``_geo``): 'vs convT', the input-gradient peer's (``second`` wide), then the rest."""
+    return " ".join(f"{v:>{second}}" if i == 1 else v for i, v in enumerate(values))
+
+
+def _rank_peers(rank: int) -> tuple[str, str, str]:
+    """The input gradient's peers for one rank: PyTorch's transposed convolution and input gradient, jax.vjp."""
+    conv_t, conv_input = torch_op_impls(rank)
+    return conv_t, conv_input, "jax_vjp"
+
+
+def _op_columns(c_in: str, second: int) -> str:
+    """The headers of ``_op_cells``: ``c_in`` names the input-gradient peer, its speedup column ``second`` wide."""
+    return (
+        f"{'ours ms':>9} {'convT ms':>9} {c_in + ' ms':>9} {'jax.vjp ms':>10}"
+        f" {'vs convT':>8} {'vs ' + c_in:>{second}} {'vs vjp':>8} {'GFLOP/s':>8} {'%peak':>6} {'check':>9}"
+    )
+
+
+def _op_cells(e: dict, peers: tuple[str, ...], second: int = 9) -> str:
+    """An input-gradient entry's cells after its name: times (ours, the peers), speedups, GFLOP/s, %peak, check."""
+    times = " ".join([_ms(e, "ours"), _ms(e, peers[0]), _ms(e, peers[1]), f"{_ms(e, peers[2]):>10}"])
+    speedups = _speedup_cells([_x(e["speedup"].get(p)) for p in peers], second)
+    return f"{times} {speedups} {e['gflops']['ours']:8.1f} {100 * e['peak_share']['ours']:5.1f}% {_check(e):>9}"
+
+
+def _summary_rows(indent: int, summary: dict, depthwise: dict, peers: tuple[str, ...]) -> list[str]:
+    """Geomean and minimum rows of the peers' speedups, then the depthwise shapes' geomean where there are any."""
+    rows = [
+        f"{label:<{indent}} " + _speedup_cells([_geo(summary.get(p), key) for p in peers])
+        for key, label in (("geomean", "geomean"), ("min", "minimum"))
+    ]
+    if any(depthwise.values()):
+        rows.append(f"{'depthwise':<{indent}} " + _speedup_cells([_geo(depthwise.get(p)) for p in peers]))
+    return rows
+
+
 def machine_lines(result: dict) -> list[str]:
     m = result["machine"]
     t = m.get("torch")
@@ -83,44 +120,28 @@ def _check(entry: dict) -> str:
     return "-" if ck["ok"] is None else (f"{err:.0e}" if ck["ok"] else "FAIL")
 
 
+def _table(head: str, rows: list[str], footer: list[str], *, rule_below: bool = True) -> list[str]:
+    """The header, a rule as wide, the rows, a second rule (``rule_below``), then ``footer`` (summaries, notes)."""
+    rule = "-" * len(head)
+    return [head, rule, *rows, *([rule] if rule_below else []), *footer]
+
+
 def op_table(result: dict) -> list[str]:
     ops = result["ops"]
     if not ops:
         return []
     width = max([len(e["name"]) for e in ops] + [5])
-    head = (
-        f"{'shape':<{width}} {'ours ms':>9} {'convT ms':>9} {'c2d_in ms':>9} {'jax.vjp ms':>10}"
-        f" {'vs convT':>8} {'vs c2d_in':>9} {'vs vjp':>8} {'GFLOP/s':>8} {'%peak':>6} {'check':>9}"
-    )
-    lines = [head, "-" * len(head)]
-    for e in ops:
-        s = e["speedup"]
-        ck = e["check"]
-        err = ck["rel_err"].get("ours")
-        check = "-" if ck["ok"] is None else (f"{err:.0e}" if ck["ok"] else "FAIL")
-        lines.append(
-            f"{e['name']:<{width}} {_ms(e, 'ours')} {_ms(e, 'torch_conv_transpose2d')} {_ms(e, 'torch_conv2d_input')}"
-            f" {_ms(e, 'jax_vjp'):>10} {_x(s.get('torch_conv_transpose2d'))} {_x(s.get('torch_conv2d_input')):>9}"
-            f" {_x(s.get('jax_vjp'))} {e['gflops']['ours']:8.1f} {100 * e['peak_share']['ours']:5.1f}% {check:>9}"
-        )
+    head = f"{'shape':<{width}} {_op_columns('c2d_in', 9)}"
+    rows = [f"{e['name']:<{width}} {_op_cells(e, _OP_PEERS)}" for e in ops]
     summ = result["summary"]
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'geomean':<{width + 41}} {_geo(summ['op'].get('torch_conv_transpose2d'))}"
-        f" {_geo(summ['op'].get('torch_conv2d_input')):>9} {_geo(summ['op'].get('jax_vjp'))}"
+    return _table(
+        head,
+        rows,
+        [
+            *_summary_rows(width + 41, summ["op"], summ["op_depthwise"], _OP_PEERS),
+            "speedup = t_peer / t_ours (> 1: jax_conv_bpi is faster); check = max|ours - ref| / max|ref|",
+        ],
     )
-    lines.append(
-        f"{'minimum':<{width + 41}} {_geo(summ['op'].get('torch_conv_transpose2d'), 'min')}"
-        f" {_geo(summ['op'].get('torch_conv2d_input'), 'min'):>9} {_geo(summ['op'].get('jax_vjp'), 'min')}"
-    )
-    dw = summ["op_depthwise"]
-    if any(dw.values()):
-        lines.append(
-            f"{'depthwise':<{width + 41}} {_geo(dw.get('torch_conv_transpose2d'))}"
-            f" {_geo(dw.get('torch_conv2d_input')):>9} {_geo(dw.get('jax_vjp'))}"
-        )
-    lines.append("speedup = t_peer / t_ours (> 1: jax_conv_bpi is faster); check = max|ours - ref| / max|ref|")
-    return lines
 
 
 def opt_in_table(result: dict) -> list[str]:
@@ -134,36 +155,25 @@ def opt_in_table(result: dict) -> list[str]:
         f"{'opt-in: both compiled with':<{width}} {'ours ms':>9} {'jax.vjp ms':>10} {'ours dflt':>9}"
         f" {'vs convT':>8} {'vs c2d_in':>9} {'vs vjp':>8} {'vs dflt':>8}"
     )
-    lines = [
+    peers = ("torch_conv_transpose2d", "torch_conv2d_input", "jax_vjp_opt", "ours")
+    rows = [
+        f"{e['name']:<{width}} {_ms(e['opt_in'], 'ours_opt')} {_ms(e['opt_in'], 'jax_vjp_opt'):>10}"
+        f" {_ms(e['opt_in'], 'ours')} {_speedup_cells([_x(e['opt_in']['speedup'].get(p)) for p in peers])}"
+        for e in ops
+    ]
+    summary = result["summary"]
+    return [
         "opt-in: jax.jit(f, compiler_options=jax_conv_bpi.cpu_compiler_options()) applied to ours AND to jax.vjp",
         "        " + ", ".join(f"{k}={v}" for k, v in options.items()),
-        head,
-        "-" * len(head),
+        *_table(
+            head,
+            rows,
+            [
+                *_summary_rows(width + 31, summary.get("op_opt_in", {}), summary.get("op_opt_in_depthwise", {}), peers),
+                "speedup = t_peer / t_ours_opt; 'vs dflt' = ours by default / ours with the options",
+            ],
+        ),
     ]
-    for e in ops:
-        o = e["opt_in"]
-        s = o["speedup"]
-        lines.append(
-            f"{e['name']:<{width}} {_ms(o, 'ours_opt')} {_ms(o, 'jax_vjp_opt'):>10} {_ms(o, 'ours')}"
-            f" {_x(s.get('torch_conv_transpose2d'))} {_x(s.get('torch_conv2d_input')):>9}"
-            f" {_x(s.get('jax_vjp_opt'))} {_x(s.get('ours'))}"
-        )
-    summ = result["summary"].get("op_opt_in", {})
-    lines.append("-" * len(head))
-    for key, label in (("geomean", "geomean"), ("min", "minimum")):
-        lines.append(
-            f"{label:<{width + 31}} {_geo(summ.get('torch_conv_transpose2d'), key)}"
-            f" {_geo(summ.get('torch_conv2d_input'), key):>9} {_geo(summ.get('jax_vjp_opt'), key)}"
-            f" {_geo(summ.get('ours'), key)}"
-        )
-    dw = result["summary"].get("op_opt_in_depthwise", {})
-    if any(dw.values()):
-        lines.append(
-            f"{'depthwise':<{width + 31}} {_geo(dw.get('torch_conv_transpose2d'))}"
-            f" {_geo(dw.get('torch_conv2d_input')):>9} {_geo(dw.get('jax_vjp_opt'))} {_geo(dw.get('ours'))}"
-        )
-    lines.append("speedup = t_peer / t_ours_opt; 'vs dflt' = ours by default / ours with the options")
-    return lines
 
 
 def op_nd_table(result: dict) -> list[str]:
@@ -172,24 +182,20 @@ def op_nd_table(result: dict) -> list[str]:
     if not ops:
         return []
     width = max([len(e["name"]) for e in ops] + [5])
-    head = (
-        f"{'N-D shape':<{width}} {'rank':>4} {'ours ms':>9} {'convT ms':>9} {'c_in ms':>9} {'jax.vjp ms':>10}"
-        f" {'vs convT':>8} {'vs c_in':>8} {'vs vjp':>8} {'GFLOP/s':>8} {'%peak':>6} {'check':>9}"
+    head = f"{'N-D shape':<{width}} {'rank':>4} {_op_columns('c_in', 8)}"
+    note = "ours = jax.jit(conv_transpose); convT = torch conv_transpose{1,2,3}d, c_in = torch grad.conv{1,2,3}d_input"
+    rows = [f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_op_cells(e, _rank_peers(e['rank']), 8)}" for e in ops]
+    return _table(head, rows, [note])
+
+
+def _rank_row(key: str, r: dict) -> str:
+    conv_t, conv_input = torch_op_impls(int(key[:-1]))
+    op, tr = r["op"], r["training"]
+    return (
+        f"{key[:-1] + '-D':<16} {len(r['shapes']):>6} {_geo(op.get(conv_t))} {_geo(op.get(conv_input))}"
+        f" {_geo(op.get('jax_vjp'))} {len(r['training_shapes']):>5} {_geo(tr.get('torch_autograd'))}"
+        f" {_geo(tr.get('jax_grad')):>11}"
     )
-    lines = [head, "-" * len(head)]
-    for e in ops:
-        conv_t, conv_input = torch_op_impls(e["rank"])
-        s = e["speedup"]
-        lines.append(
-            f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_ms(e, 'ours')} {_ms(e, conv_t)} {_ms(e, conv_input)}"
-            f" {_ms(e, 'jax_vjp'):>10} {_x(s.get(conv_t))} {_x(s.get(conv_input))} {_x(s.get('jax_vjp'))}"
-            f" {e['gflops']['ours']:8.1f} {100 * e['peak_share']['ours']:5.1f}% {_check(e):>9}"
-        )
-    lines.append("-" * len(head))
-    lines.append(
-        "ours = jax.jit(conv_transpose); convT = torch conv_transpose{1,2,3}d, c_in = torch grad.conv{1,2,3}d_input"
-    )
-    return lines
 
 
 def rank_table(result: dict) -> list[str]:
@@ -201,19 +207,8 @@ def rank_table(result: dict) -> list[str]:
         f"{'geomean per rank':<16} {'shapes':>6} {'vs convT':>8} {'vs c_in':>8} {'vs vjp':>8}"
         f" {'train':>5} {'vs torch':>8} {'vs jax.grad':>11}"
     )
-    lines = [head, "-" * len(head)]
-    for key, r in by_rank.items():
-        conv_t, conv_input = torch_op_impls(int(key[:-1]))
-        op, tr = r["op"], r["training"]
-        lines.append(
-            f"{key[:-1] + '-D':<16} {len(r['shapes']):>6} {_geo(op.get(conv_t))} {_geo(op.get(conv_input))}"
-            f" {_geo(op.get('jax_vjp'))} {len(r['training_shapes']):>5} {_geo(tr.get('torch_autograd'))}"
-            f" {_geo(tr.get('jax_grad')):>11}"
-        )
-    lines.append(
-        "convT / c_in = the rank's torch conv_transpose{r}d / grad.conv{r}d_input; train = training-step shapes"
-    )
-    return lines
+    note = "convT / c_in = the rank's torch conv_transpose{r}d / grad.conv{r}d_input; train = training-step shapes"
+    return _table(head, [_rank_row(key, r) for key, r in by_rank.items()], [note], rule_below=False)
 
 
 def train_table(result: dict, key: str = "training") -> list[str]:
@@ -227,23 +222,20 @@ def train_table(result: dict, key: str = "training") -> list[str]:
         f"{title:<{width}} {'ours ms':>9} {'jax.grad ms':>11} {'torch ms':>9}"
         f" {'vs jax.grad':>11} {'vs torch':>8} {'check':>9}"
     )
-    lines = [head, "-" * len(head)]
-    for e in train:
-        s = e["speedup"]
-        lines.append(
-            f"{e['name']:<{width}} {_ms(e, 'ours')} {_ms(e, 'jax_grad'):>11} {_ms(e, 'torch_autograd')}"
-            f" {_x(s.get('jax_grad')):>11} {_x(s.get('torch_autograd'))} {_check(e):>9}"
-        )
-    lines.append("-" * len(head))
+    rows = [
+        f"{e['name']:<{width}} {_ms(e, 'ours')} {_ms(e, 'jax_grad'):>11} {_ms(e, 'torch_autograd')}"
+        f" {_x(e['speedup'].get('jax_grad')):>11} {_x(e['speedup'].get('torch_autograd'))} {_check(e):>9}"
+        for e in train
+    ]
     if key == "training":
         summ = result["summary"].get("training", {})
-        lines.append(f"{'geomean':<{width + 32}} {_geo(summ.get('jax_grad')):>11} {_geo(summ.get('torch_autograd'))}")
-        lines.append("training step = forward conv2d + gradients w.r.t. input and weight (jax.value_and_grad)")
+        footer = [
+            f"{'geomean':<{width + 32}} {_geo(summ.get('jax_grad')):>11} {_geo(summ.get('torch_autograd'))}",
+            "training step = forward conv2d + gradients w.r.t. input and weight (jax.value_and_grad)",
+        ]
     else:
-        lines.append(
-            "N-D training step = forward conv (jax_conv_bpi.conv_p / lax / torch conv{1,2,3}d) + both gradients"
-        )
-    return lines
+        footer = ["N-D training step = forward conv (jax_conv_bpi.conv_p / lax / torch conv{1,2,3}d) + both gradients"]
+    return _table(head, rows, footer)
 
 
 def _paths(entry: dict) -> str:
@@ -262,29 +254,27 @@ def weight_grad_table(result: dict) -> list[str]:
         f"{'weight gradient':<{width}} {'rank':>4} {'ours ms':>9} {'jax.vjp ms':>10} {'torch ms':>9}"
         f" {'vs vjp':>8} {'vs torch':>8} {'check':>9}  {'paths: conv/input/filter':<{pw}}"
     )
-    lines = [head, "-" * len(head)]
-    for e in entries:
-        s = e["speedup"]
-        lines.append(
-            f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_ms(e, 'ours')} {_ms(e, 'jax_vjp'):>10}"
-            f" {_ms(e, 'torch_conv_weight')} {_x(s.get('jax_vjp'))} {_x(s.get('torch_conv_weight'))}"
-            f" {_check(e):>9}  {_paths(e)}"
-        )
-    lines.append("-" * len(head))
+    rows = [
+        f"{e['name']:<{width}} {str(e['rank']) + '-D':>4} {_ms(e, 'ours')} {_ms(e, 'jax_vjp'):>10}"
+        f" {_ms(e, 'torch_conv_weight')} {_x(e['speedup'].get('jax_vjp'))} {_x(e['speedup'].get('torch_conv_weight'))}"
+        f" {_check(e):>9}  {_paths(e)}"
+        for e in entries
+    ]
+    footer = []
     grouped = {e["rank"] for e in entries if not e["dense"]}
     for key, r in (result["summary"].get("weight_grad") or {}).items():
         for kind in ("all", "dense") if int(key[:-1]) in grouped else ("all",):
             g = r[kind]
             label = f"geomean {key[:-1]}-D" + (", groups of 1" if kind == "dense" else "")
-            lines.append(
+            footer.append(
                 f"{label:<{width + 36}} {_geo(g.get('jax_vjp'))} {_geo(g.get('torch_conv_weight'))}"
                 f"   minimum {_geo(g.get('jax_vjp'), 'min')} {_geo(g.get('torch_conv_weight'), 'min')}"
             )
-    lines.append(
-        "weight gradient = jax.vjp w.r.t. the weight of the library's conv / of lax.conv; torch = grad.conv{r}d_weight;"
-    )
-    lines.append("paths = the CPU formulation each primitive picks (jax_conv_bpi's dispatch rules; '-' off CPU)")
-    return lines
+    footer += [
+        "weight gradient = jax.vjp w.r.t. the weight of the library's conv / of lax.conv; torch = grad.conv{r}d_weight;",
+        "paths = the CPU formulation each primitive picks (jax_conv_bpi's dispatch rules; '-' off CPU)",
+    ]
+    return _table(head, rows, footer)
 
 
 def _bytes(n: float) -> str:

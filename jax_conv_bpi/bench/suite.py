@@ -26,6 +26,7 @@ import json
 import math
 import pathlib
 from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -78,17 +79,42 @@ def _output_padding(shape: Shape | ShapeND) -> tuple[int, ...]:
     )
 
 
-def _from_dict(cls, d: dict, what: str):
-    """``cls(**d)``, naming the keys ``cls`` does not have."""
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {what} keys {sorted(unknown)} in {d.get('name', d)}")
-    return cls(**d)
+def _listed(value: Any) -> Any:
+    """Tuples, nested ones too, as the suite files' lists."""
+    return [_listed(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _check_group_and_fit(shape: Shape | ShapeND) -> None:
+    """The last checks of both kinds of shape: the group divides both channel counts, and the kernel fits."""
+    if shape.C_in % shape.group or shape.C_out % shape.group:
+        raise ValueError(f"{shape.name}: group {shape.group} must divide C_in {shape.C_in} and C_out {shape.C_out}")
+    if min(shape.dout_spatial) < 1:
+        raise ValueError(f"{shape.name}: the kernel does not fit the padded input")
 
 
 @dataclasses.dataclass(frozen=True)
-class Shape:
+class _SuiteEntry:
+    """The suite files' form of ``Shape`` and ``ShapeND``: a dict of the fields, tuples as lists."""
+
+    _KIND: ClassVar[str]  # in the error for an unknown key
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Self:
+        """``cls(**d)``, naming the keys ``cls`` does not have."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls._KIND} keys {sorted(unknown)} in {d.get('name', d)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {k: _listed(v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape(_SuiteEntry):
     """One benchmark geometry (NCHW, OIHW); ``pad`` is (top, bottom, left, right)."""
+
+    _KIND: ClassVar[str] = "shape"
 
     name: str
     N: int
@@ -109,20 +135,7 @@ class Shape:
             object.__setattr__(self, field, tuple(int(v) for v in getattr(self, field)))
         if len(self.stride) != 2 or len(self.dilation) != 2 or len(self.pad) != 4:
             raise ValueError(f"{self.name}: stride/dilation need 2 entries and pad 4, got {self}")
-        if self.C_in % self.group or self.C_out % self.group:
-            raise ValueError(f"{self.name}: group {self.group} must divide C_in {self.C_in} and C_out {self.C_out}")
-        if min(self.dout_hw) < 1:
-            raise ValueError(f"{self.name}: the kernel does not fit the padded input")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Shape:
-        return _from_dict(cls, d, "shape")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("stride", "pad", "dilation"):
-            d[k] = list(d[k])
-        return d
+        _check_group_and_fit(self)
 
     # -- derived quantities ---------------------------------------------------
 
@@ -235,12 +248,14 @@ def _ints(name: str, field: str, value, rank: int, default: int | None = None) -
 
 
 @dataclasses.dataclass(frozen=True)
-class ShapeND:
+class ShapeND(_SuiteEntry):
     """One benchmark geometry of 1 to 3 spatial dims, channels-first (``NC*``, ``OI*``).
 
     ``pad`` is one ``(lo, hi)`` pair per spatial axis; ``stride``, ``pad`` and
     ``dilation`` left empty mean 1, 0 and 1 on every axis.
     """
+
+    _KIND: ClassVar[str] = "N-D shape"
 
     name: str
     N: int
@@ -269,21 +284,7 @@ class ShapeND:
         set_(self, "pad", tuple((int(lo), int(hi)) for lo, hi in pad))
         if min(self.spatial + self.kernel + self.stride + self.dilation) < 1 or min(sum(self.pad, ())) < 0:
             raise ValueError(f"{self.name}: sizes, strides and dilations must be >= 1 and paddings >= 0")
-        if self.C_in % self.group or self.C_out % self.group:
-            raise ValueError(f"{self.name}: group {self.group} must divide C_in {self.C_in} and C_out {self.C_out}")
-        if min(self.dout_spatial) < 1:
-            raise ValueError(f"{self.name}: the kernel does not fit the padded input")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ShapeND:
-        return _from_dict(cls, d, "N-D shape")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("spatial", "kernel", "stride", "dilation"):
-            d[k] = list(d[k])
-        d["pad"] = [list(p) for p in self.pad]
-        return d
+        _check_group_and_fit(self)
 
     # -- derived quantities ---------------------------------------------------
 
@@ -371,7 +372,7 @@ class ShapeND:
         s = f"{self.rank}-D {self.N}x{self.C_in}x{'x'.join(map(str, self.spatial))} k{axes(self.kernel)}"
         if set(self.stride) != {1}:
             s += f" s{axes(self.stride)}"
-        flat = sum(self.pad, ())
+        flat = tuple(v for pair in self.pad for v in pair)
         if any(flat):
             s += f" p{flat[0]}" if len(set(flat)) == 1 else f" p{','.join(map(str, flat))}"
         if set(self.dilation) != {1}:

@@ -8,7 +8,8 @@ MindSpore's (``mindspore.args_2d``, ``mindspore.args_nd``, ``mindspore.nn.config
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 import jax
@@ -22,6 +23,8 @@ __all__ = [
     "MAX_DIM",
     "UNSET",
     "check_array",
+    "check_entries",
+    "check_groups",
     "check_int",
     "check_limit",
     "float_dtype_name",
@@ -31,6 +34,7 @@ __all__ = [
     "is_int",
     "is_zero",
     "same_dtype",
+    "warn_shape_used",
 ]
 
 AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
@@ -76,6 +80,42 @@ def check_int(op: str, name: str, v: Any, *, minimum: int | None = None, equal: 
     if minimum is not None and v < minimum:
         raise ValueError(f"{op}: '{name}' must be an int >= {minimum}, got {v!r}")
     return v
+
+
+def check_entries(
+    items: Sequence[Any], not_int: Callable[[Any], Exception], negative: Callable[[Any], Exception]
+) -> tuple[int, ...]:
+    """``items`` as a tuple of Python ints >= 0, checked entry by entry, in order.
+
+    The first entry that is not a Python int raises ``not_int(entry)``, the
+    first negative one ``negative(entry)``, whichever comes first: the callers
+    build the exceptions, with each vocabulary's type and message.
+    """
+    for v in items:
+        if not is_int(v):
+            raise not_int(v)
+        if v < 0:
+            raise negative(v)
+    return tuple(items)
+
+
+def check_groups(
+    group: int,
+    w: Sequence[int],
+    x_channels: int,
+    not_divisor: Callable[[], Exception],
+    wrong_channels: Callable[[], Exception],
+) -> None:
+    """A grouped convolution's channels, weight ``w`` channels-first ``(O, I/group, ...)``.
+
+    ``group`` must divide ``w[0]`` (else ``raise not_divisor()``), and the
+    input must have ``group * w[1]`` channels (else ``raise wrong_channels()``).
+    The callers build the errors in their vocabulary.
+    """
+    if w[0] % group:
+        raise not_divisor()
+    if x_channels != group * w[1]:
+        raise wrong_channels()
 
 
 def check_limit(op: str, name: str, values: Sequence[int]) -> None:
@@ -129,3 +169,16 @@ def float_dtype_name(op: str, name: str, value: Any) -> str:
     if dtype.name not in FLOAT_NAMES:
         raise TypeError(f"{op}: '{name}' must be a floating dtype ({', '.join(FLOAT_NAMES)}), got {dtype.name}")
     return dtype.name
+
+
+def warn_shape_used(op: str, name: str, value: Any, actual: Any, seen: str, used: str, *, stacklevel: int) -> None:
+    """Warn (``UserWarning``) that attribute ``name=value`` disagrees with ``actual``, read from an array's shape.
+
+    Nothing happens when ``value`` is ``None`` (not given) or equals ``actual``.
+    The message is ``"{op}: {name}={value} disagrees with {seen}; {used}"``:
+    ``seen`` names where ``actual`` comes from (its value included), ``used``
+    says that the shape is used. ``stacklevel`` counts from this function's
+    caller, as if it called ``warnings.warn`` itself.
+    """
+    if value is not None and value != actual:
+        warnings.warn(f"{op}: {name}={value} disagrees with {seen}; {used}", UserWarning, stacklevel=stacklevel + 1)

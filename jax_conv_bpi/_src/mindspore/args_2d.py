@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,15 +37,26 @@ from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.base.validate import (
     UNSET,
     check_array,
+    check_entries,
+    check_groups,
     check_int,
     check_limit,
     got,
     is_int,
     is_zero,
     same_dtype,
+    warn_shape_used,
 )
 
-__all__ = ["ConvAttrs", "bind_backprop_filter", "bind_backprop_input", "bind_conv2d", "from_nchw", "normalize_attrs"]
+__all__ = [
+    "ConvAttrs",
+    "bind_backprop_filter",
+    "bind_backprop_input",
+    "bind_conv2d",
+    "from_nchw",
+    "normalize_attrs",
+    "pad_items",
+]
 
 _FORMATS = ("NCHW", "NHWC")
 # NCHW position of each axis letter, per data format.
@@ -145,22 +155,26 @@ def normalize_attrs(
         raise ValueError(
             f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
         )
-    if m != "pad" and not all(is_zero(p) for p in pads):
-        raise ValueError(f"{op}: 'pad' must be 0 or (0, 0, 0, 0) when pad_mode is {pad_mode!r}, got {pad!r}")
-    if m == "pad":
-        for p in pads:
-            if not is_int(p):
-                raise TypeError(f"{op}: every entry of 'pad' must be a Python int >= 0, got {got(p)} in {pad!r}")
-            if p < 0:
-                raise ValueError(f"{op}: every entry of 'pad' must be >= 0, got {p!r} in {pad!r}")
-        pads = tuple(pads)
-    else:
-        pads = (0, 0, 0, 0)
+    pads = pad_items(op, "pad", m, pad_mode, pads, pad)
     if mode is not UNSET:
         check_int(op, "mode", mode, equal=1)
     g = check_int(op, "group", group, minimum=1)
     pads = _resolve_pad_list(op, pad_list, m, pads)
     return ConvAttrs(op, s, d, m, pads, g, data_format, out_c, ksize)
+
+
+def pad_items(op: str, name: str, mode: str, pad_mode: Any, pads: Sequence[Any], shown: Any) -> tuple[int, ...]:
+    """The 'pad must be zero unless pad mode' check, then the pad items (ints >= 0); args_nd's paddings too."""
+    zero = "0 or " + ("(" + ", ".join(["0"] * len(pads)) + ")" if len(pads) > 1 else "0")
+    if mode != "pad":
+        if not all(is_zero(p) for p in pads):
+            raise ValueError(f"{op}: '{name}' must be {zero} when pad_mode is {pad_mode!r}, got {shown!r}")
+        return (0,) * len(pads)
+    return check_entries(
+        pads,
+        lambda p: TypeError(f"{op}: every entry of '{name}' must be a Python int >= 0, got {got(p)} in {shown!r}"),
+        lambda p: ValueError(f"{op}: every entry of '{name}' must be >= 0, got {p!r} in {shown!r}"),
+    )
 
 
 def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -242,20 +256,12 @@ def _weight_to_oihw(shape: Sequence[int], fmt: str) -> tuple[int, int, int, int]
 
 
 def _warn_attr_mismatch(attrs: ConvAttrs, w_oihw: tuple[int, int, int, int]) -> None:
-    if attrs.kernel_size is not None and attrs.kernel_size != w_oihw[2:]:
-        warnings.warn(
-            f"{attrs.op_name}: kernel_size={attrs.kernel_size} disagrees with the weight's spatial shape "
-            f"{w_oihw[2:]}; the weight's shape is used (as MindSpore does)",
-            UserWarning,
-            stacklevel=5,
-        )
-    if attrs.out_channel is not None and attrs.out_channel != w_oihw[0]:
-        warnings.warn(
-            f"{attrs.op_name}: out_channel={attrs.out_channel} disagrees with the weight's output channels "
-            f"{w_oihw[0]}; the weight's shape is used (as MindSpore does)",
-            UserWarning,
-            stacklevel=5,
-        )
+    op, used = attrs.op_name, "the weight's shape is used (as MindSpore does)"
+    kernel, out_c = w_oihw[2:], w_oihw[0]
+    seen = f"the weight's spatial shape {kernel}"
+    warn_shape_used(op, "kernel_size", attrs.kernel_size, kernel, seen, used, stacklevel=5)
+    seen = f"the weight's output channels {out_c}"
+    warn_shape_used(op, "out_channel", attrs.out_channel, out_c, seen, used, stacklevel=5)
 
 
 def _layout_names(fmt: str) -> tuple[str, str]:
@@ -287,16 +293,19 @@ def _geometry(
             f"{op}: the channels, height and width of '{x_name}' must be >= 1 (only the batch may be 0), got "
             f"{x_name} {_from_nchw_shape(x, attrs.data_format)} ({fmt})"
         )
-    if w[0] % g:
-        raise ValueError(
+    check_groups(
+        g,
+        w,
+        x[1],
+        lambda: ValueError(
             f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w}); "
             f"accepted groups are the divisors of {w[0]}"
-        )
-    if x[1] != g * w[1]:
-        raise ValueError(
+        ),
+        lambda: ValueError(
             f"{op}: {x_name} has {x[1]} channels but with group={g} the weight expects group * C_in/group = "
             f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
-        )
+        ),
+    )
     pairs = (attrs.pad[0:2], attrs.pad[2:4])
     padding = arithmetic.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
     check_limit(op, "padding (top, bottom, left, right)", padding[0] + padding[1])
@@ -334,32 +343,64 @@ def _spatial_mismatch(attrs: ConvAttrs, geom: ConvGeometry, dout_hw, need_hw, x_
     raise AssertionError("no mismatching axis")  # pragma: no cover
 
 
+def _check_operands(op: str, names: tuple[str, str], a: Any, b: Any, layouts: tuple[str, str]) -> tuple[Any, Any]:
+    """The two arrays of a call: array types, one dtype, then rank 4 (``layouts`` name their axes' order)."""
+    a = check_array(op, names[0], a)
+    b = check_array(op, names[1], b)
+    same_dtype(op, names, a, b)
+    _check_rank(op, names[0], a, layouts[0])
+    _check_rank(op, names[1], b, layouts[1])
+    return a, b
+
+
+def _gradient_geometry(
+    attrs: ConvAttrs,
+    dout: Any,
+    x: tuple[int, int, int, int],
+    w: tuple[int, int, int, int],
+    *,
+    x_name: str,
+    w_name: str,
+    w_has: str,
+    shown: tuple[str, str],
+) -> ConvGeometry:
+    """The gradients' checks of ``dout`` against the forward's input ``x`` and weight ``w`` (NCHW, OIHW).
+
+    In order: ``dout``'s channels against ``w``'s output channels, the forward
+    geometry (``_geometry``'s checks), the batch, then the spatial sizes.
+    ``w_has`` states ``w``'s output channels in the channel error; ``shown``
+    shows the weight's and ``x``'s shapes in the channel and batch errors.
+    """
+    op, fmt = attrs.op_name, attrs.data_format
+    y = _to_nchw(dout.shape, fmt)
+    if y[1] != w[0]:
+        raise ValueError(
+            f"{op}: dout has {y[1]} channels but {w_has} (dout shape ({fmt}) {tuple(dout.shape)}, {shown[0]})"
+        )
+    geom, need = _geometry(attrs, x, w, x_name=x_name, w_name=w_name)
+    if y[0] != x[0]:
+        raise ValueError(
+            f"{op}: dout batch {y[0]} differs from {x_name} batch {x[0]}; they must be equal "
+            f"(dout shape ({fmt}) {tuple(dout.shape)}, {shown[1]})"
+        )
+    if tuple(y[2:]) != tuple(need):
+        raise _spatial_mismatch(attrs, geom, y[2:], need, x[2:])
+    return geom
+
+
 def bind_backprop_input(
     attrs: ConvAttrs, dout: Any, weight: Any, input_size: Any
 ) -> tuple[jax.Array, jax.Array, ConvGeometry]:
     """Validate ``op(dout, weight, input_size)``; return NCHW/OIHW arrays and geometry."""
     op, fmt = attrs.op_name, attrs.data_format
-    dout = check_array(op, "dout", dout)
-    weight = check_array(op, "weight", weight)
-    same_dtype(op, ("dout", "weight"), dout, weight)
-    _check_rank(op, "dout", dout, fmt)
-    _check_rank(op, "weight", weight, _layout_names(fmt)[1])
+    wfmt = _layout_names(fmt)[1]
+    dout, weight = _check_operands(op, ("dout", "weight"), dout, weight, (fmt, wfmt))
     size = _to_nchw(normalize_shape_arg(op, "input_size", input_size), fmt)
-    y = _to_nchw(dout.shape, fmt)
     w = _weight_to_oihw(weight.shape, fmt)
-    if y[1] != w[0]:
-        raise ValueError(
-            f"{op}: dout has {y[1]} channels but the weight has {w[0]} output channels "
-            f"(dout shape ({fmt}) {tuple(dout.shape)}, weight shape ({_layout_names(fmt)[1]}) {tuple(weight.shape)})"
-        )
-    geom, need = _geometry(attrs, size, w, x_name="input_size", w_name="weight")
-    if y[0] != size[0]:
-        raise ValueError(
-            f"{op}: dout batch {y[0]} differs from input_size batch {size[0]}; they must be equal "
-            f"(dout shape ({fmt}) {tuple(dout.shape)}, input_size {tuple(_from_nchw_shape(size, fmt))})"
-        )
-    if tuple(y[2:]) != tuple(need):
-        raise _spatial_mismatch(attrs, geom, y[2:], need, size[2:])
+    geom = _gradient_geometry(
+        attrs, dout, size, w, x_name="input_size", w_name="weight", w_has=f"the weight has {w[0]} output channels",
+        shown=(f"weight shape ({wfmt}) {tuple(weight.shape)}", f"input_size {tuple(_from_nchw_shape(size, fmt))}"),
+    )  # fmt: skip
     _warn_attr_mismatch(attrs, w)  # only for a call that is otherwise valid
     return _nchw(dout, fmt), _nchw(weight, fmt), geom
 
@@ -367,11 +408,7 @@ def bind_backprop_input(
 def bind_conv2d(attrs: ConvAttrs, x: Any, weight: Any) -> tuple[jax.Array, jax.Array, ConvGeometry]:
     """Validate ``conv2d(x, weight)``."""
     op, fmt = attrs.op_name, attrs.data_format
-    x = check_array(op, "x", x)
-    weight = check_array(op, "weight", weight)
-    same_dtype(op, ("x", "weight"), x, weight)
-    _check_rank(op, "x", x, fmt)
-    _check_rank(op, "weight", weight, _layout_names(fmt)[1])
+    x, weight = _check_operands(op, ("x", "weight"), x, weight, (fmt, _layout_names(fmt)[1]))
     w = _weight_to_oihw(weight.shape, fmt)
     geom, out = _geometry(attrs, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight")
     if min(out) < 0:
@@ -391,26 +428,13 @@ def bind_backprop_filter(
 ) -> tuple[jax.Array, jax.Array, ConvGeometry]:
     """Validate ``op(dout, x, weight_shape)``."""
     op, fmt = attrs.op_name, attrs.data_format
-    dout = check_array(op, "dout", dout)
-    x = check_array(op, "x", x)
-    same_dtype(op, ("dout", "x"), dout, x)
-    _check_rank(op, "dout", dout, fmt)
-    _check_rank(op, "x", x, fmt)
+    dout, x = _check_operands(op, ("dout", "x"), dout, x, (fmt, fmt))
     w = _weight_to_oihw(normalize_shape_arg(op, "weight_shape", weight_shape), fmt)
-    y, xs = _to_nchw(dout.shape, fmt), _to_nchw(x.shape, fmt)
-    if y[1] != w[0]:
-        raise ValueError(
-            f"{op}: dout has {y[1]} channels but weight_shape has {w[0]} output channels; they must be equal "
-            f"(dout shape ({fmt}) {tuple(dout.shape)}, weight_shape {tuple(_from_nchw_shape(w, fmt))})"
-        )
-    geom, need = _geometry(attrs, xs, w, x_name="x", w_name="weight_shape")
-    if y[0] != xs[0]:
-        raise ValueError(
-            f"{op}: dout batch {y[0]} differs from x batch {xs[0]}; they must be equal "
-            f"(dout shape ({fmt}) {tuple(dout.shape)}, x shape ({fmt}) {tuple(x.shape)})"
-        )
-    if tuple(y[2:]) != tuple(need):
-        raise _spatial_mismatch(attrs, geom, y[2:], need, xs[2:])
+    geom = _gradient_geometry(
+        attrs, dout, _to_nchw(x.shape, fmt), w, x_name="x", w_name="weight_shape",
+        w_has=f"weight_shape has {w[0]} output channels; they must be equal",
+        shown=(f"weight_shape {tuple(_from_nchw_shape(w, fmt))}", f"x shape ({fmt}) {tuple(x.shape)}"),
+    )  # fmt: skip
     _warn_attr_mismatch(attrs, w)
     return _nchw(dout, fmt), _nchw(x, fmt), geom
 

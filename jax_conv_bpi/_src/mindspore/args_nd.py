@@ -23,7 +23,6 @@ the adjoint of a valid convolution of the longer input).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,13 +36,15 @@ from jax_conv_bpi._src.base.validate import (
     AXES,
     UNSET,
     check_array,
+    check_groups,
     check_int,
     check_limit,
     got,
     is_int,
-    is_zero,
     same_dtype,
+    warn_shape_used,
 )
+from jax_conv_bpi._src.mindspore.args_2d import pad_items
 
 __all__ = ["NdAttrs", "bind_forward", "bind_transpose", "check_bias", "conv3d_attrs", "functional_attrs"]
 
@@ -92,21 +93,6 @@ def _pad_mode(op: str, pad_mode: Any) -> str:
             f"{op}: 'pad_mode' must be 'valid', 'same' or 'pad' (any letter case, no spaces), got {pad_mode!r}"
         )
     return mode
-
-
-def _pad_items(op: str, name: str, mode: str, pad_mode: Any, pads: Sequence[Any], shown: Any) -> tuple[int, ...]:
-    """The 'pad must be zero unless pad mode' check, then the pad items (ints >= 0)."""
-    zero = "0 or " + ("(" + ", ".join(["0"] * len(pads)) + ")" if len(pads) > 1 else "0")
-    if mode != "pad":
-        if not all(is_zero(p) for p in pads):
-            raise ValueError(f"{op}: '{name}' must be {zero} when pad_mode is {pad_mode!r}, got {shown!r}")
-        return (0,) * len(pads)
-    for p in pads:
-        if not is_int(p):
-            raise TypeError(f"{op}: every entry of '{name}' must be a Python int >= 0, got {got(p)} in {shown!r}")
-        if p < 0:
-            raise ValueError(f"{op}: every entry of '{name}' must be >= 0, got {p!r} in {shown!r}")
-    return tuple(pads)
 
 
 def _pairs(flat: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -181,7 +167,7 @@ def conv3d_attrs(
     else:
         pad_length()
         m = _pad_mode(op, pad_mode)
-    flat = _pad_items(op, pad_name, m, pad_mode, pads, pad)
+    flat = pad_items(op, pad_name, m, pad_mode, pads, pad)
     check_int(op, "mode", mode, equal=1)
     if not transpose:
         if data_format != "NCDHW":
@@ -293,7 +279,7 @@ def functional_attrs(
         d = _window_nd(op, "dilation", dilation, n)
         flat = _padding_nd(op, padding, n)
     m = _pad_mode(op, pad_mode)
-    flat = _pad_items(op, "padding", m, pad_mode, flat, padding)
+    flat = pad_items(op, "padding", m, pad_mode, flat, padding)
     g = _groups_arg(op, groups)
     return NdAttrs(op, s, d, m, _pairs(flat), g)
 
@@ -366,6 +352,15 @@ def _shape_checks(attrs: NdAttrs, x_name: str, w_name: str, x: tuple[int, ...], 
         )
 
 
+def _check_kernel_size(attrs: NdAttrs, w_name: str, w: tuple[int, ...]) -> None:
+    """The weight's spatial shape against the ``kernel_size`` attribute, where the op has one."""
+    if attrs.kernel_size is not None and w[2:] != attrs.kernel_size:
+        raise ValueError(
+            f"{attrs.op_name}: {w_name} spatial shape {w[2:]} differs from kernel_size={attrs.kernel_size} "
+            f"({w_name} shape {w})"
+        )
+
+
 def bind_forward(
     attrs: NdAttrs, x: Any, weight: Any, *, x_name: str = "x", w_name: str = "weight"
 ) -> tuple[jax.Array, jax.Array, ConvGeometry]:
@@ -379,21 +374,21 @@ def bind_forward(
             f"{op}: {w_name} has {w[0]} output channels but out_channel={attrs.out_channel} ({w_name} shape "
             f"(C_out, C_in/group, *kernel) {w}); make them equal"
         )
-    if attrs.kernel_size is not None and w[2:] != attrs.kernel_size:
-        raise ValueError(
-            f"{op}: {w_name} spatial shape {w[2:]} differs from kernel_size={attrs.kernel_size} ({w_name} shape {w})"
-        )
+    _check_kernel_size(attrs, w_name, w)
     group_name = "group" if op[0].isupper() else "groups"  # the classes' argument, or the functions'
-    if w[0] % g:
-        raise ValueError(
+    check_groups(
+        g,
+        w,
+        xs[1],
+        lambda: ValueError(
             f"{op}: '{group_name}'={g} must divide the output channels {w[0]} ({w_name} shape {w}); accepted "
             f"values are the common divisors of {w[0]} and the input channels {xs[1]}"
-        )
-    if xs[1] != g * w[1]:
-        raise ValueError(
+        ),
+        lambda: ValueError(
             f"{op}: {x_name} has {xs[1]} channels but with '{group_name}'={g} the {w_name} expects "
             f"{group_name} * C_in/{group_name} = {g} * {w[1]} = {g * w[1]} ({x_name} shape {xs}, {w_name} shape {w})"
-        )
+        ),
+    )
     padding = arithmetic.forward_padding(attrs.pad_mode, xs[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
     out = [
         arithmetic.output_length(xs[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(n)
@@ -470,10 +465,7 @@ def bind_transpose(
             f"{op}: {y_name} has {y[1]} channels but {w_name}.shape[0] is {w[0]}; they must be equal ({y_name} shape "
             f"{tuple(dout.shape)}, {w_name} shape (C_in, C_out/group, *kernel) {w})"
         )
-    if attrs.kernel_size is not None and w[2:] != attrs.kernel_size:
-        raise ValueError(
-            f"{op}: {w_name} spatial shape {w[2:]} differs from kernel_size={attrs.kernel_size} ({w_name} shape {w})"
-        )
+    _check_kernel_size(attrs, w_name, w)
     if y[1] % g:
         raise ValueError(
             f"{op}: '{'groups' if op == 'conv_transpose2d' else 'group'}'={g} must divide the {y_name} "
@@ -484,18 +476,9 @@ def bind_transpose(
     x = (y[0], g * w[1], *sizes)
     check_limit(op, "output shape", x)
     geom = ConvGeometry(x, w, y, attrs.stride, attrs.dilation, pairs, g, precision=lax.Precision.HIGHEST)
-    if attrs.in_channel is not None and attrs.in_channel != w[0]:
-        warnings.warn(
-            f"{op}: in_channel={attrs.in_channel} disagrees with {w_name}.shape[0] = {w[0]} ({y_name} channels); "
-            f"the arrays' shapes are used (as MindSpore's forward does)",
-            UserWarning,
-            stacklevel=4,
-        )
-    if attrs.out_channel is not None and attrs.out_channel != x[1]:
-        warnings.warn(
-            f"{op}: out_channel={attrs.out_channel} disagrees with the output channels {w_name}.shape[1] * group = "
-            f"{w[1]} * {g} = {x[1]}; the arrays' shapes are used (as MindSpore's forward does)",
-            UserWarning,
-            stacklevel=4,
-        )
+    used = "the arrays' shapes are used (as MindSpore's forward does)"
+    seen = f"{w_name}.shape[0] = {w[0]} ({y_name} channels)"
+    warn_shape_used(op, "in_channel", attrs.in_channel, w[0], seen, used, stacklevel=4)
+    seen = f"the output channels {w_name}.shape[1] * group = {w[1]} * {g} = {x[1]}"
+    warn_shape_used(op, "out_channel", attrs.out_channel, x[1], seen, used, stacklevel=4)
     return y_arr, jnp.asarray(weight), geom

@@ -19,6 +19,8 @@ __all__ = ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2DTrans
 
 
 class ConvOp:
+    """The immutable, hashable base of the MindSpore operator classes (equality and hash on the attributes)."""
+
     __slots__ = ("_attrs", "__weakref__")  # weakref: jax.jit(op) caches on it
 
     def __setattr__(self, name, value):

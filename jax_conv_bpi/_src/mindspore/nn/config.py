@@ -34,7 +34,7 @@ from typing import Any
 import jax
 
 from jax_conv_bpi._src.base import arithmetic
-from jax_conv_bpi._src.base.validate import AXES, float_dtype_name, got, is_int, is_zero
+from jax_conv_bpi._src.base.validate import AXES, check_entries, float_dtype_name, got, is_int, is_zero
 from jax_conv_bpi._src.mindspore.args_nd import NdAttrs
 
 __all__ = ["LayerConfig", "layer_config"]
@@ -139,12 +139,11 @@ def _output_padding_arg(op: str, v: Any, n: int) -> tuple[int, ...]:
     items = v if isinstance(v, tuple) else (v,) * n
     if len(items) != n:
         raise ValueError(f"{op}: 'output_padding' must be an int or a tuple of exactly {n} ints, got {v!r}")
-    for k in items:
-        if not is_int(k):
-            raise TypeError(f"{op}: every entry of 'output_padding' must be a Python int, got {got(k)} in {v!r}")
-        if k < 0:
-            raise ValueError(f"{op}: 'output_padding' must be >= 0 (every entry), got {v!r}")
-    return tuple(items)
+    return check_entries(
+        items,
+        lambda k: TypeError(f"{op}: every entry of 'output_padding' must be a Python int, got {got(k)} in {v!r}"),
+        lambda k: ValueError(f"{op}: 'output_padding' must be >= 0 (every entry), got {v!r}"),
+    )
 
 
 def _channels(op: str, name: str, v: Any) -> int:

@@ -44,6 +44,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -62,6 +63,14 @@ namespace ffi = xla::ffi;
 #define JCB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define JCB_CLONES
+#endif
+
+// The small templates the hot loops are written with: always inlined, so their bodies take the
+// caller's instruction set (a JCB_CLONES clone's).
+#if defined(__GNUC__) || defined(__clang__)
+#define JCB_INLINE inline __attribute__((always_inline))
+#else
+#define JCB_INLINE inline
 #endif
 
 namespace {
@@ -750,6 +759,37 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   return ffi::Error::Success();
 }
 
+// One kernel tap t of a Geometry, with its indices (kd, kh, kw) and the output columns [w0, w1)
+// whose input column is inside the input (not padding).
+struct Tap {
+  int64_t t, kd, kh, kw, w0, w1;
+};
+
+// f(tap) for each tap of g that reads at least one inside column, in order. A template, so that f
+// (a lambda) inlines into the plane loops below, each clone compiled for its own instruction set.
+template <typename F>
+JCB_INLINE void ForEachTap(const Geometry& g, F&& f) {
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    Tap tap{t, 0, 0, 0, 0, 0};
+    g.tap(t, tap.kd, tap.kh, tap.kw);
+    std::tie(tap.w0, tap.w1) = g.inside_columns(tap.kw);
+    if (tap.w1 != tap.w0) f(tap);
+  }
+}
+
+// f(q, xr) for each output line q (one (depth, height) pair) whose input line for the tap lies
+// inside the input, in order: xr is that line of the input plane x, shifted so that xr[i * s[2]] is
+// what output column i reads (inside for i in [tap.w0, tap.w1)).
+template <typename F>
+JCB_INLINE void ForEachInputRow(const Geometry& g, const Tap& tap, const float* x, F&& f) {
+  const int64_t lines = g.out[0] * g.out[1];
+  for (int64_t q = 0; q < lines; ++q) {
+    const int64_t line = g.input_line(q, tap.kd, tap.kh);
+    if (line < 0) continue;
+    f(q, x + line * g.in[2] + tap.kw * g.d[2] - g.lo[2]);
+  }
+}
+
 // The weight gradient of a grouped convolution with few channels per group (depthwise and channel
 // multipliers: jax_conv_bpi's "direct" regime), without im2col or BLAS: per group and sample, one
 // dot product per (output channel, input channel, tap) and output line, over planes that stay in
@@ -764,28 +804,22 @@ constexpr int64_t kLanes = 8;
 
 template <int64_t S>
 JCB_CLONES void PlaneGrad(const Geometry& g, const float* d, const float* x, double* acc) {
-  const int64_t width = g.out[2], lines = g.out[0] * g.out[1], s = S == 0 ? g.s[2] : S;
-  for (int64_t t = 0; t < g.taps(); ++t) {
-    int64_t kd, kh, kw;
-    g.tap(t, kd, kh, kw);
-    const auto [w0, w1] = g.inside_columns(kw);
-    if (w1 == w0) continue;
+  const int64_t width = g.out[2], s = S == 0 ? g.s[2] : S;
+  ForEachTap(g, [&](const Tap& tap) {
+    const int64_t w0 = tap.w0, w1 = tap.w1;
     float lane[kLanes] = {};
     float tail = 0.0f;
-    for (int64_t q = 0; q < lines; ++q) {
-      const int64_t line = g.input_line(q, kd, kh);
-      if (line < 0) continue;
+    ForEachInputRow(g, tap, x, [&](int64_t q, const float* xr) {
       const float* dr = d + q * width;
-      const float* xr = x + line * g.in[2] + kw * g.d[2] - g.lo[2];
       int64_t i = w0;
       for (; i + kLanes <= w1; i += kLanes)
         for (int64_t j = 0; j < kLanes; ++j) lane[j] += dr[i + j] * xr[(i + j) * s];
       for (; i < w1; ++i) tail += dr[i] * xr[i * s];
-    }
+    });
     double sum = tail;
     for (int64_t j = 0; j < kLanes; ++j) sum += lane[j];
-    acc[t] += sum;
-  }
+    acc[tap.t] += sum;
+  });
 }
 
 ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, ffi::Buffer<ffi::F32> x,
@@ -831,21 +865,15 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
 // weight gradient's PlaneGrad, one axpy per tap and output line.
 template <int64_t S>
 JCB_CLONES void PlaneConv(const Geometry& g, const float* w, const float* x, float* y) {
-  const int64_t width = g.out[2], lines = g.out[0] * g.out[1], s = S == 0 ? g.s[2] : S;
-  for (int64_t t = 0; t < g.taps(); ++t) {
-    int64_t kd, kh, kw;
-    g.tap(t, kd, kh, kw);
-    const auto [w0, w1] = g.inside_columns(kw);
-    if (w1 == w0) continue;
-    const float wt = w[t];
-    for (int64_t q = 0; q < lines; ++q) {
-      const int64_t line = g.input_line(q, kd, kh);
-      if (line < 0) continue;
+  const int64_t width = g.out[2], s = S == 0 ? g.s[2] : S;
+  ForEachTap(g, [&](const Tap& tap) {
+    const int64_t w0 = tap.w0, w1 = tap.w1;
+    const float wt = w[tap.t];
+    ForEachInputRow(g, tap, x, [&](int64_t q, const float* xr) {
       float* yr = y + q * width;
-      const float* xr = x + line * g.in[2] + kw * g.d[2] - g.lo[2];
       for (int64_t i = w0; i < w1; ++i) yr[i] += wt * xr[i * s];
-    }
-  }
+    });
+  });
 }
 
 // The forward convolution of a grouped convolution with few channels per group: per sample and
