@@ -23,7 +23,7 @@ import pytest
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.mindspore import args_2d
 
-from .support import as_nchw, enable_x64, from_nchw, golden_probes, mindspore_geometry, probe_array, reference
+from .support import as_nchw, enable_x64, from_nchw, golden_probes, literal, mindspore_geometry, probe_array, reference
 from .support import hw as _hw
 
 # ---------------------------------------------------------------------------
@@ -121,17 +121,7 @@ def _value(text: str):
     if m:
         shape, dtype, values = m.groups()
         return jnp.asarray(np.asarray(ast.literal_eval(values), dtype.lower()).reshape(ast.literal_eval(shape)))
-
-    def conv(node):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.value.id == "np":
-            return getattr(np, node.func.attr)(*(conv(a) for a in node.args))
-        if isinstance(node, ast.Tuple):
-            return tuple(conv(e) for e in node.elts)
-        if isinstance(node, ast.List):
-            return [conv(e) for e in node.elts]
-        return ast.literal_eval(node)
-
-    return conv(ast.parse(text, mode="eval").body)
+    return literal(text)
 
 
 def ctor_kwargs(probe: dict) -> dict:
