@@ -24,7 +24,6 @@ __all__ = [
     "UNSET",
     "check_array",
     "check_entries",
-    "check_groups",
     "check_int",
     "check_limit",
     "float_dtype_name",
@@ -97,25 +96,6 @@ def check_entries(
         if v < 0:
             raise negative(v)
     return tuple(items)
-
-
-def check_groups(
-    group: int,
-    w: Sequence[int],
-    x_channels: int,
-    not_divisor: Callable[[], Exception],
-    wrong_channels: Callable[[], Exception],
-) -> None:
-    """A grouped convolution's channels, weight ``w`` channels-first ``(O, I/group, ...)``.
-
-    ``group`` must divide ``w[0]`` (else ``raise not_divisor()``), and the
-    input must have ``group * w[1]`` channels (else ``raise wrong_channels()``).
-    The callers build the errors in their vocabulary.
-    """
-    if w[0] % group:
-        raise not_divisor()
-    if x_channels != group * w[1]:
-        raise wrong_channels()
 
 
 def check_limit(op: str, name: str, values: Sequence[int]) -> None:

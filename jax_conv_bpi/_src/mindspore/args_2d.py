@@ -38,7 +38,6 @@ from jax_conv_bpi._src.base.validate import (
     UNSET,
     check_array,
     check_entries,
-    check_groups,
     check_int,
     check_limit,
     got,
@@ -293,19 +292,16 @@ def _geometry(
             f"{op}: the channels, height and width of '{x_name}' must be >= 1 (only the batch may be 0), got "
             f"{x_name} {_from_nchw_shape(x, attrs.data_format)} ({fmt})"
         )
-    check_groups(
-        g,
-        w,
-        x[1],
-        lambda: ValueError(
+    if w[0] % g:
+        raise ValueError(
             f"{op}: group={g} must divide the weight's output channels {w[0]} ({w_name} shape (OIHW) {w}); "
             f"accepted groups are the divisors of {w[0]}"
-        ),
-        lambda: ValueError(
+        )
+    if x[1] != g * w[1]:
+        raise ValueError(
             f"{op}: {x_name} has {x[1]} channels but with group={g} the weight expects group * C_in/group = "
             f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
-        ),
-    )
+        )
     pairs = (attrs.pad[0:2], attrs.pad[2:4])
     padding = arithmetic.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
     check_limit(op, "padding (top, bottom, left, right)", padding[0] + padding[1])

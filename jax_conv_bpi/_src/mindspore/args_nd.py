@@ -36,7 +36,6 @@ from jax_conv_bpi._src.base.validate import (
     AXES,
     UNSET,
     check_array,
-    check_groups,
     check_int,
     check_limit,
     got,
@@ -376,19 +375,16 @@ def bind_forward(
         )
     _check_kernel_size(attrs, w_name, w)
     group_name = "group" if op[0].isupper() else "groups"  # the classes' argument, or the functions'
-    check_groups(
-        g,
-        w,
-        xs[1],
-        lambda: ValueError(
+    if w[0] % g:
+        raise ValueError(
             f"{op}: '{group_name}'={g} must divide the output channels {w[0]} ({w_name} shape {w}); accepted "
             f"values are the common divisors of {w[0]} and the input channels {xs[1]}"
-        ),
-        lambda: ValueError(
+        )
+    if xs[1] != g * w[1]:
+        raise ValueError(
             f"{op}: {x_name} has {xs[1]} channels but with '{group_name}'={g} the {w_name} expects "
             f"{group_name} * C_in/{group_name} = {g} * {w[1]} = {g * w[1]} ({x_name} shape {xs}, {w_name} shape {w})"
-        ),
-    )
+        )
     padding = arithmetic.forward_padding(attrs.pad_mode, xs[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
     out = [
         arithmetic.output_length(xs[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(n)
