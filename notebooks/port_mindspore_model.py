@@ -45,6 +45,7 @@
 # %%
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -128,6 +129,41 @@ for name in from_ckpt:
 not_loaded, unused = jcb.load_param_into_net(model, from_ckpt, strict_load=True)
 print("parameters not loaded:", not_loaded, "| checkpoint entries not used:", unused)
 assert not_loaded == [] and unused == []
+
+# %% [markdown]
+# ### When the names differ
+#
+# A checkpoint saved from a training wrapper has its names under a prefix (here `network.backbone.`), and
+# one written by other code may name blocks differently (here the head `rgb` instead of `to_rgb`) and carry
+# extra entries (an optimizer's step). Nothing then matches, and `load_param_into_net` says so: a
+# `UserWarning` (and a WARNING record of the `jax_conv_bpi` logger) names the variables left with their
+# initial values and the entries left unused. `strip_prefix`, `add_prefix` and `name_map` rename the entries
+# before matching, in that order (`name_map`'s keys are spelled after the prefix options, `None` drops an
+# entry), and `strict=True` turns any remaining mismatch into an error that loads nothing.
+
+# %%
+other_names = {f"network.backbone.{name.replace('to_rgb.', 'rgb.')}": value for name, value in from_ckpt.items()}
+other_names["optimizer.step"] = np.array(100)
+with tempfile.TemporaryDirectory() as folder:
+    path = Path(folder) / "wrapped.ckpt"
+    jcb.save_checkpoint(other_names, path, crc_check=True)  # crc_check: later damage to the file is detected
+    wrapped = jcb.load_checkpoint(path)
+print("the file's names:", list(wrapped))
+
+fresh = Generator(rngs=nnx.Rngs(7))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    not_loaded, unused = jcb.load_param_into_net(fresh, wrapped, strict_load=True)
+print("\nthe warning:", caught[0].message)
+assert len(not_loaded) == len(from_ckpt) and len(unused) == len(wrapped)
+
+rename = {"rgb.weight": "to_rgb.weight", "rgb.bias": "to_rgb.bias", "optimizer.step": None}
+result = jcb.load_param_into_net(
+    fresh, wrapped, strict_load=True, strict=True, strip_prefix="network.backbone.", name_map=rename
+)
+print("\nwith strip_prefix and name_map:", result)
+for name, value in jcb.parameters_dict(fresh).items():
+    np.testing.assert_array_equal(value, from_ckpt[name])
 
 # %% [markdown]
 # ## 3. Same numbers as MindSpore

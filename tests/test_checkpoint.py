@@ -12,10 +12,12 @@ naming traversal of NNX modules, and every bad-file case.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 
@@ -416,7 +418,7 @@ def test_other_formats(tmp_path):
     cases = {
         "a.npz": "ZIP archive",
         "a.npy": "NumPy .npy",
-        "model.pt": "ZIP archive",
+        "model.pt": "a PyTorch file",
         "legacy.pth": "pickle",
         "notes.ckpt": "text file",
         "weights.json": "text file",
@@ -429,7 +431,7 @@ def test_other_formats(tmp_path):
 def test_unknown_tensor_type_map_tensor_and_stray_records(tmp_path):
     path = tmp_path / "u.ckpt"
     path.write_bytes(_file_of([("w", [2], "Float32", b"\0" * 8), ("r", [], "random_op", b"xyz")]))
-    _expect_unreadable(path, "entry 'r' has tensor_type 'random_op'")
+    _expect_unreadable(path, "entry 'r' (record 2 of 2) has tensor_type 'random_op'")
     message = ckpt_format.checkpoint_message()()
     record = message.value.add()
     record.tag = "table"
@@ -577,7 +579,8 @@ def test_load_param_into_net_return_values_are_the_specs_example():
 
     net = Small()
     before = jcb.parameters_dict(net)
-    result = jcb.load_param_into_net(net, {"body.0.bias": np.full(2, 7, np.float32), "foo": np.zeros(1)})
+    with pytest.warns(UserWarning, match=r"2 of the module's 3 variables.*'body.0.weight', 'head.weight'.*\['foo'\]"):
+        result = jcb.load_param_into_net(net, {"body.0.bias": np.full(2, 7, np.float32), "foo": np.zeros(1)})
     assert result == (["body.0.weight", "head.weight"], ["foo"])
     after = jcb.parameters_dict(net)
     assert same_bits(after["body.0.bias"], np.full(2, 7, np.float32))
@@ -622,24 +625,33 @@ def test_dtype_rules_of_strict_load():
         jcb.load_param_into_net(net, {"w": np.ones(3, np.float16)}, strict_load=True)
     assert same_bits(net.w[...], np.array([1, 2, 3], np.float32))
     bf16 = np.array([0.5, 1, 2], ml_dtypes.bfloat16)
-    jcb.load_param_into_net(net, {"w": bf16})
+    with pytest.warns(UserWarning, match=r"2 of the module's 3 variables were not loaded.*\['n', 'm'\]"):
+        jcb.load_param_into_net(net, {"w": bf16})
     assert same_bits(net.w[...], np.array([0.5, 1, 2], np.float32))
 
 
-def test_prefix_rule_of_non_strict_load():
+def test_prefix_rule_of_non_strict_load(caplog):
     net = Net()
     wrapped = {f"network.{k}": v + 1 for k, v in jcb.parameters_dict(net).items()}  # e.g. a TrainOneStepCell's names
     expected = {k[len("network.") :]: v for k, v in wrapped.items()}
-    assert jcb.load_param_into_net(Net(), wrapped, strict_load=True) == (list(expected), list(wrapped))
-    param_not_load, ckpt_not_load = jcb.load_param_into_net(net, dict(wrapped, extra=np.ones(1)))
+    with pytest.warns(UserWarning, match="5 of the module's 5 variables were not loaded"):
+        assert jcb.load_param_into_net(Net(), wrapped, strict_load=True) == (list(expected), list(wrapped))
+    with pytest.warns(UserWarning, match=r"all 5 variables of the module were loaded; 1 of the 6 entries.*\['extra'\]"):
+        param_not_load, ckpt_not_load = jcb.load_param_into_net(net, dict(wrapped, extra=np.ones(1)))
     assert param_not_load == [] and ckpt_not_load == ["extra"]  # (MindSpore would still list the network.* names)
+    with caplog.at_level(logging.INFO, logger="jax_conv_bpi"):
+        assert jcb.load_param_into_net(Net(), wrapped) == ([], [])
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "load_param_into_net: loaded 5 variables through the prefix(es) ['network.']"
+    ]
     assert all(same_bits(jcb.parameters_dict(net)[k], v) for k, v in expected.items())
 
 
 def test_trailing_ones_are_reshaped_as_mindspore_does():
     net = Net()
     weight = np.arange(2, dtype=np.float32).reshape(1, 2, 1, 1)
-    assert jcb.load_param_into_net(net, {"head.weight": weight})[1] == []
+    with pytest.warns(UserWarning, match="4 of the module's 5 variables were not loaded"):
+        assert jcb.load_param_into_net(net, {"head.weight": weight})[1] == []
     assert same_bits(net.head.weight[...], weight.reshape(1, 2))
     with pytest.raises(ValueError, match="shape mismatch"):
         jcb.load_param_into_net(net, {"head.weight": weight.reshape(2, 1, 1)})
@@ -673,6 +685,292 @@ def test_loading_keeps_sharding_and_fills_an_abstract_module():
     assert jcb.load_param_into_net(abstract, params) == ([], [])
     assert isinstance(abstract.head.weight[...], jax.Array)
     assert same_bits(abstract.head.weight[...], params["head.weight"])
+
+
+# ---------------------------------------------------------------------------
+# A mismatch is never silent: the warning, the log record, strict=True
+# ---------------------------------------------------------------------------
+
+
+class Port(nnx.Module):
+    """A network whose checkpoint came from a PyTorch nn.Sequential (names 0.*, 2.*)."""
+
+    def __init__(self):
+        self.up = Layer(2, 3, True)
+        self.out = Layer(3, 1, True, seed=1)
+
+
+def _sequential_names() -> dict[str, np.ndarray]:
+    """Port's parameters under nn.Sequential's names, each a distinct constant."""
+    return {
+        "0.weight": np.full((3, 2), 1, np.float32),
+        "0.bias": np.full(3, 2, np.float32),
+        "2.weight": np.full((1, 3), 3, np.float32),
+        "2.bias": np.full(1, 4, np.float32),
+    }
+
+
+def test_a_checkpoint_whose_names_match_nothing_warns_and_logs_both_lists(tmp_path, caplog):
+    path = tmp_path / "torch_names.safetensors"
+    jcb.save_checkpoint(_sequential_names(), path, format="safetensors")
+    net = Port()
+    before = jcb.parameters_dict(net)
+    with caplog.at_level(logging.WARNING, logger="jax_conv_bpi"), pytest.warns(UserWarning) as caught:
+        result = jcb.load_param_into_net(net, jcb.load_checkpoint(path), strict_load=True)
+    assert result == (["up.weight", "up.bias", "out.weight", "out.bias"], ["0.bias", "0.weight", "2.bias", "2.weight"])
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith("load_param_into_net: 4 of the module's 4 variables were not loaded"), message
+    for part in ("'up.weight', 'up.bias', 'out.weight', 'out.bias'", "4 of the 4 entries", str(path)):
+        assert part in message, message
+    for part in ("'0.bias', '0.weight', '2.bias', '2.weight'", "strip_prefix=", "name_map=", "strict=True"):
+        assert part in message, message
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    records = [r for r in caplog.records if r.name == "jax_conv_bpi"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [(logging.WARNING, message)]
+    assert all(same_bits(jcb.parameters_dict(net)[k], v) for k, v in before.items())
+
+
+def test_everything_matched_is_silent(caplog):
+    net = Net()
+    params = jcb.parameters_dict(Net())
+    with caplog.at_level(logging.DEBUG, logger="jax_conv_bpi"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jcb.load_param_into_net(net, params, strict=True) == ([], [])
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_long_lists_are_cut_in_the_message_but_complete_in_the_return_value():
+    extra = {f"optimizer.moment.{i}": np.zeros(1, np.float32) for i in range(30)}
+    with pytest.warns(UserWarning) as caught:
+        _, unused = jcb.load_param_into_net(Net(), dict(jcb.parameters_dict(Net()), **extra))
+    assert unused == list(extra)
+    message = str(caught[0].message)
+    assert "30 of the 35 entries of params were not used" in message
+    assert "'optimizer.moment.7', ... and 22 more]" in message and "'optimizer.moment.8'" not in message
+
+
+def test_strict_true_names_missing_and_unexpected_and_loads_nothing():
+    net = Net()
+    before = jcb.parameters_dict(net)
+    params = {"head.weight": np.full((1, 2), 5, np.float32), "0.bias": np.zeros(3, np.float32)}
+    for strict_load in (False, True):
+        with pytest.raises(ValueError) as info:
+            jcb.load_param_into_net(net, params, strict_load, strict=True)
+        message = str(info.value)
+        assert message.startswith("load_param_into_net(strict=True): the module and params do not match"), message
+        expected_missing = "missing (variables with no entry, 4): ['body.0.weight', 'body.2.weight', 'body.2.bias', "
+        assert expected_missing + "'head.bias']" in message, message
+        assert "unexpected (entries matching no variable, 1): ['0.bias']" in message, message
+        assert "name_map=" in message
+    assert all(same_bits(jcb.parameters_dict(net)[k], v) for k, v in before.items()), "a partial load happened"
+    with pytest.raises(TypeError, match="strict must be a bool, got int"):
+        jcb.load_param_into_net(net, params, strict=1)
+
+
+# ---------------------------------------------------------------------------
+# Loading a checkpoint with other names: name_map, strip_prefix, add_prefix
+# ---------------------------------------------------------------------------
+
+
+def _loaded(net) -> dict[str, np.ndarray]:
+    return jcb.parameters_dict(net)
+
+
+def test_name_map_dict_loads_other_names():
+    net = Port()
+    rename = {"0.weight": "up.weight", "0.bias": "up.bias", "2.weight": "out.weight", "2.bias": "out.bias"}
+    assert jcb.load_param_into_net(net, _sequential_names(), strict=True, name_map=rename) == ([], [])
+    assert same_bits(_loaded(net)["up.weight"], np.full((3, 2), 1, np.float32))
+    assert same_bits(_loaded(net)["out.bias"], np.full(1, 4, np.float32))
+
+
+def test_name_map_function_and_none_drop_entries():
+    net = Port()
+    params = dict(_sequential_names(), **{"epoch_num": np.array(3), "optimizer.step": np.array(1)})
+
+    def rename(name):
+        if not name[0].isdigit():
+            return None  # dropped: not loaded, not reported
+        index, rest = name.split(".", 1)
+        return {"0": "up", "2": "out"}[index] + "." + rest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jcb.load_param_into_net(net, params, name_map=rename) == ([], [])
+    assert same_bits(_loaded(net)["out.weight"], np.full((1, 3), 3, np.float32))
+
+
+def test_prefix_options_then_name_map_in_that_order():
+    net = Net()
+    saved = {  # a checkpoint of a wrapper whose body was saved under "network." and whose head is called fc
+        "network.0.weight": np.full((3, 4), 1, np.float32),
+        "network.2.weight": np.full((2, 3), 2, np.float32),
+        "network.2.bias": np.full(2, 3, np.float32),
+        "network.fc.weight": np.full((1, 2), 4, np.float32),
+        "network.fc.bias": np.full(1, 5, np.float32),
+    }
+    # strip "network.", then add "body.", then name_map (keys spelled after the prefixes, values final).
+    rename = {"body.fc.weight": "head.weight", "body.fc.bias": "head.bias"}
+    result = jcb.load_param_into_net(
+        net, saved, strict_load=True, strict=True, strip_prefix="network.", add_prefix="body.", name_map=rename
+    )
+    assert result == ([], [])
+    expected = {"body.0.weight": 1, "body.2.weight": 2, "body.2.bias": 3, "head.weight": 4, "head.bias": 5}
+    assert {k: float(v.flat[0]) for k, v in _loaded(net).items()} == expected
+    # ckpt_not_load and the warning keep the names of params.
+    with pytest.warns(UserWarning) as caught:
+        _, unused = jcb.load_param_into_net(Net(), saved, strict_load=True, strip_prefix="network.")
+    assert unused == list(saved) and "'network.0.weight'" in str(caught[0].message)
+
+
+def test_a_renamed_entry_of_the_wrong_shape_is_named_as_in_the_file(tmp_path):
+    path = tmp_path / "wrapped.ckpt"
+    jcb.save_checkpoint({"net.head.weight": np.zeros((1, 3), np.float32)}, path)
+    with pytest.raises(ValueError) as info:
+        jcb.load_param_into_net(Net(), jcb.load_checkpoint(path), strip_prefix="net.")
+    message = str(info.value)
+    assert "'net.head.weight' (renamed 'head.weight') in the checkpoint" in message and str(path) in message
+
+
+def test_load_checkpoint_takes_the_same_options(tmp_path):
+    path = tmp_path / "w.ckpt"
+    jcb.save_checkpoint({"network.a": np.ones(1, np.float32), "network.b": np.ones(2, np.float32), "step": 3}, path)
+    params = jcb.load_checkpoint(path, strip_prefix="network.", add_prefix="m.", name_map={"m.step": None})
+    assert list(params) == ["m.a", "m.b"] and same_bits(params["m.b"], np.ones(2, np.float32))
+    params = jcb.load_checkpoint(path, name_map=lambda name: name.upper())
+    assert list(params) == ["NETWORK.A", "NETWORK.B", "STEP"]
+    with pytest.warns(UserWarning, match=r"load_checkpoint: strip_prefix='model\.' starts none of its 3 names"):
+        jcb.load_checkpoint(path, strip_prefix="model.")
+
+
+def test_renaming_mistakes_are_errors_or_warnings():
+    params = {"a.w": np.ones(1), "b.w": np.ones(1)}
+    net = Net()
+    with pytest.raises(ValueError, match=r"'a\.w' and 'b\.w' both become 'w'"):
+        jcb.load_param_into_net(net, params, name_map=lambda name: "w")
+    with pytest.raises(ValueError, match=r"'a\.w' becomes the empty name"):
+        jcb.load_param_into_net(net, {"a.w": np.ones(1)}, strip_prefix="a.w")
+    with pytest.raises(TypeError, match=r"name_map\('a\.w'\) returned int"):
+        jcb.load_param_into_net(net, params, name_map=lambda name: 3)
+    with pytest.raises(TypeError, match=r"name_map\['a\.w'\] must be a str .* or None"):
+        jcb.load_param_into_net(net, params, name_map={"a.w": 1})
+    with pytest.raises(TypeError, match="name_map must be a dict .* or a function"):
+        jcb.load_param_into_net(net, params, name_map=["a.w"])
+    with pytest.raises(TypeError, match="strip_prefix must be a str or None, got bytes"):
+        jcb.load_param_into_net(net, params, strip_prefix=b"a.")
+    with pytest.raises(TypeError, match="add_prefix must be a str or None, got int"):
+        jcb.load_checkpoint(__file__, add_prefix=1)
+    with pytest.warns(UserWarning) as caught:
+        jcb.load_param_into_net(net, params, name_map={"c.w": "head.weight", "a.w": None, "b.w": None})
+    assert [str(w.message).split(" (its names")[0] for w in caught] == [
+        "load_param_into_net: 1 name_map key(s) are no name of the checkpoint (after strip_prefix/add_prefix): ['c.w']",
+        "load_param_into_net: 5 of the module's 5 variables were not loaded (they keep their values): "
+        "['body.0.weight', 'body.2.weight', 'body.2.bias', 'head.weight', 'head.bias']. If the names differ by a "
+        "prefix or a renaming, pass strip_prefix=, add_prefix= or name_map= (a dict or a function; None drops an "
+        "entry); strict=True makes a mismatch an error. The two lists are the return value (param_not_load, "
+        "ckpt_not_load).",
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Names and sizes a file may declare but no checkpoint holds
+# ---------------------------------------------------------------------------
+
+
+def test_a_ckpt_name_that_is_not_utf8_is_refused_naming_the_record(tmp_path):
+    path = tmp_path / "model.ckpt"
+    jcb.save_checkpoint({"body.0.weight": np.ones((2, 3), np.float32)}, path)
+    data = bytearray(path.read_bytes())
+    assert data[4:8] == b"body"
+    data[6] ^= 0x80  # the issue's flip: "bo\xe4y.0.weight"
+    path.write_bytes(bytes(data))
+    _expect_unreadable(path, "the name of record 1 of 1 is not valid UTF-8 (b'bo\\xe4y.0.weight'")
+    data = _file_of([("w", [1], "Float32", b"\0" * 4), ("zz", [1], "Float32", b"\0" * 4)])
+    assert data.count(b"zz") == 1
+    path.write_bytes(data.replace(b"zz", b"\xc3\x28"))
+    _expect_unreadable(path, "the name of record 2 of 2 is not valid UTF-8")
+
+
+def test_a_ckpt_record_without_a_name_or_with_an_empty_one_is_refused(tmp_path):
+    path = tmp_path / "model.ckpt"
+    without_tag = ckpt_format.checkpoint_message()()
+    tensor = without_tag.value.add().tensor  # no tag: proto2's required field left out
+    tensor.dims.append(2)
+    tensor.tensor_type = "Float32"
+    tensor.tensor_content = b"\0" * 8
+    path.write_bytes(_file_of([("w", [1], "Float32", b"\0" * 4)]) + without_tag.SerializePartialToString())
+    _expect_unreadable(path, "record 2 of 2 has no name (its required tag field is missing)")
+    path.write_bytes(_file_of([("", [1], "Float32", b"\0" * 4)]))
+    _expect_unreadable(path, "record 1 of 1 has an empty name")
+
+
+@pytest.mark.parametrize(
+    ("dims", "why"),
+    [
+        ([0, 2**62], "declares dims [0, 4611686018427387904]"),
+        ([2**40, 2**40], "more than an array can address"),
+        ([1] * 65, "has 65 dims; an array has at most 64"),
+        ([2**63 - 1, 0], "more than an array can address"),
+    ],
+)
+def test_ckpt_dims_no_array_can_have_name_the_file_and_tensor(tmp_path, dims, why):
+    path = tmp_path / "huge.ckpt"
+    path.write_bytes(_file_of([("w", [1], "Float32", b"\0" * 4), ("big", dims, "Float32", b"")]))
+    message = _expect_unreadable(path, why)
+    assert "entry 'big' (record 2 of 2)" in message, message
+
+
+def test_a_dim_of_2_to_the_63_is_a_negative_int64(tmp_path):
+    path = tmp_path / "neg.ckpt"
+    varint_2_63 = bytes([0x80] * 9 + [0x01])  # 2**63 on the wire, -2**63 as the int64 field reads it
+    tensor = b"\x08\x00\x08" + varint_2_63 + b"\x12\x07Float32\x1a\x00"
+    value = b"\x0a\x01w\x12" + bytes([len(tensor)]) + tensor
+    path.write_bytes(b"\x0a" + bytes([len(value)]) + value)
+    _expect_unreadable(path, "entry 'w' (record 1 of 1) has negative dims [0, -9223372036854775808]")
+
+
+def _safetensors_of(header: dict, body: bytes) -> bytes:
+    """A safetensors file written by hand: 8-byte little-endian header length, JSON header, data."""
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + body
+
+
+def test_safetensors_names_and_sizes_are_checked_naming_the_entry(tmp_path):
+    path = tmp_path / "h.safetensors"
+    good = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    path.write_bytes(_safetensors_of({"w": good}, np.arange(2, dtype="<f4").tobytes()))
+    assert same_bits(jcb.load_checkpoint(path)["w"], np.arange(2, dtype=np.float32))  # the hand-made file is valid
+    cases = [
+        ({"": good}, "header entry 1 of 1 has an empty name"),
+        ({"\ud800": good}, "the name of header entry 1 of 1 is not valid UTF-8"),
+        ({"w": dict(good, shape=[0, 2**62])}, "entry 'w' declares dims [0, 4611686018427387904]"),
+        ({"w": dict(good, shape=[1] * 70, data_offsets=[0, 4])}, "entry 'w' has 70 dims"),
+        ({"w": dict(good, shape=[-1])}, "entry 'w' has negative dims [-1]"),
+        ({"w": dict(good, shape=[3])}, "entry 'w' (F32, shape [3]) has 8 bytes of data where its shape needs 12"),
+        ({"w": dict(good, data_offsets=[0, 80])}, "entry 'w' has data_offsets [0, 80], not [start, end]"),
+        ({"w": dict(good, data_offsets=[8, 0])}, "entry 'w' has data_offsets [8, 0]"),
+        ({"w": dict(good, shape="2")}, "entry 'w' has shape '2', not a list of ints"),
+        ({"w": dict(good, dtype="F8_E4M3")}, "entry 'w' has safetensors dtype 'F8_E4M3'"),
+        ({"w": 5}, "entry 'w' of the header is a JSON int, not an object"),
+        ({"__metadata__": {"format": 1}, "w": good}, "__metadata__ is not an object of strings"),
+    ]
+    for header, why in cases:
+        path.write_bytes(_safetensors_of(header, np.arange(2, dtype="<f4").tobytes()))
+        _expect_unreadable(path, why)
+
+
+def test_a_pytorch_file_is_named_with_the_way_to_convert_it(tmp_path):
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as z:  # torch.save's layout: <folder>/data.pkl, data/0, ...
+        z.writestr("model/data.pkl", pickle.dumps({"w": 1}))
+        z.writestr("model/data/0", b"\0" * 16)
+    message = _expect_unreadable(path, "a PyTorch file (torch.save's ZIP archive)")
+    for part in ("torch.load(path, map_location='cpu')", ".numpy()", "load_param_into_net", "name_map="):
+        assert part in message, message
+    assert "README section 'Layers and checkpoints'" in message
+    np.savez(tmp_path / "a.npz", w=np.ones(3))
+    assert "dict(numpy.load(path))" in _expect_unreadable(tmp_path / "a.npz", "ZIP archive")
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Three functions with MindSpore's names and return values, plus one helper:
 * :func:`load_checkpoint` reads a file written by ``mindspore.save_checkpoint``
   (either format, recognised by its content) into ``{name: numpy array}``;
 * :func:`load_param_into_net` assigns such a dict to a module's variables by
-  name and returns ``(param_not_load, ckpt_not_load)``;
+  name (optionally renamed) and returns ``(param_not_load, ckpt_not_load)``,
+  warning when either is not empty;
 * :func:`save_checkpoint` writes a module or a dict in a file MindSpore loads;
 * :func:`parameters_dict` lists a module's variables under the names the three
   use.
@@ -36,22 +37,24 @@ The package's modules, one concern each: :mod:`.api` (these four functions;
 :mod:`.modules`, the NNX traversal and MindSpore's loading rules),
 :mod:`.files` (recognising a file's format, atomic writes), :mod:`.ckpt_format`
 (the protobuf message, ``.ckpt`` records, chunks and CRC),
-:mod:`.safetensors_format`, :mod:`.dtypes` (MindSpore's, safetensors' and
-NumPy's dtype names), :mod:`.optional` (the lazily imported extra) and
-:mod:`.errors`.
+:mod:`.safetensors_format`, :mod:`.names` (renaming entries, mismatch
+warnings), :mod:`.dtypes` (MindSpore's, safetensors' and NumPy's dtype
+names), :mod:`.optional` (the lazily imported extra) and :mod:`.errors` (the
+error of an unreadable file, and the checks of names and sizes both formats
+share).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jax_conv_bpi._src.mindspore.checkpoint import ckpt_format, dtypes, files, modules, safetensors_format
+from jax_conv_bpi._src.mindspore.checkpoint import ckpt_format, dtypes, files, modules, names, safetensors_format
 from jax_conv_bpi._src.mindspore.checkpoint.modules import load_param_into_net, parameters_dict
 
 __all__ = ["load_checkpoint", "load_param_into_net", "parameters_dict", "save_checkpoint"]
@@ -63,7 +66,13 @@ class _Checkpoint(dict):
     source: str = ""
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    name_map: Mapping[str, str | None] | Callable[[str], str | None] | None = None,
+    strip_prefix: str | None = None,
+    add_prefix: str | None = None,
+) -> dict[str, np.ndarray | str]:
     """Read a MindSpore checkpoint, ``.ckpt`` or ``.safetensors``, into ``{name: array}``.
 
     The format is recognised by the file's content, not its name: a safetensors
@@ -86,6 +95,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
     ``MapParameter`` entry, which is not supported. A ``.ckpt`` file cut exactly
     between two records cannot be told from a shorter checkpoint unless it has
     a CRC trailer: :func:`load_param_into_net` then reports the missing names.
+    Names must be non-empty and valid UTF-8, and a tensor's dims must describe
+    an array NumPy can hold; any other file is refused the same way, naming
+    the entry (and, in a ``.ckpt`` file, the record's index). A PyTorch file
+    (``torch.save``) is recognised, and the error shows how to convert it.
+
+    ``strip_prefix``, ``add_prefix`` and ``name_map`` rename the entries as
+    :func:`load_param_into_net` does (in that order: the prefix options, then
+    ``name_map``; ``None`` from ``name_map`` drops an entry), for code that
+    assigns the arrays itself (``nnx.update``, ...); a collision is a
+    ``ValueError``, a ``name_map`` key or ``strip_prefix`` that matches no name
+    a warning.
 
     Needs ``protobuf`` (``.ckpt``) or ``safetensors``: ``pip install 'jax_conv_bpi[nn]'``.
 
@@ -100,11 +120,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
       {'head.weight': (2, 3), 'epoch_name': 'e1'}
       >>> params["head.weight"].dtype
       dtype('float32')
+      >>> list(jcb.load_checkpoint(path, add_prefix="model.", name_map={"model.epoch_name": None}))
+      ['model.head.weight']
     """
+    names.check_options("load_checkpoint", name_map, strip_prefix, add_prefix)
     source = os.fspath(path)
     with open(source, "rb") as f:
         data = f.read()
-    result = _Checkpoint(files.decode(data, source))
+    entries = files.decode(data, source)
+    if name_map is not None or strip_prefix or add_prefix:
+        entries, _ = names.rename(entries, "load_checkpoint", name_map, strip_prefix, add_prefix, stacklevel=2)
+    result = _Checkpoint(entries)
     result.source = source
     return result
 

@@ -90,7 +90,7 @@ def decode_ckpt(data: bytes, source: str) -> dict[str, np.ndarray | str]:
         )
     try:
         return _parse(data, source)
-    except ValueError:
+    except (errors.UnreadableCheckpoint, MemoryError):
         raise
     except Exception as e:  # protobuf's DecodeError, a tag that is not UTF-8, ...
         raise errors.not_a_checkpoint(
@@ -118,66 +118,69 @@ def _parse(data: bytes, source: str) -> dict[str, np.ndarray | str]:
     if not message.value:
         raise errors.not_a_checkpoint(source, "it holds no entries")
 
-    # Consecutive records with one tag are chunks of one tensor: [tag, tensor_type, dims, [contents]].
+    # Consecutive records with one tag are chunks of one tensor: [tag, tensor_type, dims, [contents], where].
     entries: list[list[Any]] = []
-    for value in message.value:
-        tag = value.tag
+    total = len(message.value)
+    for index, value in enumerate(message.value):
+        where = f"record {index + 1} of {total}"
+        if not value.HasField("tag"):
+            raise errors.not_a_checkpoint(source, f"{where} has no name (its required tag field is missing)")
+        tag = errors.check_name(source, value.tag, where)  # upb gives a tag that is not UTF-8 as bytes
         kind = value.WhichOneof("value")
         if kind == "maptensor":
             raise errors.not_a_checkpoint(
                 source, f"entry {tag!r} is a MapParameter (MapTensorProto), which jax_conv_bpi does not support"
             )
         if kind is None:
-            raise errors.not_a_checkpoint(source, f"entry {tag!r} holds no tensor")
+            raise errors.not_a_checkpoint(source, f"entry {tag!r} ({where}) holds no tensor")
         tensor = value.tensor
         unknown = _unknown_field_numbers(value) + _unknown_field_numbers(tensor)
         if unknown:
             raise errors.not_a_checkpoint(
-                source, f"entry {tag!r} holds records (field numbers {unknown}) it cannot have"
+                source, f"entry {tag!r} ({where}) holds records (field numbers {unknown}) it cannot have"
             )
         tensor_type, dims = tensor.tensor_type, list(tensor.dims)
         if entries and entries[-1][0] == tag:
             if entries[-1][1] != tensor_type or entries[-1][2] != dims:
                 raise errors.not_a_checkpoint(
                     source,
-                    f"the chunks of entry {tag!r} disagree: {entries[-1][1]} {entries[-1][2]} and {tensor_type} {dims}",
+                    f"the chunks of entry {tag!r} disagree: {entries[-1][1]} {entries[-1][2]} and {tensor_type} "
+                    f"{dims} ({where})",
                 )
             entries[-1][3].append(tensor.tensor_content)
         else:
-            entries.append([tag, tensor_type, dims, [tensor.tensor_content]])
+            entries.append([tag, tensor_type, dims, [tensor.tensor_content], where])
 
     result: dict[str, np.ndarray | str] = {}
-    for tag, tensor_type, dims, chunks in entries:
+    for tag, tensor_type, dims, chunks, where in entries:
+        entry = f"entry {tag!r} ({where})"
         if tag in result:
-            raise errors.not_a_checkpoint(source, f"entry {tag!r} appears twice")
+            raise errors.not_a_checkpoint(source, f"entry {tag!r} appears twice (again in {where})")
         content = b"".join(chunks)
         if tensor_type == "str":
             # numpy's '<U' buffer (UTF-32-LE code points), trailing NULs dropped as numpy does.
             if len(content) % 4:
-                raise errors.not_a_checkpoint(
-                    source, f"str entry {tag!r} has {len(content)} bytes, not a multiple of 4"
-                )
+                raise errors.not_a_checkpoint(source, f"str {entry} has {len(content)} bytes, not a multiple of 4")
             try:
                 result[tag] = content.decode("utf-32-le").rstrip("\x00")
             except UnicodeDecodeError as e:
-                raise errors.not_a_checkpoint(source, f"str entry {tag!r} is not UTF-32: {e}") from e
+                raise errors.not_a_checkpoint(source, f"str {entry} is not UTF-32: {e}") from e
             continue
         if tensor_type not in dtypes.NUMPY_OF_TENSOR_TYPE:
             raise errors.not_a_checkpoint(
                 source,
-                f"entry {tag!r} has tensor_type {tensor_type!r}; the known ones are "
+                f"{entry} has tensor_type {tensor_type!r}; the known ones are "
                 f"{', '.join(sorted(dtypes.NUMPY_OF_TENSOR_TYPE))} and str",
             )
         dtype = dtypes.np_dtype(dtypes.NUMPY_OF_TENSOR_TYPE[tensor_type])
-        if any(d < 0 for d in dims):
-            raise errors.not_a_checkpoint(source, f"entry {tag!r} has negative dims {dims}")
+        errors.check_shape(source, entry, dims, dtype.itemsize)
         if dims == [0] and len(content) == dtype.itemsize:
             dims = []  # MindSpore reads dims [0] as a scalar (its loader: `if dims == [0]: dims = []`)
         expected = math.prod(dims) * dtype.itemsize
         if len(content) != expected:
             raise errors.not_a_checkpoint(
                 source,
-                f"entry {tag!r} ({tensor_type}, dims {dims}) has {len(content)} bytes of data where its dims "
+                f"{entry} ({tensor_type}, dims {dims}) has {len(content)} bytes of data where its dims "
                 f"need {expected}: the file is truncated or corrupt",
             )
         result[tag] = np.frombuffer(content, dtype).reshape(dims).copy()

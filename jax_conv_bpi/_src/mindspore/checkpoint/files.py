@@ -46,14 +46,34 @@ def decode(data: bytes, source: str) -> dict[str, np.ndarray | str]:
     return ckpt_format.decode_ckpt(data, source)
 
 
+# What to do with a PyTorch file: convert its state dict to NumPy, then load that dict by name.
+_TORCH_RECIPE = (
+    "convert it with PyTorch: `state = torch.load(path, map_location='cpu')` (a checkpoint that wraps the "
+    "weights: its 'state_dict' or 'model' entry), `params = {name: t.float().numpy() if t.dtype == torch.bfloat16 "
+    "else t.numpy() for name, t in state.items()}`, then `jax_conv_bpi.load_param_into_net(model, params, "
+    "name_map=...)` to match PyTorch's names to the module's (or save params with jax_conv_bpi.save_checkpoint "
+    "first); see the README section 'Layers and checkpoints'"
+)
+_NPZ_RECIPE = "load it with `params = dict(numpy.load(path))`, then `jax_conv_bpi.load_param_into_net(model, params)`"
+
+
 def _other_format(data: bytes) -> str:
-    """A few common formats, named so that the error says what the file is."""
+    """A few common formats, named so that the error says what the file is and how to load it."""
     if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
-        return "a ZIP archive (a NumPy .npz file, a PyTorch .pt/.pth file, ...), not a MindSpore checkpoint"
+        # torch.save's archive holds <folder>/data.pkl; the central directory, at the end, lists every member.
+        if b"data.pkl" in data[:4096] or b"data.pkl" in data[-65536:]:
+            return f"a PyTorch file (torch.save's ZIP archive), not a MindSpore checkpoint; {_TORCH_RECIPE}"
+        return (
+            "a ZIP archive (a NumPy .npz file, a PyTorch .pt/.pth file, ...), not a MindSpore checkpoint; "
+            f"for an .npz file {_NPZ_RECIPE}; for a PyTorch file {_TORCH_RECIPE}"
+        )
     if data.startswith(b"\x93NUMPY"):
-        return "a NumPy .npy file, not a MindSpore checkpoint"
+        return "a NumPy .npy file (one array), not a MindSpore checkpoint; pass `{name: numpy.load(path)}` instead"
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (e.g. a legacy PyTorch file), not a MindSpore checkpoint"
+        return (
+            "a Python pickle (e.g. a legacy PyTorch file), not a MindSpore checkpoint (and unpickling runs code: "
+            f"open only a trusted file); for a PyTorch file {_TORCH_RECIPE}"
+        )
     if data.startswith(b"\x89HDF\r\n\x1a\n"):
         return "an HDF5 file (e.g. Keras .h5), not a MindSpore checkpoint"
     if data.startswith(b"\x1f\x8b"):

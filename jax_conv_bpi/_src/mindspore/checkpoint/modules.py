@@ -9,12 +9,12 @@ The naming rules are in the overview of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from jax_conv_bpi._src.mindspore.checkpoint import dtypes, optional
+from jax_conv_bpi._src.mindspore.checkpoint import dtypes, names, optional
 
 __all__ = ["get_value", "load_param_into_net", "named_variables", "parameters_dict"]
 
@@ -107,12 +107,22 @@ def parameters_dict(module) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-def load_param_into_net(module, params: Mapping[str, Any], strict_load: bool = False) -> tuple[list[str], list[str]]:
+def load_param_into_net(
+    module,
+    params: Mapping[str, Any],
+    strict_load: bool = False,
+    *,
+    strict: bool = False,
+    name_map: Mapping[str, str | None] | Callable[[str], str | None] | None = None,
+    strip_prefix: str | None = None,
+    add_prefix: str | None = None,
+) -> tuple[list[str], list[str]]:
     """Assign ``params`` (e.g. from :func:`load_checkpoint`) to a module's variables by name, as MindSpore does.
 
-    Returns ``(param_not_load, ckpt_not_load)``: the names of the module's
-    variables that got no value, and the names in ``params`` that matched no
-    variable (both in order). Names are those of :func:`parameters_dict`:
+    Returns MindSpore's ``(param_not_load, ckpt_not_load)``: the names of the
+    module's variables that got no value (in the module's order), and the
+    names in ``params`` that matched no variable (in ``params``' order, as
+    spelled in ``params``). Names are those of :func:`parameters_dict`:
     ``nnx.Sequential`` attribute ``body`` holds ``body.0.weight``, ... .
 
     As ``mindspore.load_param_into_net``:
@@ -128,16 +138,38 @@ def load_param_into_net(module, params: Mapping[str, Any], strict_load: bool = F
     * a stored shape that is the variable's shape followed by 1s is reshaped
       (MindSpore's GE rule, e.g. ``(12, 2048, 1, 1)`` into ``(12, 2048)``).
 
+    A mismatch is never silent: when a variable is not loaded or an entry is
+    not used, a ``UserWarning`` and a WARNING record of the ``jax_conv_bpi``
+    logger name both lists (the first names of each, with their counts).
+    ``strict=True`` (as PyTorch's ``load_state_dict(strict=True)``) makes it a
+    ``ValueError`` naming the missing and the unexpected names instead, and
+    loads nothing. ``strict`` and ``strict_load`` are independent.
+
+    Names that differ: ``strip_prefix``, ``add_prefix`` and ``name_map``
+    rename the entries of ``params`` before matching, in this order:
+    ``strip_prefix`` is removed from the names that start with it (the others
+    are kept), then ``add_prefix`` is put in front of every name, then
+    ``name_map`` gives the final name: a dict ``{name: module's name}`` maps
+    the names it has as keys (spelled after the prefix options) and keeps the
+    others; a function of a name returns its new name; ``None`` as the new
+    name drops the entry, which is then not reported as unused. Two entries
+    renamed to one name are a ``ValueError``; a ``name_map`` key that no name
+    becomes, or a ``strip_prefix`` that starts no name, gives a warning.
+    ``ckpt_not_load`` and the messages keep the names of ``params``.
+    :func:`load_checkpoint` takes the same three options.
+
     Any other shape or dtype mismatch raises ``ValueError`` naming the parameter,
     both shapes and dtypes and the checkpoint file (MindSpore raises
     RuntimeError). Everything is checked before anything is assigned, so an
     error leaves the module unchanged. A value keeps the sharding of the array
     it replaces. Deliberate differences from MindSpore: a name loaded through
     the prefix rule is not listed in ``ckpt_not_load`` (MindSpore still lists
-    it), and a ``str`` entry whose name matches a variable is an error (MindSpore
-    skips it silently, reporting it nowhere).
+    it), a ``str`` entry whose name matches a variable is an error (MindSpore
+    skips it silently, reporting it nowhere), and the warning also names the
+    unused entries (MindSpore logs only the count and names of the variables).
 
     Example (the spec's: one name matches, one variable missing, one extra entry):
+      >>> import warnings
       >>> import numpy as np
       >>> from flax import nnx
       >>> import jax_conv_bpi as jcb
@@ -146,41 +178,67 @@ def load_param_into_net(module, params: Mapping[str, Any], strict_load: bool = F
       ...         self.body = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
       ...         self.head = nnx.Linear(3, 1, use_bias=False, rngs=nnx.Rngs(1))
       >>> net = Net()
-      >>> jcb.load_param_into_net(net, {"body.0.bias": np.ones(3, np.float32), "foo": np.zeros(2)})
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     jcb.load_param_into_net(net, {"body.0.bias": np.ones(3, np.float32), "foo": np.zeros(2)})
       (['body.0.kernel', 'head.kernel'], ['foo'])
+      >>> print(caught[0].message)  # doctest: +ELLIPSIS
+      load_param_into_net: 2 of the module's 3 variables were not loaded (they keep their values): ['body.0.kernel', 'head.kernel']; 1 of the 2 entries of params were not used: ['foo']. ...
       >>> net.body.layers[0].bias[...]
       Array([1., 1., 1.], dtype=float32)
+
+    A checkpoint of a wrapped network, under other names (``strict=True``:
+    every variable must be loaded and every entry used):
+      >>> saved = {"network.layer.0.bias": np.zeros(3, np.float32), "network.layer.0.kernel": np.ones((2, 3)),
+      ...          "network.head.kernel": np.ones((3, 1), np.float32), "global_step": np.array(7)}
+      >>> rename = {"layer.0.bias": "body.0.bias", "layer.0.kernel": "body.0.kernel", "global_step": None}
+      >>> jcb.load_param_into_net(net, saved, strict=True, strip_prefix="network.", name_map=rename)
+      ([], [])
+      >>> float(net.head.kernel[...].sum())
+      3.0
     """
-    _check_module(module, "load_param_into_net")
+    function = "load_param_into_net"
+    _check_module(module, function)
     if not isinstance(params, Mapping):
-        raise TypeError(f"load_param_into_net: params must be a dict of name -> array, got {type(params).__name__}")
-    if not isinstance(strict_load, bool):
-        raise TypeError(f"load_param_into_net: strict_load must be a bool, got {type(strict_load).__name__}")
+        raise TypeError(f"{function}: params must be a dict of name -> array, got {type(params).__name__}")
+    for option, value in (("strict_load", strict_load), ("strict", strict)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{function}: {option} must be a bool, got {type(value).__name__}")
     for key, value in params.items():
         if not isinstance(key, str):
-            raise TypeError(f"load_param_into_net: the names in params must be str, got {type(key).__name__}")
+            raise TypeError(f"{function}: the names in params must be str, got {type(key).__name__}")
         if not (isinstance(value, str) or dtypes.is_array_like(value)):
-            raise TypeError(
-                f"load_param_into_net: params[{key!r}] must be an array or a str, got {type(value).__name__}"
-            )
+            raise TypeError(f"{function}: params[{key!r}] must be an array or a str, got {type(value).__name__}")
     source = getattr(params, "source", "")
     where = f"the checkpoint {source!r}" if source else "params"
+    entries, origin = names.rename(params, function, name_map, strip_prefix, add_prefix, stacklevel=2)
 
     named = named_variables(module)
-    plan: list[tuple[str, Any, str]] = []  # (variable name, variable, params key)
+    plan: list[tuple[str, Any, str]] = []  # (variable name, variable, renamed key)
     param_not_load: list[str] = []
     for name, variable in named:
-        if name in params:
+        if name in entries:
             plan.append((name, variable, name))
         else:
             param_not_load.append(name)
     if param_not_load and not strict_load:
-        plan += _prefix_matches(named, param_not_load, params)
+        found = _prefix_matches(named, param_not_load, entries)
+        if found:
+            prefixes = sorted({key[: -len(name)] for name, _, key in found})
+            names.LOGGER.info("%s: loaded %d variables through the prefix(es) %s", function, len(found), prefixes)
+        plan += found
     used = {key for _, _, key in plan}
-    ckpt_not_load = [key for key in params if key not in used]
+    ckpt_not_load = [origin[key] for key in entries if key not in used]
 
+    if strict and (param_not_load or ckpt_not_load):
+        raise ValueError(
+            f"{function}(strict=True): the module and {where} do not match, nothing was loaded: "
+            f"missing (variables with no entry, {len(param_not_load)}): {names.shown(param_not_load, 20)}; "
+            f"unexpected (entries matching no variable, {len(ckpt_not_load)}): {names.shown(ckpt_not_load, 20)}. "
+            f"{_RENAME_HINT}"
+        )
     values = [
-        _conformed(name, get_value(variable), params[key], key, where, strict_load) for name, variable, key in plan
+        _conformed(name, get_value(variable), entries[key], _entry(key, origin, where), strict_load)
+        for name, variable, key in plan
     ]
     import jax
 
@@ -191,7 +249,39 @@ def load_param_into_net(module, params: Mapping[str, Any], strict_load: bool = F
         elif not isinstance(old, np.ndarray):  # e.g. jax.ShapeDtypeStruct of an nnx.eval_shape module
             value = jax.numpy.asarray(value)
         _set_value(variable, value)
+    if param_not_load or ckpt_not_load:
+        names.notify(_mismatch(function, where, len(named), param_not_load, len(entries), ckpt_not_load), 2)
     return param_not_load, ckpt_not_load
+
+
+_RENAME_HINT = (
+    "If the names differ by a prefix or a renaming, pass strip_prefix=, add_prefix= or name_map= (a dict or a "
+    "function; None drops an entry)"
+)
+
+
+def _entry(key: str, origin: Mapping[str, str], where: str) -> str:
+    """An entry as error messages name it: its name in ``params``, and its new name when renamed."""
+    renamed = "" if origin[key] == key else f" (renamed {key!r})"
+    return f"{origin[key]!r}{renamed} in {where}"
+
+
+def _mismatch(function: str, where: str, n_variables: int, missing: list[str], n_entries: int, unused: list[str]):
+    """The warning's text: what was not loaded, what was not used, and how to fix or silence it."""
+    parts = []
+    if missing:
+        parts.append(
+            f"{len(missing)} of the module's {n_variables} variables were not loaded (they keep their values): "
+            f"{names.shown(missing)}"
+        )
+    else:
+        parts.append(f"all {n_variables} variables of the module were loaded")
+    if unused:
+        parts.append(f"{len(unused)} of the {n_entries} entries of {where} were not used: {names.shown(unused)}")
+    return (
+        f"{function}: {'; '.join(parts)}. {_RENAME_HINT}; strict=True makes a mismatch an error. "
+        "The two lists are the return value (param_not_load, ckpt_not_load)."
+    )
 
 
 def _prefix_matches(named, param_not_load: list[str], params: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
@@ -218,10 +308,9 @@ def _prefix_matches(named, param_not_load: list[str], params: Mapping[str, Any])
     return matches
 
 
-def _conformed(name: str, old, new, key: str, where: str, strict_load: bool) -> np.ndarray:
-    """``new`` as an array of ``old``'s shape and dtype under MindSpore's rules, or a ValueError."""
+def _conformed(name: str, old, new, entry: str, strict_load: bool) -> np.ndarray:
+    """``new`` (the ``entry`` of a checkpoint) as an array of ``old``'s shape and dtype under MindSpore's rules."""
     old_shape, old_dtype = tuple(old.shape), np.dtype(old.dtype)
-    entry = f"{key!r} in {where}"
     if isinstance(new, str):
         raise ValueError(
             f"load_param_into_net: parameter {name!r} of the module ({old_dtype}, shape {old_shape}) "
