@@ -681,9 +681,14 @@ ERRORS = {
     ),
     "op-negative": (_call(output_padding=-1), ValueError, r"'output_padding' must be >= 0"),
     "op-with-same": (
-        _call(padding="SAME", output_padding=1),
+        _call(padding="SAME", output_padding=2),
         ValueError,
-        r"output_padding must be 0 with padding='SAME'",
+        r"output_padding 2 on spatial axis 0 must be < stride 2 with padding 'SAME' .* 9\.\.10 here",
+    ),
+    "op-with-same-lower-3d": (
+        _call(Y3, W3, strides=(1, 3, 2), padding="same_lower", output_padding=(0, 1, 2)),
+        ValueError,
+        r"output_padding 2 on spatial axis 2 must be < stride 2 with padding 'SAME_LOWER'",
     ),
     # counts per rank
     "strides-count-1d": (_call(strides=(2, 2)), ValueError, r"'strides' needs 1 entries .* got 2"),
@@ -698,9 +703,13 @@ ERRORS = {
     "padding-bad-string": (
         _call(padding="FULL"),
         ValueError,
-        r"'padding' as a string must be 'SAME' or 'VALID', got 'FULL'",
+        r"'padding' as a string must be 'SAME', 'SAME_LOWER' or 'VALID', got 'FULL'",
     ),
-    "padding-triple": (_call(padding=[(1, 1, 1)]), TypeError, r"'padding' must be 'SAME', 'VALID', an int or"),
+    "padding-triple": (
+        _call(padding=[(1, 1, 1)]),
+        TypeError,
+        r"'padding' must be 'SAME', 'SAME_LOWER', 'VALID', an int or",
+    ),
     "strides-zero": (_call(strides=0), ValueError, r"every entry of 'strides' must be >= 1, got 0"),
     "strides-float": (_call(strides=2.0), TypeError, r"'strides' must be an int or a sequence of 1 ints"),
     "dilation-zero": (_call(rhs_dilation=(0,)), ValueError, r"every entry of 'rhs_dilation' must be >= 1"),
@@ -732,9 +741,13 @@ ERRORS = {
     "rank-4-spatial": (
         _call(np.ones((1, 4, 2, 2, 2, 2), np.float32), np.ones((4, 2, 1, 1, 1, 1), np.float32)),
         ValueError,
-        r"rank 3, 4 or 5 \(1, 2 or 3 spatial dims\), got y shape \(1, 4, 2, 2, 2, 2\)",
+        r"w must have rank 3, 4 or 5 \(O, I and 1, 2 or 3 spatial dims\), got y shape \(1, 4, 2, 2, 2, 2\)",
     ),
-    "rank-mismatch": (_call(Y1, W3), ValueError, r"got y shape \(1, 4, 5\) and w shape \(4, 2, 2, 2, 2\)"),
+    "rank-mismatch": (
+        _call(Y1, W3),
+        ValueError,
+        r"y must have rank 4 \(unbatched\), 5 .* got y shape \(1, 4, 5\) and w shape \(4, 2, 2, 2, 2\)",
+    ),
     "bad-dimension-numbers": (
         _call(dimension_numbers=("NCHW", "OIHW", "NCHW")),
         ValueError,
@@ -838,8 +851,8 @@ def test_conv_transpose_sizes_are_exactly_the_reachable_sizes(cfg):
         pairs = padding
     for op, shape in by_op.items():
         for a in range(nd):
-            if padding == "SAME":
-                assert op[a] == 0 and shape[a] == y_size[a] * s[a]
+            if padding == "SAME":  # Equinox's rule: the size is y's times the stride, minus output_padding
+                assert op[a] < s[a] and shape[a] == y_size[a] * s[a] - op[a]
             else:
                 assert shape[a] == _formula(y_size[a], k[a], s[a], d[a], *pairs[a], op[a]), (op, a)
 
@@ -928,3 +941,663 @@ def test_eager_call_matches_the_reference():
     case = BY_NAME["3d-s212-asym-op-g2"]  # 3-D, strided, grouped, asymmetric padding, output_padding
     y, w = case.inputs(seed=6)
     assert_close(case.ours(y, w), case.reference(y, w), "eager", rtol=1e-5, scale_atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# 8. What PyTorch, TensorFlow, Keras, Flax and Equinox users reach for: output_size, batch axes,
+#    circular padding, transpose_kernel=False, 'SAME_LOWER' and 'SAME' with output_padding, bias
+# ---------------------------------------------------------------------------
+#
+# ``Ext`` extends ``Case``'s vocabulary. Its oracles are written here from the docstring's definitions:
+# * the float64 NumPy reference in channels-first form (``reference.conv_transpose_nd``, or for circular
+#   padding ``circular_reference`` below: every tap's rows ``q * s + i * d - lo`` taken modulo the size),
+#   with the forward kernel of a ``transpose_kernel=False`` kernel built here (per group O and I swapped,
+#   spatial axes flipped) and the bias added;
+# * where no axis has both a stride and a dilation above 1: ``jax.vjp`` of ``lax.conv_general_dilated``
+#   (of ``jnp.pad(x, pairs, mode="wrap")`` with ``'VALID'`` for circular padding), the string paddings
+#   passed to lax as they are.
+# Sizes: PyTorch's rule for pairs and 'VALID'; ``o * s - output_padding`` for 'SAME' / 'SAME_LOWER'.
+
+
+def circular_reference(y, w, x_spatial, stride, dilation, lows, group):
+    """float64: ``x[n, c, (q * s + i * d - lo) mod size] += y[n, o, q] * w[o, c mod (C_in/g), i]`` per axis."""
+    y = np.asarray(y, np.float64)
+    w = np.asarray(w, np.float64)
+    n, c_out, *out_sp = y.shape
+    _, c_in_g, *kernel = w.shape
+    x = np.zeros((n, group * c_in_g, *x_spatial))
+    cog = c_out // group
+    for gi in range(group):
+        for idx in itertools.product(*(range(k) for k in kernel)):
+            contrib = np.einsum(
+                "no...,oc->nc...",
+                y[:, gi * cog : (gi + 1) * cog],
+                w[gi * cog : (gi + 1) * cog][(slice(None), slice(None), *idx)],
+            )
+            rows = [
+                (np.arange(o) * s + i * d - lo) % size
+                for o, i, s, d, lo, size in zip(out_sp, idx, stride, dilation, lows, x_spatial)
+            ]
+            np.add.at(x, (slice(None), slice(gi * c_in_g, (gi + 1) * c_in_g), *np.ix_(*rows)), contrib)
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Ext:
+    """One call with the new keywords; shapes in the layouts of ``dn``, with ``lead`` batch axes (None: unbatched)."""
+
+    name: str
+    y_sp: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...] | int
+    padding: object
+    output_padding: tuple[int, ...] | int = 0
+    dilation: tuple[int, ...] | int = 1
+    group: int = 1
+    c_out: int = 4  # y's channels
+    c_in: int = 2  # the result's channels
+    batch: int = 2
+    dn: tuple[str, str, str] | None = None
+    lead: tuple[int, ...] | None = ()  # leading batch axes in front of the layout; None: y has no N axis
+    circular: bool = False
+    tk: bool = True  # transpose_kernel
+    by_size: bool = False  # pass output_size (the spatial sizes) instead of output_padding
+    bias: bool = False
+
+    @property
+    def nd(self):
+        return len(self.y_sp)
+
+    s = Case.s
+    d = Case.d
+    op = Case.op
+    specs = Case.specs
+    lax_safe = Case.lax_safe
+
+    @property
+    def features(self) -> set[str]:
+        f = {"circular"} if self.circular else set()
+        f |= {"transpose_kernel"} if not self.tk else set()
+        f |= {"output_size"} if self.by_size else set()
+        f |= {"bias"} if self.bias else set()
+        f |= {"batch_axes"} if self.lead != () else set()
+        if self.padding in ("SAME", "SAME_LOWER", "VALID") and any(self.op):
+            f.add("string_with_output_padding")
+        if self.padding == "SAME_LOWER":
+            f.add("same_lower")
+        return f
+
+    @property
+    def x_sp(self):
+        if self.padding in ("SAME", "SAME_LOWER"):
+            return tuple(o * s - p for o, s, p in zip(self.y_sp, self.s, self.op))
+        return tuple(
+            (o - 1) * s - lo - hi + d * (k - 1) + 1 + p
+            for o, k, s, d, (lo, hi), p in zip(self.y_sp, self.kernel, self.s, self.d, self.forward_pairs, self.op)
+        )
+
+    @property
+    def forward_pairs(self):
+        if self.padding in ("SAME", "SAME_LOWER"):
+            ek = [d * (k - 1) + 1 for k, d in zip(self.kernel, self.d)]
+            return tuple(tuple(p) for p in lax.padtype_to_pads(self.x_sp, ek, self.s, self.padding))
+        if self.padding == "VALID":
+            return ((0, 0),) * self.nd
+        if isinstance(self.padding, int):
+            return ((self.padding, self.padding),) * self.nd
+        return tuple(tuple(p) for p in self.padding)
+
+    def _shape(self, spec, sizes):
+        shape = _layout_shape(spec, sizes)
+        if self.lead is None:
+            return tuple(v for ch, v in zip(spec, shape) if ch != "N")
+        return (*self.lead, *shape)
+
+    @property
+    def shapes(self):
+        """(y, w, x) shapes as passed and returned."""
+        letters = [ch for ch in self.specs[0] if ch not in "NC"]
+        sp = dict(zip(letters, self.y_sp))
+        n = 1 if self.lead is None else self.batch
+        o_i = (self.c_out, self.c_in // self.group) if self.tk else (self.c_in, self.c_out // self.group)
+        w = {"O": o_i[0], "I": o_i[1], **dict(zip(letters, self.kernel))}
+        lhs, rhs, out = self.specs
+        y = self._shape(out, {"N": n, "C": self.c_out, **sp})
+        x = self._shape(lhs, {"N": n, "C": self.c_in, **dict(zip(letters, self.x_sp))})
+        return y, _layout_shape(rhs, w), x
+
+    def kwargs(self) -> dict:
+        kw = dict(rhs_dilation=self.dilation, feature_group_count=self.group)
+        if self.by_size:
+            kw["output_size"] = self.x_sp
+        else:
+            kw["output_padding"] = self.output_padding
+        if self.dn is not None:
+            kw["dimension_numbers"] = self.dn
+        if self.circular:
+            kw["padding_mode"] = "circular"
+        if not self.tk:
+            kw["transpose_kernel"] = False
+        return kw
+
+    def ours(self, y, w, b=None):
+        return jcb.conv_transpose(y, w, self.strides, self.padding, bias=b, **self.kwargs())
+
+    def inputs(self, seed=0, dtype=np.float32):
+        y_shape, w_shape, _ = self.shapes
+        y, w, b = random_arrays(seed, y_shape, w_shape, (self.c_in,), dtype=dtype)
+        return y, w, (b if self.bias else None)
+
+    # -- conversions to and from one channels-first batch axis (jnp: they run inside the oracles too) --
+
+    def _cf(self, spec):
+        sp = "".join(ch for ch in spec if ch not in "NCOI")
+        return ("NC" if "N" in spec else "OI") + sp
+
+    def to_cf(self, a, spec):
+        """An array of ``spec``'s layout (with this case's batch axes) as (N, C, *spatial), one batch axis."""
+        if self.lead is None:
+            a = jnp.expand_dims(a, spec.index("N"))
+        else:
+            a = jnp.reshape(a, (-1, *a.shape[len(self.lead) + 1 :]))  # every layout here has N first
+        return jnp.transpose(a, [spec.index(ch) for ch in self._cf(spec)])
+
+    def y_cf(self, y):
+        return self.to_cf(y, self.specs[2])
+
+    def w_forward_cf(self, w):
+        rhs = self.specs[1]
+        w = jnp.transpose(w, [rhs.index(ch) for ch in self._cf(rhs)])
+        if self.tk:
+            return w
+        g, (o, i, *k) = self.group, w.shape  # O: the result's channels, I: y's per group
+        w = jnp.reshape(jnp.swapaxes(jnp.reshape(w, (g, o // g, i, *k)), 1, 2), (g * i, o // g, *k))
+        return jnp.flip(w, axis=tuple(range(2, 2 + self.nd)))
+
+    def x_from_cf(self, x, b):
+        if b is not None:
+            x = x + jnp.reshape(b, (-1,) + (1,) * self.nd)
+        lhs = self.specs[0]
+        x = jnp.transpose(x, [self._cf(lhs).index(ch) for ch in lhs])
+        if self.lead is None:
+            return jnp.squeeze(x, lhs.index("N"))
+        return jnp.reshape(x, (*self.lead, self.batch, *x.shape[1:]))
+
+    def reference(self, y, w, b=None) -> np.ndarray:
+        yc, wc = np.asarray(self.y_cf(y), np.float64), np.asarray(self.w_forward_cf(w), np.float64)
+        if self.circular:
+            lows = [lo for lo, _ in self.forward_pairs]
+            x = circular_reference(yc, wc, self.x_sp, self.s, self.d, lows, self.group)
+        else:
+            x = reference.conv_transpose_nd(yc, wc, self.x_sp, self.s, self.d, self.forward_pairs, self.group)
+        with enable_x64(True):
+            b64 = None if b is None else np.asarray(b, np.float64)
+            return np.asarray(self.x_from_cf(jnp.asarray(x), b64))
+
+    def lax_vjp(self, y, w, b=None):
+        """The VJP of lax's forward convolution (of the wrap-padded input for circular padding), sliced to y."""
+        yc, wc = self.y_cf(y), self.w_forward_cf(w)
+        pad = self.padding if isinstance(self.padding, str) else self.forward_pairs
+
+        def fwd(x):
+            if self.circular:
+                x = jnp.pad(x, [(0, 0), (0, 0), *self.forward_pairs], mode="wrap")
+            out = lax.conv_general_dilated(
+                x,
+                wc,
+                self.s,
+                "VALID" if self.circular else pad,
+                rhs_dilation=self.d,
+                feature_group_count=self.group,
+                precision=HIGHEST,
+            )
+            return out[(slice(None), slice(None), *(slice(0, o) for o in self.y_sp))]
+
+        x0 = jnp.zeros((yc.shape[0], self.c_in, *self.x_sp), yc.dtype)
+        return self.x_from_cf(jax.vjp(fwd, x0)[1](yc)[0], b)
+
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+EXT = [
+    # output_size (PyTorch's output_size, TensorFlow's output_shape)
+    Ext("size-1d-s3-pairs-g2", (4,), (3,), 3, [(1, 0)], output_padding=2, group=2, by_size=True),
+    Ext("size-1d-s2-d2-ref", (3,), (3,), 2, [(1, 1)], output_padding=1, dilation=2, by_size=True),
+    Ext("size-2d-same-nhwc", (3, 4), (3, 2), (2, 3), "SAME", output_padding=(1, 2), dn=NHWC, by_size=True),
+    Ext(
+        "size-3d-valid-cropped",
+        (2, 2, 3),
+        (2, 2, 2),
+        1,
+        "VALID",
+        output_padding=(1, 0, 1),
+        dilation=(2, 1, 2),
+        by_size=True,
+    ),
+    # leading batch axes, or none
+    Ext("batch-1d-unbatched", (5,), (3,), 2, 1, output_padding=1, lead=None),
+    Ext("batch-1d-two-axes-last", (4,), (2,), 3, "VALID", lead=(2, 3), dn=channels_last(1)),
+    Ext("batch-2d-unbatched-nhwc-g2", (3, 3), (2, 3), 2, [(0, 1), (1, 0)], lead=None, dn=NHWC, group=2),
+    Ext("batch-2d-one-axis", (3, 2), (3, 3), 1, "SAME", lead=(3,)),
+    Ext("batch-3d-unbatched", (2, 2, 2), (2, 2, 2), 2, "VALID", lead=None),
+    Ext("batch-3d-two-axes-last", (2, 2, 3), (2, 2, 2), (1, 2, 1), 1, lead=(2, 1), dn=channels_last(3)),
+    # circular padding
+    Ext("circ-1d-same-s2-k4", (5,), (4,), 2, "SAME", circular=True),
+    Ext("circ-1d-lo-above-size-g2", (4,), (3,), 2, [(6, 1)], output_padding=1, group=2, circular=True),
+    Ext("circ-1d-s2-d3-cropped-ref", (4,), (2,), 2, [(1, 1)], output_padding=2, dilation=3, circular=True),
+    Ext("circ-2d-same-lower-nhwc", (3, 4), (3, 4), (2, 1), "SAME_LOWER", output_padding=(1, 0), dn=NHWC, circular=True),
+    Ext("circ-2d-valid", (3, 3), (2, 3), (1, 2), "VALID", circular=True),
+    Ext(
+        "circ-3d-pairs-g2",
+        (2, 3, 2),
+        (3, 2, 2),
+        (2, 1, 2),
+        [(1, 1), (0, 1), (2, 0)],
+        output_padding=(1, 0, 0),
+        group=2,
+        circular=True,
+    ),
+    Ext("circ-3d-same-s2-d2-ref", (2, 2, 2), (2, 2, 2), 2, "SAME", dilation=2, circular=True),
+    # transpose_kernel=False
+    Ext("tk-1d-same-g2", (5,), (3,), 2, "SAME", group=2, tk=False),
+    Ext("tk-1d-s2-d2-g2-ref", (4,), (3,), 2, [(1, 1)], dilation=2, group=2, tk=False),
+    Ext("tk-2d-nhwc-pairs", (3, 4), (3, 2), (2, 1), [(1, 0), (0, 1)], output_padding=(1, 0), dn=NHWC, tk=False),
+    Ext("tk-3d-valid-d-g2", (2, 3, 2), (2, 2, 2), 1, "VALID", dilation=(1, 2, 1), group=2, tk=False),
+    # 'SAME_LOWER', and the strings with output_padding
+    Ext("same-1d-op1-k4", (5,), (4,), 2, "SAME", output_padding=1),
+    Ext("same-lower-1d-op2-g2", (4,), (3,), 3, "SAME_LOWER", output_padding=2, group=2),
+    Ext("same-1d-s2-d2-op1-ref", (4,), (3,), 2, "SAME", output_padding=1, dilation=2),
+    Ext("same-lower-2d-nhwc", (3, 2), (2, 4), (2, 3), "SAME_LOWER", output_padding=(1, 1), dn=NHWC),
+    Ext("valid-2d-op", (3, 3), (2, 3), 2, "VALID", output_padding=(1, 1)),
+    Ext("same-3d-op", (2, 2, 2), (3, 2, 3), (2, 2, 1), "SAME", output_padding=(1, 1, 0)),
+    Ext("same-lower-3d-d2", (2, 3, 2), (2, 2, 3), 1, "SAME_LOWER", dilation=(2, 1, 1)),
+    # bias
+    Ext("bias-1d-last", (5,), (3,), 2, 1, dn=channels_last(1), bias=True),
+    Ext(
+        "bias-2d-mixed-layout",
+        (3, 2),
+        (2, 3),
+        (1, 2),
+        [(1, 0), (0, 2)],
+        output_padding=(0, 1),
+        dn=("NHWC", "OIHW", "NCHW"),
+        bias=True,
+    ),
+    Ext("bias-3d-g2", (2, 2, 3), (2, 3, 2), (2, 1, 1), 1, output_padding=(1, 0, 0), group=2, bias=True),
+    # everything at once
+    Ext(
+        "all-1d",
+        (4,),
+        (3,),
+        2,
+        "SAME_LOWER",
+        output_padding=1,
+        group=2,
+        lead=None,
+        circular=True,
+        tk=False,
+        by_size=True,
+        bias=True,
+        dn=channels_last(1),
+    ),
+    Ext(
+        "all-2d",
+        (3, 2),
+        (2, 3),
+        (2, 1),
+        "SAME",
+        output_padding=(1, 0),
+        group=2,
+        lead=(2,),
+        circular=True,
+        tk=False,
+        by_size=True,
+        bias=True,
+        dn=NHWC,
+    ),
+    Ext(
+        "all-3d",
+        (2, 2, 2),
+        (2, 2, 2),
+        (1, 2, 1),
+        [(1, 0), (0, 1), (1, 1)],
+        output_padding=(0, 1, 0),
+        lead=(2, 1),
+        circular=True,
+        tk=False,
+        by_size=True,
+        bias=True,
+    ),
+]
+EXT_BY_NAME = {c.name: c for c in EXT}
+FEATURES = (
+    "output_size",
+    "batch_axes",
+    "circular",
+    "transpose_kernel",
+    "same_lower",
+    "string_with_output_padding",
+    "bias",
+)
+
+
+def test_ext_covers_every_feature_in_every_rank():
+    assert len(EXT_BY_NAME) == len(EXT)
+    for feature in FEATURES:
+        for nd in (1, 2, 3):
+            assert any(feature in c.features and c.nd == nd for c in EXT), (feature, nd)
+            assert any(feature in c.features and c.nd == nd and c.lax_safe for c in EXT), (feature, nd, "lax")
+    for c in EXT:
+        assert min(c.x_sp) >= 1, c.name
+        if c.lead is None:
+            assert len(c.shapes[0]) == c.nd + 1, c.name
+        if c.padding in ("SAME", "SAME_LOWER"):  # the sizes whose 'SAME' forward gives y's size back
+            assert all(-(-x // s) == o for x, s, o in zip(c.x_sp, c.s, c.y_sp)), c.name
+    assert any(not c.lax_safe for c in EXT if c.circular) and any(not c.lax_safe for c in EXT if not c.tk)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in EXT])
+def test_ext_float32(case):
+    """Shape and values against the float64 reference and, where safe, lax's VJP; NumPy and JAX inputs."""
+    y, w, b = case.inputs(seed=len(case.name))
+    fns = {"ours": case.ours, **({"vjp": case.lax_vjp} if case.lax_safe else {})}
+    got = compile_and_run(lambda y, w, b: {k: f(y, w, b) for k, f in fns.items()}, y, w, b)
+    want = case.reference(y, w, b)
+    assert got["ours"].shape == case.shapes[2] == want.shape
+    assert np.max(np.abs(want)) > 0
+    assert_close(got["ours"], want, "ours vs reference", rtol=1e-5, scale_atol=1e-5)
+    if "vjp" in got:
+        assert_close(got["vjp"], want, "lax's vjp vs reference (the oracle itself)", rtol=1e-5, scale_atol=1e-5)
+    eager = case.ours(y, w, b)  # NumPy arrays, eagerly
+    assert isinstance(eager, jax.Array)
+    assert_close(eager, want, "eager, NumPy inputs", rtol=1e-5, scale_atol=1e-5)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_ext_float64(nd):
+    cases = [c for c in EXT if c.nd == nd]
+    with enable_x64(True):
+        args = [c.inputs(seed=3, dtype=np.float64) for c in cases]
+        got = compile_and_run(lambda args: [c.ours(*a) for c, a in zip(cases, args)], args)
+        for c, a, g in zip(cases, args, got):
+            assert g.dtype == np.float64, c.name
+            assert_close(g, c.reference(*a), c.name, rtol=1e-12, scale_atol=1e-12)
+    assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_circular_is_the_adjoint_of_the_circularly_padded_forward(nd):
+    """<conv_transpose(y), x> == <y, conv(wrap_pad(x))> in float64 NumPy, strided + dilated cases included."""
+    cases = [c for c in EXT if c.circular and c.nd == nd]
+    assert cases
+    for c in cases:
+        y, w, _ = c.inputs(seed=11)
+        (x,) = random_arrays(12, c.shapes[2])
+        with enable_x64(True):
+            ours = np.asarray(c.ours(y.astype(np.float64), w.astype(np.float64)))
+            xc = np.asarray(c.to_cf(jnp.asarray(x), c.specs[0]))
+            wc = np.asarray(c.w_forward_cf(jnp.asarray(w, jnp.float64)))
+            yc = np.asarray(c.y_cf(jnp.asarray(y, jnp.float64)))
+        padded = np.pad(xc, [(0, 0), (0, 0), *c.forward_pairs], mode="wrap")
+        fwd = reference.conv_nd(padded, wc, c.s, c.d, ((0, 0),) * nd, c.group)
+        fwd = fwd[(slice(None), slice(None), *(slice(0, o) for o in c.y_sp))]
+        lhs, rhs = float(np.vdot(ours, x)), float(np.vdot(yc, fwd))
+        assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(rhs)), (c.name, lhs, rhs)
+
+
+def _lax_ct_any(y, w, s, pad, d, dn, tk):
+    return lax.conv_transpose(
+        y, w, s, pad, rhs_dilation=d, dimension_numbers=dn, transpose_kernel=tk, precision=HIGHEST
+    )
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_transpose_kernel_false_equals_lax_conv_transpose(nd):
+    """lax's own transpose_kernel=False ('SAME' always, 'VALID' where every extent reaches the stride); groups: vjp."""
+    combos = [
+        (kd, y_sp, dn, pad)
+        for kd, y_sp, dn in LAX_CT[nd]
+        for pad in ("SAME", "VALID")
+        if pad == "SAME" or all(_extent(k, d) >= s for k, s, d in zip(*kd))
+    ]
+    args = []
+    for i, ((k, _, _), y_sp, dn, _) in enumerate(combos):
+        sizes_y = {"N": 2, "C": 3, **dict(zip(SPATIAL[nd], y_sp))}
+        sizes_w = {"O": 2, "I": 3, **dict(zip(SPATIAL[nd], k))}  # I: y's channels
+        args.append(random_arrays(i, _layout_shape(dn[2], sizes_y), _layout_shape(dn[1], sizes_w), dtype=np.float32))
+
+    def run(args):
+        out = []
+        for ((_, s, d), _, dn, pad), (y, w) in zip(combos, args):
+            ours = jcb.conv_transpose(y, w, s, pad, rhs_dilation=d, dimension_numbers=dn, transpose_kernel=False)
+            out.append((ours, _lax_ct_any(y, w, s, pad, d, dn, False)))
+        return out
+
+    for (kd, _, dn, pad), (ours, theirs) in zip(combos, compile_and_run(run, args)):
+        assert_close(ours, theirs, f"{pad} {kd} {dn}", rtol=1e-5, scale_atol=1e-5)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_keras_same_with_output_padding_is_same_with_that_output_size(nd):
+    """Keras' rule (its size ``(o - 1) * s + ek % 2 + q`` and the JAX backend's lax.conv_transpose padding).
+
+    Keras passes ``left = min(ceil(L / 2), ek - 1)``, ``right = L - left`` with ``L = ek + ek % 2 - 2 + q`` to
+    ``lax.conv_transpose(..., transpose_kernel=True)``; where its size is above ``(o - 1) * s`` that is
+    ``'SAME'`` with ``output_size`` here, and for an even extent with ``q = 0`` the pairs ``(ek // 2, ek // 2)``.
+    """
+    rng = np.random.default_rng(nd)
+    checked = 0
+    for k, s, q in itertools.product((1, 2, 3, 4, 5), (1, 2, 3), (0, 1, 2)):
+        if q >= s:
+            continue
+        ks, ss, qs = (k,) * nd, tuple([s] + [1] * (nd - 1)), (q,) + (0,) * (nd - 1)
+        y_sp = (3,) * nd
+        y = rng.standard_normal((1, 2, *y_sp)).astype(np.float32)
+        w = rng.standard_normal((2, 3, *ks)).astype(np.float32)
+        pads = []
+        for kk, qa in zip(ks, qs):
+            length = kk + kk % 2 - 2 + qa
+            left = min(length // 2 + length % 2, kk - 1)
+            pads.append((left, length - left))
+        theirs = lax.conv_transpose(
+            y, w, ss, pads, transpose_kernel=True, dimension_numbers=channels_first(nd), precision=HIGHEST
+        )
+        sizes = [(o - 1) * sa + kk % 2 + qa for o, kk, sa, qa in zip(y_sp, ks, ss, qs)]
+        assert list(theirs.shape[2:]) == sizes  # keras' deconv_output_length
+        same = [n > (o - 1) * sa for n, o, sa in zip(sizes, y_sp, ss)]
+        if all(same):
+            ours = jcb.conv_transpose(y, w, ss, "SAME", output_size=sizes)
+        else:  # per axis: lax's 'SAME' pairs for that size, or (ek // 2, ek // 2)
+            lax_same = lax.padtype_to_pads(sizes, ks, ss, "SAME")
+            pairs = [tuple(p) if ok else (kk // 2, kk // 2) for ok, p, kk in zip(same, lax_same, ks)]
+            ours = jcb.conv_transpose(y, w, ss, pairs, output_size=sizes)
+        assert_close(ours, theirs, f"k {k} s {s} q {q}", rtol=1e-5, scale_atol=1e-5)
+        checked += 1
+    assert checked > 20
+
+
+def test_output_size_takes_the_full_result_shape():
+    """PyTorch and TensorFlow also take the whole shape: its batch and channel entries must be the result's."""
+    case = EXT_BY_NAME["batch-3d-two-axes-last"]  # (B1, B2, N, D, H, W, C)
+    y, w, _ = case.inputs()
+    full = case.shapes[2]
+    got = jcb.conv_transpose(y, w, case.strides, case.padding, output_size=full, dimension_numbers=case.dn)
+    assert_close(got, case.reference(y, w), "full shape", rtol=1e-5, scale_atol=1e-5)
+    unbatched = EXT_BY_NAME["batch-2d-unbatched-nhwc-g2"]  # (H, W, C)
+    y, w, _ = unbatched.inputs()
+    kw = dict(dimension_numbers=unbatched.dn, feature_group_count=2)
+    got = jcb.conv_transpose(y, w, unbatched.strides, unbatched.padding, output_size=unbatched.shapes[2], **kw)
+    assert got.shape == unbatched.shapes[2]
+    bad = (*full[:-1], full[-1] + 1)
+    with pytest.raises(ValueError, match=r"output_size .* must keep its batch and channel entries: the result is"):
+        jcb.conv_transpose(
+            y := case.inputs()[0],
+            case.inputs()[1],
+            case.strides,
+            case.padding,
+            output_size=bad,
+            dimension_numbers=case.dn,
+        )
+    assert y.shape[-1] == case.c_out
+
+
+EXT_ERRORS = {
+    "size-unreachable": (
+        _call(np.ones((1, 4, 16), np.float32), np.ones((4, 2, 3), np.float32), 2, [(1, 1)], output_size=(33,)),
+        ValueError,
+        r"output_size \(33,\) is not reachable on spatial axis 0: .* give sizes 31\.\.32, got 33; reachable per "
+        r"spatial axis: axis 0: 31\.\.32",
+    ),
+    "size-unreachable-3d-lists-every-axis": (
+        _call(Y3, W3, (2, 1, 3), "SAME", output_size=(4, 2, 7)),
+        ValueError,
+        r"not reachable on spatial axis 2: .* 'SAME' give sizes 4\.\.6, got 7; reachable per spatial axis: axis 0: "
+        r"3\.\.4, axis 1: 2\.\.2, axis 2: 4\.\.6",
+    ),
+    "size-and-output-padding": (
+        _call(output_size=(11,), output_padding=1),
+        ValueError,
+        r"pass output_size or output_padding, not both",
+    ),
+    "size-count": (_call(output_size=(11, 11)), ValueError, r"'output_size' needs 1 entries .* or 3 .* got 2"),
+    "size-float": (_call(output_size=(11.0,)), TypeError, r"'output_size' must be None, 1 ints"),
+    "padding-mode": (_call(padding_mode="reflect"), ValueError, r"'padding_mode' must be one of \('zeros', 'circular'"),
+    "padding-mode-type": (_call(padding_mode=None), ValueError, r"'padding_mode' must be one of"),
+    "transpose-kernel-type": (_call(transpose_kernel=1), TypeError, r"'transpose_kernel' must be a Python bool"),
+    "bias-shape": (
+        _call(bias=np.ones((4,), np.float32)),
+        ValueError,
+        r"'bias' must have shape \(2,\), one entry per channel of the result .* got shape \(4,\)",
+    ),
+    "bias-list": (_call(bias=[0.0, 0.0]), TypeError, r"'bias' must be a JAX or NumPy array"),
+    "bias-dtype": (_call(bias=np.ones((2,), np.float16)), TypeError, r"'y' and 'bias' must have the same dtype"),
+    "tk-false-channels": (
+        _call(w=np.ones((3, 2, 3), np.float32), transpose_kernel=False),
+        ValueError,
+        r"y has 4 channels but w's I axis 2 times feature_group_count 1 is 2; with transpose_kernel=False",
+    ),
+    "tk-false-groups": (
+        _call(w=np.ones((3, 2, 3), np.float32), transpose_kernel=False, feature_group_count=2),
+        ValueError,
+        r"feature_group_count=2 must divide w's O axis 3 \(the result's channels with transpose_kernel=False\)",
+    ),
+    "y-rank-below-unbatched": (
+        _call(y=np.ones((5,), np.float32)),
+        ValueError,
+        r"y must have rank 2 \(unbatched\), 3 \(the layout's axes\) or more",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXT_ERRORS))
+def test_errors_of_the_new_arguments(name):
+    fn, exc, pattern = EXT_ERRORS[name]
+    with pytest.raises(exc, match=pattern) as info:
+        fn()
+    assert str(info.value).startswith("conv_transpose: "), str(info.value)
+
+
+# issue 30 item 5: a mismatch of y's channels and w's O axis says which layout or convention fits.
+HINTS = {
+    "channels-last-y-and-hwio-kernel": (
+        np.ones((2, 5, 5, 8), np.float32),  # NHWC
+        np.ones((3, 3, 4, 8), np.float32),  # HWIO, O = 8
+        {},
+        r"y has 5 channels but w has 3 output channels \(O\).*the shapes fit "
+        r"dimension_numbers=\('NHWC', 'HWIO', 'NHWC'\)",
+    ),
+    "hwio-kernel-only": (
+        np.ones((2, 8, 5, 5), np.float32),  # NCHW
+        np.ones((3, 3, 4, 8), np.float32),  # HWIO
+        {},
+        r"the shapes fit dimension_numbers=\('NCHW', 'HWIO', 'NCHW'\)",
+    ),
+    "channels-last-3d": (
+        np.ones((1, 4, 4, 4, 6), np.float32),
+        np.ones((2, 2, 2, 3, 6), np.float32),
+        {},
+        r"dimension_numbers=\('NDHWC', 'DHWIO', 'NDHWC'\)",
+    ),
+    "the-I-axis-matches": (
+        np.ones((2, 8, 5, 5), np.float32),
+        np.ones((4, 8, 3, 3), np.float32),  # OIHW with I = y's channels: lax's transpose_kernel=False layout
+        {},
+        r"y has 8 channels but w has 4 output channels \(O\).*w's I axis matches y's channels: .* pass "
+        r"transpose_kernel=False",
+    ),
+    "the-O-axis-matches": (
+        np.ones((2, 8, 5, 5), np.float32),
+        np.ones((8, 4, 3, 3), np.float32),
+        {"transpose_kernel": False},
+        r"w's I axis 4 times feature_group_count 1 is 4.*w's O axis matches y's channels: .* pass "
+        r"transpose_kernel=True",
+    ),
+    "nothing-fits": (np.ones((1, 5, 7), np.float32), np.ones((3, 2, 3), np.float32), {}, r"\)$"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HINTS))
+def test_channel_mismatch_suggests_what_fits(name):
+    y, w, kw, pattern = HINTS[name]
+    with pytest.raises(ValueError, match=pattern) as info:
+        jcb.conv_transpose(y, w, 2, "SAME", **kw)
+    msg = str(info.value)
+    if name == "nothing-fits":
+        assert "fit" not in msg and "transpose_kernel" not in msg, msg
+        return
+    # The suggestion works: the same call with it succeeds.
+    m = re.search(r"dimension_numbers=(\([^)]*\))(, transpose_kernel=(\w+))?", msg)
+    if m:
+        kw = {**kw, "dimension_numbers": eval(m[1])}  # noqa: S307 - a tuple of str literals from our message
+        if m[3]:
+            kw["transpose_kernel"] = m[3] == "True"
+    else:
+        kw = {**kw, "transpose_kernel": "transpose_kernel=True" in msg}
+    assert jcb.conv_transpose(y, w, 2, "SAME", **kw).ndim == y.ndim
+
+
+def test_new_arguments_are_static_under_jit_and_bias_is_traced():
+    case = EXT_BY_NAME["all-2d"]
+    y, w, b = case.inputs(seed=5)
+    f = functools.partial(jcb.conv_transpose, strides=case.strides, padding=case.padding, **case.kwargs())
+    jaxpr = jax.make_jaxpr(lambda y, w, b: f(y, w, bias=b))(y, w, b)
+    assert [v.aval.shape for v in jaxpr.jaxpr.invars] == [y.shape, w.shape, b.shape]
+    names = (
+        "strides",
+        "padding",
+        "output_size",
+        "transpose_kernel",
+        "padding_mode",
+        "feature_group_count",
+        "rhs_dilation",
+    )
+    jitted = jax.jit(jcb.conv_transpose, static_argnames=(*names, "dimension_numbers"))
+    kw = case.kwargs()
+    got = jitted(y, w, strides=case.strides, padding=case.padding, bias=b, **kw)
+    assert_close(got, case.reference(y, w, b), "static_argnames", rtol=1e-5, scale_atol=1e-5)
+    with pytest.raises(TypeError, match="'transpose_kernel' must be a Python bool"):
+        jax.jit(lambda y, w, t: jcb.conv_transpose(y, w, 2, "SAME", transpose_kernel=t))(y, w, False)
+
+
+def test_half_precision_rounds_once_with_the_bias_and_the_fold():
+    """bfloat16 with circular padding and a bias: the float32 result of the exact inputs, rounded once."""
+    case = EXT_BY_NAME["all-1d"]
+    y, w, b = (a.astype(jnp.bfloat16) for a in case.inputs(seed=8))
+    got = case.ours(y, w, b)
+    assert got.dtype == jnp.bfloat16
+    want = case.reference(*(np.asarray(a, np.float32) for a in (y, w, b)))
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(jnp.asarray(want, jnp.bfloat16), np.float32))
+
+
+def test_conv_transpose_sizes_same_lower_and_same():
+    """'SAME' and 'SAME_LOWER': the sizes whose forward 'SAME' convolution has y's size, o * s - output_padding."""
+    for pad in ("SAME", "SAME_LOWER"):
+        ranges = jcb.conv_transpose_sizes((3, 2), (3, 2), (2, 3), pad)
+        assert [list(r) for r in ranges] == [[5, 6], [4, 5, 6]]
+        y = jax.ShapeDtypeStruct((1, 2, 3, 2), jnp.float32)
+        w = jax.ShapeDtypeStruct((2, 1, 3, 2), jnp.float32)
+        for op in itertools.product(range(2), range(3)):
+            out = jax.eval_shape(
+                lambda y, w, op=op, pad=pad: jcb.conv_transpose(y, w, (2, 3), pad, output_padding=op), y, w
+            )
+            assert out.shape[2:] == (6 - op[0], 6 - op[1])
+            assert all(-(-n // s) == o for n, s, o in zip(out.shape[2:], (2, 3), (3, 2)))

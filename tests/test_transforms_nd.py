@@ -393,3 +393,260 @@ def test_dtypes_against_the_float64_reference(dtype):
             err = np.max(np.abs(np.asarray(g, np.float64) - want)) / np.max(np.abs(want))
             assert err <= DTYPES[dtype], (c.name, dtype, err)
     assert not jax.config.jax_enable_x64
+
+
+# ---------------------------------------------------------------------------
+# The keywords users of PyTorch, TensorFlow, Flax and Equinox reach for, under every transformation
+# ---------------------------------------------------------------------------
+#
+# Each case combines several of output_size, leading batch axes (or none), circular padding,
+# transpose_kernel=False, 'SAME_LOWER' / 'SAME' with an output size, and a bias (a traced array).
+# The oracle is jax.vjp of lax.conv_general_dilated (of jnp.pad(x, pairs, mode="wrap") with 'VALID'
+# for circular padding) on channels-first arrays, the forward kernel of a transpose_kernel=False kernel
+# built here (per group O and I swapped, spatial axes flipped), plus the bias; sizes and padding pairs
+# are written out per case (lax's own 'SAME' / 'SAME_LOWER' pairs via lax.padtype_to_pads).
+
+
+@dataclasses.dataclass(frozen=True)
+class KwCase:
+    """One call; ``y_cf``/``x_sp`` channels-first with one batch axis, ``lead`` leading batch axes (None: unbatched)."""
+
+    name: str
+    y_cf: tuple[int, ...]  # (N, C_y, *spatial)
+    kernel: tuple[int, ...]
+    c_x: int
+    strides: tuple[int, ...]
+    padding: object  # 'SAME', 'SAME_LOWER' or pairs
+    x_sp: tuple[int, ...]  # the result's spatial size, passed as output_size
+    group: int = 1
+    lead: tuple[int, ...] | None = ()
+    channels_last: bool = False
+    circular: bool = False
+    tk: bool = True
+
+    @property
+    def nd(self):
+        return len(self.kernel)
+
+    @property
+    def sp(self):
+        return "DHW"[3 - self.nd :]
+
+    @property
+    def dn(self):
+        if self.channels_last:
+            return ("N" + self.sp + "C", self.sp + "IO", "N" + self.sp + "C")
+        return ("NC" + self.sp, "OI" + self.sp, "NC" + self.sp)
+
+    @property
+    def pairs(self):
+        if isinstance(self.padding, str):
+            ek = [k for k in self.kernel]  # no dilation in these cases
+            return tuple(tuple(p) for p in lax.padtype_to_pads(self.x_sp, ek, self.strides, self.padding))
+        return tuple(self.padding)
+
+    def _from_cf_shape(self, cf):
+        n, c, *sp = cf
+        layout = (n, *sp, c) if self.channels_last else (n, c, *sp)
+        return layout[1:] if self.lead is None else (*self.lead, *layout)
+
+    @property
+    def y_shape(self):
+        return self._from_cf_shape(self.y_cf)
+
+    @property
+    def x_shape(self):
+        return self._from_cf_shape((self.y_cf[0], self.c_x, *self.x_sp))
+
+    @property
+    def w_shape(self):
+        o, i = (self.y_cf[1], self.c_x // self.group) if self.tk else (self.c_x, self.y_cf[1] // self.group)
+        return (*self.kernel, i, o) if self.channels_last else (o, i, *self.kernel)
+
+    def ours(self, y, w, b):
+        return jcb.conv_transpose(
+            y,
+            w,
+            self.strides,
+            self.padding,
+            output_size=self.x_sp,
+            feature_group_count=self.group,
+            dimension_numbers=self.dn if self.channels_last else None,
+            transpose_kernel=self.tk,
+            padding_mode="circular" if self.circular else "zeros",
+            bias=b,
+        )
+
+    def _to_cf(self, a):
+        a = jnp.expand_dims(a, 0) if self.lead is None else jnp.reshape(a, (-1, *a.shape[len(self.lead) + 1 :]))
+        return jnp.moveaxis(a, -1, 1) if self.channels_last else a
+
+    def _from_cf(self, a):
+        a = jnp.moveaxis(a, 1, -1) if self.channels_last else a
+        return a[0] if self.lead is None else jnp.reshape(a, (*self.lead, self.y_cf[0], *a.shape[1:]))
+
+    def lax_op(self, y, w, b):
+        yc = self._to_cf(y)
+        wc = jnp.transpose(w, (self.nd + 1, self.nd, *range(self.nd))) if self.channels_last else w
+        if not self.tk:  # (C_x, C_y / g, *k) -> per group swapped and flipped: (C_y, C_x / g, *k)
+            g, (o, i, *k) = self.group, wc.shape
+            wc = jnp.reshape(jnp.swapaxes(jnp.reshape(wc, (g, o // g, i, *k)), 1, 2), (g * i, o // g, *k))
+            wc = jnp.flip(wc, axis=tuple(range(2, 2 + self.nd)))
+
+        def fwd(x):
+            pad = self.padding if isinstance(self.padding, str) else self.pairs
+            if self.circular:
+                x, pad = jnp.pad(x, [(0, 0), (0, 0), *self.pairs], mode="wrap"), "VALID"
+            out = lax.conv_general_dilated(x, wc, self.strides, pad, feature_group_count=self.group, precision=HIGHEST)
+            return out[(slice(None), slice(None), *(slice(0, o) for o in self.y_cf[2:]))]
+
+        x0 = jnp.zeros((yc.shape[0], self.c_x, *self.x_sp), yc.dtype)
+        x = jax.vjp(fwd, x0)[1](yc)[0] + jnp.reshape(b, (-1,) + (1,) * self.nd)
+        return self._from_cf(x)
+
+    def inputs(self, seed=0, dtype=np.float32):
+        """y, w, b and a result-shaped weight c for the scalar loss."""
+        return random_arrays(seed, self.y_shape, self.w_shape, (self.c_x,), self.x_shape, dtype=dtype)
+
+
+KW_CASES = [
+    # unbatched, circular 'SAME_LOWER' of size 9 (output_padding 1), transpose_kernel=False, groups, channels-last
+    KwCase(
+        "1d-unbatched-circ-same-lower-tk-g2",
+        (1, 4, 5),
+        (4,),
+        2,
+        (2,),
+        "SAME_LOWER",
+        (9,),
+        group=2,
+        lead=None,
+        channels_last=True,
+        circular=True,
+        tk=False,
+    ),
+    # two leading batch axes, NHWC, 'SAME' with an output size below o * s, zero padding
+    KwCase(
+        "2d-two-batch-axes-nhwc-same-size",
+        (2, 3, 3, 2),
+        (3, 2),
+        4,
+        (2, 3),
+        "SAME",
+        (5, 5),
+        lead=(2,),
+        channels_last=True,
+    ),
+    # 3-D circular with pairs (lo above the size on one axis), transpose_kernel=False, groups, a batch axis
+    KwCase(
+        "3d-circ-pairs-tk-g2",
+        (1, 4, 2, 3, 2),
+        (2, 2, 3),
+        2,
+        (2, 1, 2),
+        ((1, 0), (0, 1), (3, 2)),
+        (3, 3, 1),
+        group=2,
+        lead=(2,),
+        circular=True,
+        tk=False,
+    ),
+]
+
+
+def test_kw_cases_are_what_they_claim():
+    for c in KW_CASES:
+        for x, o, k, s, (lo, hi) in zip(c.x_sp, c.y_cf[2:], c.kernel, c.strides, c.pairs):
+            assert reference.output_size(x, k, s, 1, lo, hi) == o, c.name  # the size gives y back
+    assert {c.nd for c in KW_CASES} == {1, 2, 3}
+    assert any(c.lead is None for c in KW_CASES) and any(c.lead for c in KW_CASES)
+    assert any(c.circular for c in KW_CASES) and any(not c.tk for c in KW_CASES)
+    assert any(lo >= x for c in KW_CASES for x, (lo, _) in zip(c.x_sp, c.pairs))  # a circular shift past the size
+
+
+def _kw_loss(op, c):
+    return lambda y, w, b: jnp.sum(jnp.sin(op(y, w, b)) * c)
+
+
+def kw_jit(op, case, y, w, b, c):
+    return jax.jit(op)(y, w, b)
+
+
+def kw_grads_12(op, case, y, w, b, c):
+    g1 = jax.grad(_kw_loss(op, c), argnums=(0, 1, 2))
+    v = random_arrays(3, case.y_shape, case.w_shape, (case.c_x,), dtype=np.float32)
+    g2 = jax.grad(lambda a, bb, cc: _vdot(g1(a, bb, cc), v), argnums=(0, 1, 2))
+    return g1(y, w, b), g2(y, w, b)
+
+
+def kw_jvp(op, case, y, w, b, c):
+    t = tuple(random_arrays(7, case.y_shape, case.w_shape, (case.c_x,), dtype=np.float32))
+    return jax.jvp(op, (y, w, b), t), jax.jvp(_kw_loss(op, c), (y, w, b), t)
+
+
+def kw_vmap(op, case, y, w, b, c):
+    ys, ws, bs = (jnp.stack([a, 2 * a + 1]) for a in (y, w, b))
+    return (
+        jax.vmap(op, in_axes=(0, None, None))(ys, w, b),
+        jax.vmap(op, in_axes=(None, 0, 0))(y, ws, bs),
+        jax.vmap(op, in_axes=(0, 0, None))(ys, ws, b),
+    )
+
+
+KW_TRANSFORMS = {f.__name__[3:]: f for f in (kw_jit, kw_grads_12, kw_jvp, kw_vmap)}
+
+
+@pytest.mark.parametrize("name", list(KW_TRANSFORMS))
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in KW_CASES])
+def test_new_keywords_under_transformations_match_lax_autodiff(case, name):
+    y, w, b, c = case.inputs()
+    fn = KW_TRANSFORMS[name]
+    got = compile_and_run(lambda y, w, b: fn(case.ours, case, y, w, b, c), y, w, b)
+    want = compile_and_run(lambda y, w, b: fn(case.lax_op, case, y, w, b, c), y, w, b)
+    assert all(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(want)), "an oracle leaf is all zeros"
+    _assert_tree_close(got, want, name)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in KW_CASES])
+def test_new_keywords_static_under_jit_and_float64_finite_differences(case):
+    """The configuration as static_argnames (the arrays, bias included, traced); check_grads in float64."""
+    y, w, b, c = case.inputs(seed=2)
+    static = (
+        "strides",
+        "padding",
+        "output_size",
+        "feature_group_count",
+        "dimension_numbers",
+        "transpose_kernel",
+        "padding_mode",
+    )
+    f = jax.jit(jcb.conv_transpose, static_argnames=static)
+    kw = dict(
+        strides=case.strides,
+        padding=case.padding,
+        output_size=case.x_sp,
+        feature_group_count=case.group,
+        dimension_numbers=case.dn if case.channels_last else None,
+        transpose_kernel=case.tk,
+        padding_mode="circular" if case.circular else "zeros",
+    )
+    _assert_tree_close(f(y, w, bias=b, **kw), jax.jit(case.lax_op)(y, w, b), "static_argnames")
+    with enable_x64(True):
+        args = tuple(jnp.asarray(a, jnp.float64) for a in case.inputs(seed=13, dtype=np.float64)[:3])
+        jax.test_util.check_grads(_kw_loss(case.ours, jnp.asarray(c, jnp.float64)), args, order=1, modes=("fwd", "rev"))
+    assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in KW_CASES])
+def test_new_keywords_export_every_platform_and_round_trip(case):
+    y, w, b, c = case.inputs(seed=4)
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (y, w, b)]
+    grad = jax.grad(_kw_loss(case.ours, c), argnums=(0, 1, 2))
+    lax_grad = jax.grad(_kw_loss(case.lax_op, c), argnums=(0, 1, 2))
+    for fn, oracle in ((case.ours, case.lax_op), (grad, lax_grad)):
+        exp = export.export(jax.jit(fn), platforms=ALL_PLATFORMS)(*specs)
+        restored = export.deserialize(exp.serialize())
+        assert restored.in_avals == exp.in_avals and restored.out_avals == exp.out_avals
+        got = restored.call(y, w, b)
+        _assert_tree_close(got, jax.jit(oracle)(y, w, b), "export vs lax")
+        jax.tree.map(np.testing.assert_array_equal, got, exp.call(y, w, b))

@@ -576,11 +576,12 @@ def invalid_nd_calls(draw):
         else:
             w = w.astype(dt)
     elif what == "rank":
+        # y below rank n + 1 (leading batch axes and an unbatched y are valid), or w of 4 spatial dims.
         name = "rank"
         if draw(st.booleans()):
-            y = y[None]
+            y = np.ones(y.shape[2:], np.float32)
         else:
-            w = w[..., None] if n < 3 else w[..., 0]
+            w = np.ones((*w.shape, *(1,) * (6 - w.ndim)), np.float32)
     elif what == "channels":
         name = "channels"
     elif what == "dimension_numbers":
