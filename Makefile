@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint typecheck
+.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint typecheck docs docs-check
 
 # The core alone (jax, jaxlib, numpy): all the demo needs.
 $(VENV)/.core: pyproject.toml
@@ -15,15 +15,18 @@ $(VENV)/.core: pyproject.toml
 # Everything the tests, notebooks and linters need, on top of the core; the native kernel built
 # ahead of the tests (it prints where it is, or why it is off: the tests then cover the fallback).
 $(VENV)/.installed: $(VENV)/.core
-	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev,native]"
+	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev,native,peers]"
 	$(PY) -c "import jax_conv_bpi; print(jax_conv_bpi.native_status())"
 	touch $@
 
 demo: $(VENV)/.core
 	$(PY) -m jax_conv_bpi
 
+# The documentation pages' examples are doctested with the README's.
+DOC_PAGES := $(wildcard docs/*.md)
+
 test: $(VENV)/.installed
-	$(PY) -m pytest jax_conv_bpi tests README.md -q -n 2
+	$(PY) -m pytest jax_conv_bpi tests README.md $(DOC_PAGES) --doctest-glob='*.md' -q -n 2
 
 # The lowest JAX that pyproject.toml claims (jax>=0.4.36), in a venv of its own: the golden
 # tests and the N-D oracle, transformation and path tests run against it. CI runs it after
@@ -60,3 +63,28 @@ lint: typecheck
 # pyright on the package ([tool.pyright] in pyproject.toml): 0 errors. CI runs it (.ci/run).
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/pyright
+
+# The documentation site (docs/, Sphinx + MyST + myst-nb): built offline into docs/_build/html, with
+# warnings as errors (-W) and every cross-reference checked (-n); the notebooks are executed (their
+# outputs are cached in docs/_build/.jupyter_cache).
+$(VENV)/.docs: $(VENV)/.core
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs
+	$(PY) -m sphinx -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+# The built site in headless Chromium (Debian's chromium package, installed here when missing and
+# run as root): the home page, the API entry of conv_transpose and a rendered notebook must show
+# their title, a code block and an image; screenshots go to docs/_build/screenshots/.
+docs-check: docs
+	@if ! command -v chromium >/dev/null 2>&1 && [ -z "$$CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "docs-check needs Chromium: install Debian's package (sudo apt-get install chromium) or set CHROMIUM" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PY) scripts/docs_check.py docs/_build/html docs/_build/screenshots
