@@ -583,8 +583,11 @@ def test_an_unknown_cpu_path_names_the_valid_ones(bad):
 
 def test_cpu_paths_that_cannot_take_the_geometry_are_refused():
     y, w = np.ones((1, 2, 4), np.float32), np.ones((2, 2, 3), np.float32)
-    with pytest.raises(ValueError, match="flipped_conv.*stride 1"):
+    with pytest.raises(ValueError, match="flipped_conv.*stride 1") as info:
         jcb.conv_transpose(y, w, 2, "VALID", cpu_path="flipped_conv")
+    # the gate names the entry point, and the dispatcher's check the paths that do serve the geometry
+    assert str(info.value).startswith("conv_transpose:"), str(info.value)
+    assert "'gemm'" in str(info.value) and "cpu_path=None" in str(info.value), str(info.value)
     with pytest.raises(ValueError, match="lhs_dilated.*abort"):
         jcb.conv_transpose(y, w, 2, "VALID", rhs_dilation=2, cpu_path="lhs_dilated")
 

@@ -517,3 +517,67 @@ def test_shape_helpers_reject_bad_arguments(call, exc, pieces):
     assert type(err.value) is exc
     for piece in pieces:
         assert piece in str(err.value), (piece, str(err.value))
+
+
+# ---------------------------------------------------------------------------
+# Errors that say the fix: a static argument traced inside jax.jit, a layout that would fit
+# ---------------------------------------------------------------------------
+
+
+def test_traced_input_size_names_static_argnames():
+    d, w = jnp.ones((1, 4, 3, 3)), jnp.ones((4, 2, 3, 3))
+    with pytest.raises(TypeError) as err:
+        jax.jit(lambda d, w, input_size: jcb.conv2d_backprop_input(d, w, input_size))(d, w, jnp.array([1, 2, 5, 5]))
+    msg = str(err.value)
+    assert "'input_size' must be static" in msg and "static_argnames=('input_size',)" in msg, msg
+    # ... and the fix it names works
+    f = jax.jit(lambda d, w, input_size: jcb.conv2d_backprop_input(d, w, input_size), static_argnames=("input_size",))
+    assert f(d, w, (1, 2, 5, 5)).shape == (1, 2, 5, 5)
+    # a traced entry of a tuple: the same hint
+    with pytest.raises(TypeError, match=r"static_argnames=\('input_size',\)"):
+        jax.jit(lambda d, w, h: jcb.conv2d_backprop_input(d, w, (1, 2, h, 5)))(d, w, 5)
+
+
+def test_a_traced_attribute_names_static_argnames():
+    """Any argument the gates read as a Python value (here ``stride``): the message names the fix."""
+    d, w = jnp.ones((1, 4, 3, 3)), jnp.ones((4, 2, 3, 3))
+    with pytest.raises(TypeError) as err:
+        jax.jit(lambda d, w, stride: jcb.conv2d_backprop_input(d, w, (1, 2, 5, 5), stride=stride))(d, w, 1)
+    msg = str(err.value)
+    assert "'stride'" in msg and "a traced value" in msg and "static_argnames=('stride',)" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "make, pieces",
+    [
+        (  # NHWC dout under the default NCHW
+            lambda: jcb.conv2d_backprop_input(jnp.ones((1, 3, 3, 4)), jnp.ones((4, 2, 3, 3)), (1, 2, 5, 5)),
+            ("dout has 3 channels", "'dout' looks NHWC", "jnp.transpose(dout, (0, 3, 1, 2))", "data_format='NHWC'"),
+        ),
+        (  # NCHW dout with data_format NHWC
+            lambda: jcb.conv2d_backprop_input(
+                jnp.ones((1, 4, 3, 3)), jnp.ones((4, 3, 3, 2)), (1, 5, 5, 2), data_format="NHWC"
+            ),
+            ("'dout' looks NCHW", "jnp.transpose(dout, (0, 2, 3, 1))", "data_format='NCHW'"),
+        ),
+        (  # input_size in NHWC order under NCHW: the reordered tuple
+            lambda: jcb.conv2d_backprop_input(jnp.ones((1, 4, 3, 3)), jnp.ones((4, 2, 3, 3)), (1, 5, 5, 2)),
+            ("'input_size' looks NHWC", "as NCHW it is (1, 2, 5, 5)"),
+        ),
+        (  # the forward's x
+            lambda: jcb.Conv2D(4, 3)(jnp.ones((1, 7, 7, 2)), jnp.ones((4, 2, 3, 3))),
+            ("x has 7 channels", "'x' looks NHWC", "jnp.transpose(x, (0, 3, 1, 2))"),
+        ),
+    ],
+)
+def test_a_channel_mismatch_that_another_layout_fits_says_so(make, pieces):
+    with pytest.raises(ValueError) as err:
+        make()
+    for piece in pieces:
+        assert piece in str(err.value), (piece, str(err.value))
+
+
+def test_no_layout_hint_where_no_layout_fits():
+    with pytest.raises(ValueError) as err:
+        jcb.conv2d_backprop_input(jnp.ones((1, 3, 3, 5)), jnp.ones((4, 2, 3, 3)), (1, 2, 5, 5))
+    assert "looks" not in str(err.value), str(err.value)

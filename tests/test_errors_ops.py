@@ -370,3 +370,100 @@ def test_message_names_operator_argument_and_fix(make, pieces):
         make()
     for piece in pieces:
         assert piece in str(err.value), (piece, str(err.value))
+
+
+# ---------------------------------------------------------------------------
+# An empty output: MindSpore's Conv2D kernel (conv1d, conv2d) raises, its Conv3D returns it
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, pieces",
+    [
+        (  # size 2 under a kernel of 3: the output would have length 0 (not < 0: the old gate let it through)
+            lambda: ops.conv1d(jnp.ones((1, 2, 2)), jnp.ones((3, 2, 3))),
+            ("conv1d: ", "length axis", "size 2 padded by (0, 0) is 2", "extent 3", ">= 3", "pad_mode='same'"),
+        ),
+        (  # strided: padded 4 + 0, extent 5 (kernel 3 at dilation 2): (4 - 5) // 2 + 1 = 0
+            lambda: ops.conv2d(jnp.ones((1, 2, 6, 4)), jnp.ones((3, 2, 3, 3)), stride=2, dilation=(1, 2)),
+            ("conv2d: ", "width axis", "size 4 padded by (0, 0) is 4", "extent 5", "dilation 2"),
+        ),
+        (  # pad mode: 1 + 2 * 0 ... with padding 1: 3 rows under a kernel of 5
+            lambda: ops.conv2d(jnp.ones((1, 2, 1, 9)), jnp.ones((3, 2, 5, 3)), pad_mode="pad", padding=1),
+            ("conv2d: ", "height axis", "padded by (1, 1) is 3", "extent 5"),
+        ),
+    ],
+)
+def test_an_empty_output_of_conv1d_conv2d_is_a_value_error(make, pieces):
+    """MindSpore: "input shape's h and w after padding must be greater than or equal to kernel_size's" (probes
+    err0049 / err0099 of ``functional_errors.json``); the message computes the sizes."""
+    with pytest.raises(ValueError) as err:
+        make()
+    for piece in pieces:
+        assert piece in str(err.value), (piece, str(err.value))
+
+
+def test_conv3d_keeps_mindsporess_empty_output():
+    """MindSpore's Conv3D returns the empty result (probes err0149 / err0277): so do ``conv3d`` and ``Conv3D``."""
+    assert ops.conv3d(jnp.ones((1, 2, 1, 1, 1)), jnp.ones((3, 2, 2, 2, 2))).shape == (1, 3, 0, 0, 0)
+    assert ops.Conv3D(4, 3)(jnp.ones((1, 2, 2, 5, 5)), jnp.ones((4, 2, 3, 3, 3))).shape == (1, 4, 0, 3, 3)
+
+
+# ---------------------------------------------------------------------------
+# Errors that say the fix: a layout that would fit, a static argument traced inside jax.jit
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, pieces",
+    [
+        (  # channels-last input
+            lambda: ops.conv2d(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 2, 3, 3))),
+            ("input has 5 channels", "'input' looks channels-last", "jnp.moveaxis(input, -1, 1)"),
+        ),
+        (  # an HWIO weight
+            lambda: ops.conv2d(jnp.ones((1, 2, 5, 5)), jnp.ones((3, 3, 2, 4))),
+            ("'weight' looks like (*kernel, I, O)", "jnp.transpose(weight, (3, 2, 0, 1))"),
+        ),
+        (  # an OHWI weight, 3-D
+            lambda: ops.conv3d(jnp.ones((1, 2, 5, 5, 5)), jnp.ones((4, 3, 3, 3, 2))),
+            ("'weight' looks like (O, *kernel, I)", "jnp.moveaxis(weight, -1, 1)"),
+        ),
+        (  # grouped: the hint compares with C_in / groups
+            lambda: ops.conv1d(jnp.ones((1, 4, 7)), jnp.ones((4, 3, 2)), groups=2),
+            ("'weight' looks like (O, *kernel, I)", "= C_in/groups"),
+        ),
+        (  # channels-last dout of a transposed op
+            lambda: ops.conv3d_transpose(jnp.ones((1, 5, 5, 5, 2)), jnp.ones((2, 3, 3, 3, 3))),
+            ("inputs has 5 channels", "'inputs' looks channels-last", "jnp.moveaxis(inputs, -1, 1)"),
+        ),
+    ],
+)
+def test_a_channel_mismatch_that_another_layout_fits_says_so(make, pieces):
+    with pytest.raises(ValueError) as err:
+        make()
+    for piece in pieces:
+        assert piece in str(err.value), (piece, str(err.value))
+
+
+def test_the_named_layout_fixes_work():
+    x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 2, 3, 3))
+    assert ops.conv2d(jnp.moveaxis(x, -1, 1), w).shape == (1, 3, 3, 3)
+    hwio = jnp.ones((3, 3, 2, 4))
+    assert ops.conv2d(jnp.ones((1, 2, 5, 5)), jnp.transpose(hwio, (3, 2, 0, 1))).shape == (1, 4, 3, 3)
+
+
+def test_no_layout_hint_where_no_layout_fits():
+    with pytest.raises(ValueError) as err:
+        ops.conv2d(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 2, 3, 3)))
+    assert "looks" not in str(err.value), str(err.value)
+
+
+def test_a_traced_attribute_names_static_argnames():
+    x, w = jnp.ones((1, 2, 7)), jnp.ones((3, 2, 3))
+    with pytest.raises((TypeError, ValueError)) as err:  # conv1d's type for a non-int stride is MindSpore's ValueError
+        jax.jit(lambda x, w, stride: ops.conv1d(x, w, stride=stride))(x, w, 2)
+    msg = str(err.value)
+    assert msg.startswith("conv1d: ") and "'stride'" in msg and "static_argnames=('stride',)" in msg, msg
+    f = jax.jit(lambda x, w, stride: ops.conv1d(x, w, stride=stride), static_argnames=("stride",))
+    assert f(x, w, stride=2).shape == (1, 3, 3)

@@ -211,3 +211,109 @@ def test_probe_summary():
             deviations[outcome.difference] += 1
     assert matched + sum(deviations.values()) == 543
     print(f"nn probes: {matched} with MindSpore's outcome, deviations {dict(sorted(deviations.items()))}")
+
+
+# ---------------------------------------------------------------------------
+# A float where an int belongs: MindSpore's TypeError, as its probes record
+# ---------------------------------------------------------------------------
+
+_LAYERS = ("Conv1d", "Conv2d", "Conv3d", "Conv1dTranspose", "Conv2dTranspose", "Conv3dTranspose")
+
+
+def _float_probes() -> list[dict]:
+    """The probes that pass a float for ``in_channels``, ``out_channels``, ``group`` or ``kernel_size``."""
+    if not golden_available():
+        pytest.skip(GOLDEN_MISSING)
+    probes = json.loads((GOLDEN_DIR / "nn_layers_errors.json").read_text())["probes"]
+    out = []
+    for p in probes:
+        kw = {k: literal(v) for k, v in (p["ctor_kwargs_repr"] or {}).items()}
+        if any(isinstance(kw.get(k), float) for k in ("in_channels", "out_channels", "group", "kernel_size")):
+            out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("layer", _LAYERS)
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(in_channels=1.5, out_channels=4, kernel_size=3), "in_channels"),
+        (dict(in_channels=4, out_channels=4.0, kernel_size=3), "out_channels"),
+        (dict(in_channels=4, out_channels=4, kernel_size=3, group=2.0), "group"),
+    ],
+)
+def test_a_float_argument_is_mindsporess_type_error(layer, kwargs, name):
+    """MindSpore 2.10 raises ``TypeError`` for every float it was probed with (``Validator.check_positive_int``:
+    "the 'in_channels' must be int, but got 'float'"), at construction; the values of the issue included."""
+    recorded = {p["exception_type"] for p in _float_probes()}
+    assert recorded == {"TypeError"} and len(_float_probes()) >= 24  # 4 arguments x 6 layers, all TypeError
+    with pytest.raises(TypeError) as err:
+        getattr(nn, layer)(**kwargs, rngs=nnx.Rngs(0))
+    assert str(err.value).startswith(f"{layer}: '{name}' must be a Python int"), str(err.value)
+
+
+@pytest.mark.parametrize("layer", ["Conv2d", "Conv3d", "Conv2dTranspose", "Conv3dTranspose"])
+def test_a_float_inside_kernel_size_is_a_type_error(layer):
+    """A tuple entry: MindSpore's ``_Conv`` checks each item with ``check_positive_int`` (TypeError for a float)."""
+    n = 3 if "3d" in layer else 2
+    kernel = (3,) * (n - 1) + (2.5,)
+    with pytest.raises(TypeError) as err:
+        getattr(nn, layer)(4, 4, kernel, rngs=nnx.Rngs(0))
+    assert "'kernel_size'" in str(err.value) and "2.5 (float)" in str(err.value), str(err.value)
+
+
+# ---------------------------------------------------------------------------
+# Errors that say the fix
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer, x_shape",
+    [
+        ("Conv1d", (2, 32, 3)),
+        ("Conv2d", (2, 32, 32, 3)),
+        ("Conv3d", (2, 8, 8, 8, 3)),
+        ("Conv1dTranspose", (2, 9, 3)),
+        ("Conv2dTranspose", (2, 9, 9, 3)),
+        ("Conv3dTranspose", (2, 5, 5, 5, 3)),
+    ],
+)
+def test_a_channels_last_input_names_the_layout_and_the_fix(layer, x_shape):
+    """``nn.Conv2d(3, 8, 3)`` on ``(N, H, W, 3)``: the layers are channels-first; ``jnp.moveaxis`` fixes it."""
+    m = getattr(nn, layer)(3, 8, 3, rngs=nnx.Rngs(0))
+    x = jnp.ones(x_shape)
+    with pytest.raises(ValueError) as err:
+        m(x)
+    msg = str(err.value)
+    assert msg.startswith(f"{layer}: 'x' has {x_shape[1]} channels"), msg
+    assert "channels-first" in msg and "jnp.moveaxis(x, -1, 1)" in msg, msg
+    assert m(jnp.moveaxis(x, -1, 1)).shape[:2] == (2, 8)  # the fix it names works
+
+
+def test_an_unbatched_input_names_the_batch_axis():
+    m = nn.Conv2d(3, 8, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError) as err:
+        m(jnp.ones((3, 16, 16)))
+    assert "x[None]" in str(err.value) and "(1, 3, 16, 16)" in str(err.value), str(err.value)
+    with pytest.raises(ValueError) as err:
+        m(jnp.ones((16, 16, 3)))  # unbatched and channels-last
+    assert "jnp.moveaxis(x, -1, 0)[None]" in str(err.value), str(err.value)
+    assert m(jnp.moveaxis(jnp.ones((16, 16, 3)), -1, 0)[None]).shape == (1, 8, 16, 16)
+
+
+def test_no_layout_hint_where_no_layout_fits():
+    with pytest.raises(ValueError) as err:
+        nn.Conv2d(3, 8, 3, rngs=nnx.Rngs(0))(jnp.ones((2, 4, 4, 4)))
+    assert "looks" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("layer", ["Conv1d", "Conv2d"])
+def test_an_input_one_short_of_the_kernel_is_a_value_error_with_the_sizes(layer):
+    """Conv1d / Conv2d: MindSpore's Conv2D kernel needs the padded input to hold the kernel (no empty output)."""
+    n = 1 if layer == "Conv1d" else 2
+    m = getattr(nn, layer)(2, 4, 3, pad_mode="valid", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError) as err:
+        m(jnp.ones((1, 2, *(2,) * n)))
+    msg = str(err.value)
+    assert msg.startswith(f"{layer}: the kernel does not fit"), msg
+    assert "size 2 padded by (0, 0) is 2" in msg and "extent 3" in msg and ">= 3" in msg, msg

@@ -145,6 +145,30 @@ def test_input_grad_path(rank, name):
         assert_close(public, expected, f"{name} {rank}-D {cid}: conv_transpose(cpu_path={name!r})")
 
 
+@pytest.mark.parametrize("name", ["direct", "gemm", "phase_gemm"])
+@pytest.mark.parametrize("rank", sorted(ND_CASES))
+def test_input_grad_path_all_taps_at_once(rank, name, monkeypatch):
+    """The forms past ``UNROLLED_MAX_TERMS`` (every tap's or phase's planes in one op, ``col2im``), on the whole grid.
+
+    The bound set to 0 makes every geometry take them: the same references as the unrolled forms.
+    """
+    monkeypatch.setattr(cpu_input_grad, "UNROLLED_MAX_TERMS", 0)
+    cases = ND_CASES[rank]
+    assert not any(cpu_input_grad.unrolled(name, c.geom) for c in cases.values() if c.geom.kernel != c.geom.stride)
+    path = cpu_input_grad.PATHS[name]
+    data = inputs(rank)
+
+    def program(args):
+        return {cid: (path(*args[cid], geom=c.geom), c.call(*args[cid], cpu_path=name)) for cid, c in cases.items()}
+
+    outs = compile_and_run(program, {cid: data[cid][:2] for cid in cases})
+    for cid, c in cases.items():
+        y, w, _ = data[cid]
+        expected = ref_input_grad(c.geom, _f64(y), _f64(w))
+        for got, how in zip(outs[cid], ("path", f"conv_transpose(cpu_path={name!r})")):
+            assert_close(got, expected, f"{name} (all taps at once) {rank}-D {cid}: {how}")
+
+
 def test_lhs_dilated_and_flipped_conv_are_refused_where_they_do_not_apply():
     c = ND_CASES[1]["s2_d2"]
     y, w = (np.zeros(s, np.float32) for s in (c.y, c.w))

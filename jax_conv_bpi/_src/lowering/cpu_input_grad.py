@@ -18,6 +18,16 @@ under stride 300 costs one phase, not 90,000. The paths differ in how they
 compute a phase: one matmul for every tap (``gemm``), one matmul per phase
 (``phase_gemm``), one convolution per phase (``phase_conv``), per-tap
 multiply-adds (``direct``), or all phases as one convolution (``subpixel``).
+
+Program size
+------------
+``overlap_add`` and ``interleave`` unroll one term per tap and per phase with
+taps, so a program, and its compile time, would grow with the kernel and (up
+to the kernel) with the product of the strides: a 16x16x16 kernel under
+stride 16 was 4,096 phases. ``unrolled_terms`` counts them; beyond
+``UNROLLED_MAX_TERMS`` ``gemm``, ``direct`` and ``phase_gemm`` compute every
+tap's (or phase's) planes in one op and ``col2im`` assembles them with a few
+gathers per axis, and ``phase_conv`` is refused (``dispatch.refusal``).
 """
 
 from __future__ import annotations
@@ -113,6 +123,61 @@ def interleave(phase, geom: ConvGeometry, axis_plans: list[AxisPlan], dtype):
     return full[idx]
 
 
+UNROLLED_MAX_TERMS = 128
+"""Unrolled terms a formulation may emit before its program, and compile time, are too large (``unrolled_terms``).
+
+Above it ``gemm``, ``direct`` and ``phase_gemm`` compute every tap's (or
+phase's) planes in one op and assemble them with ``col2im`` (a few ops per
+axis); ``phase_conv``, whose point is one convolution per phase, is refused
+(``dispatch.refusal``). Measured compile times (XLA's default options, a busy
+2-core machine): about 2.5 ms per ``overlap_add`` term, 15-27 ms per
+``phase_gemm`` phase, 10-17 ms per ``phase_conv`` phase, about 4 ms per
+``direct`` tap and output channel of its group; a 16x16x16 kernel unrolled took
+29 s to compile (``gemm``), 0.4 s through ``col2im``.
+"""
+PER_PHASE_OP = 4
+"""A per-phase matmul or convolution, in ``unrolled_terms``' terms."""
+DIRECT_MAX_GROUP_OUTPUTS = 16
+"""``direct`` adds a group's output channels with unrolled adds (``xla_cpu.small_sum``) up to this many."""
+
+
+def phase_count(geom: ConvGeometry) -> int:
+    """The phases with at least one tap (the product over the axes of each axis's)."""
+    return math.prod(len(phase_split(*geom.axis(a)[2:5])) for a in range(geom.ndim))
+
+
+def gemm_in_place(geom: ConvGeometry) -> bool:
+    """``gemm``'s special case: every tap its own phase, unshifted (kernel equal to the stride, no dilation, 1 group)."""
+    return geom.kernel == geom.stride and set(geom.dilation) == {1} and geom.group == 1
+
+
+def unrolled_terms(name: str, geom: ConvGeometry) -> int:
+    """The terms formulation ``name`` unrolls for ``geom`` (0: a program of a fixed number of ops).
+
+    ``gemm``: one shifted add per tap and one interleave piece per phase with
+    taps (none in its in-place case); ``direct``: one multiply-add per tap and
+    output channel of its group, one piece per phase; ``phase_gemm``: a matmul
+    and a piece per phase, one shifted add per tap; ``phase_conv``: a
+    convolution and a piece per phase. A matmul or convolution counts
+    ``PER_PHASE_OP`` terms (its compile time against a shifted add's).
+    """
+    taps, phases = math.prod(geom.kernel), phase_count(geom)
+    if name == "gemm":
+        return 0 if gemm_in_place(geom) else taps + phases
+    if name == "direct":
+        return taps * (geom.w_shape[0] // geom.group) + phases
+    if name == "phase_gemm":
+        return taps + (PER_PHASE_OP + 1) * phases
+    if name == "phase_conv":
+        return (PER_PHASE_OP + 1) * phases
+    return 0
+
+
+def unrolled(name: str, geom: ConvGeometry) -> bool:
+    """Formulation ``name`` unrolls its taps and phases for ``geom`` (else one op for all: ``col2im``)."""
+    return unrolled_terms(name, geom) <= UNROLLED_MAX_TERMS
+
+
 def _shift(x, starts, lengths):
     """``x[start_a : start_a + length_a]`` on every spatial axis, zero-filled outside (starts may be < 0)."""
     cfg = [(0, 0, 0), (0, 0, 0)] + [(-st, st + n - x.shape[2 + a], 0) for a, (st, n) in enumerate(zip(starts, lengths))]
@@ -144,6 +209,76 @@ def overlap_add(phase_terms, geom: ConvGeometry, dtype):
     return interleave(phase, geom, axis_plans, dtype)
 
 
+def axis_tables(plan: AxisPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One axis's phases with taps as dense ``(R, T)`` tables, and where each phase goes.
+
+    ``index[r, j]``: tap ``i`` of the ``j``-th tap of the ``r``-th phase with
+    taps (``-1``: none, the phase has fewer than ``T``); ``offset[r, j]``: its
+    row offset ``a``; ``slot[rho]``: the row among the ``R`` of phase ``rho``
+    (``R``: a phase without taps).
+    """
+    phases = list(plan.phases.values())
+    width = max(map(len, phases))
+    index = np.full((len(phases), width), -1, np.int32)
+    offset = np.zeros((len(phases), width), np.int32)
+    for r, taps in enumerate(phases):
+        for j, (i, a) in enumerate(taps):
+            index[r, j], offset[r, j] = i, a
+    slot = np.full(plan.stride, len(phases), np.int32)
+    slot[list(plan.phases)] = np.arange(len(phases), dtype=np.int32)
+    return index, offset, slot
+
+
+def _pad_axis(x, axis: int, lo: int, hi: int):
+    """``lo`` / ``hi`` zeros before / after ``axis`` (negative: a crop)."""
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[axis] = (lo, hi, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+def col2im(planes, geom: ConvGeometry, *, per_phase: bool = False):
+    """The cropped input gradient from every tap's plane at once: a few ops per axis, whatever the stride or kernel.
+
+    ``planes`` is (N, C_in, P_0, o_0, P_1, o_1, ...): on each axis ``P`` planes
+    of ``dout``'s rows, one per tap (``P = k``), or with ``per_phase`` one per
+    entry of ``axis_tables``' ``(R, T)`` table (``P = R * T``, the planes of
+    missing taps zeros). Axis by axis, input row ``t`` is padded row ``r = t +
+    lo``, of phase ``r % s`` and phase row ``q = r // s``, and sums ``plane[p,
+    q - a]`` over its phase's taps. That is one gather of the ``(L, R, T)``
+    entries (phase row, phase with taps, tap of the phase; missing ones read
+    an appended zero plane), a sum over ``T``, one gather placing the ``R``
+    phases among the ``s`` (zeros for phases without taps), a reshape to ``L *
+    s`` rows and a window to the input's rows. The indices are computed in the
+    program from the ``(R, T)`` tables, so neither the program nor its
+    constants grow with the stride, the kernel or the sizes; the work is the
+    planes' and the result's size (``overlap_add`` unrolls one shifted add per
+    tap and one piece per phase instead).
+    """
+    out = planes
+    for ax, plan in enumerate(plans(geom)):
+        pos = 2 + ax
+        planes_ax, rows_ax = out.shape[pos], out.shape[pos + 1]
+        index, offset, slot = axis_tables(plan)
+        if per_phase:
+            plane = np.arange(index.size, dtype=np.int32).reshape(index.shape)
+        else:
+            plane = index
+        rows = jnp.arange(plan.q0, plan.q1, dtype=jnp.int32)[:, None, None] - offset  # (L, R, T)
+        valid = (index >= 0) & (rows >= 0) & (rows < rows_ax)
+        lead = (slice(None),) * pos
+        # (..., L, R, T, ...): entry (l, r, j) is plane[r, j] at row q0 + l - offset[r, j], or a zero plane
+        padded = _pad_axis(out, pos, 0, 1)
+        taps = (jnp.where(valid, plane, planes_ax), jnp.where(valid, rows, 0))
+        phases = padded.at[lead + taps].get(mode="promise_in_bounds").sum(axis=pos + 2)  # (..., L, R, ...)
+        if len(index) < plan.stride:  # phases without taps: zero rows
+            phases = _pad_axis(phases, pos + 1, 0, 1).at[lead + (slice(None), slot)].get(mode="promise_in_bounds")
+        shape = phases.shape
+        full = phases.reshape(*shape[:pos], shape[pos] * shape[pos + 1], *shape[pos + 2 :])
+        start = geom.padding[ax][0] - plan.q0 * plan.stride
+        out = _pad_axis(full, pos, -start, start + geom.x_shape[pos] - full.shape[pos])
+    return out
+
+
 def _gemm_operands(dout, w, geom: ConvGeometry):
     g = geom.group
     n, c_out, *o = geom.y_shape
@@ -151,9 +286,14 @@ def _gemm_operands(dout, w, geom: ConvGeometry):
     return dout.reshape(n, g, c_out // g, *o), w.reshape(g, c_out // g, c_in_g, *k)
 
 
-def _gemm_spec(nd: int) -> str:
+def _gemm_spec(nd: int, interleaved: bool = False) -> str:
+    """The per-tap planes' matmul: (N, g, C_out/g, *out) x (g, C_out/g, C_in/g, *kernel) -> (N, g, C_in/g, ...).
+
+    The result's tail is ``*kernel, *out``, or with ``interleaved`` ``k_0, o_0, k_1, o_1, ...`` (``col2im``'s layout).
+    """
     sp, kl = _SPATIAL_LETTERS[:nd], _KERNEL_LETTERS[:nd]
-    return f"ngo{sp},goc{kl}->ngc{kl}{sp}"
+    tail = "".join(kl[a] + sp[a] for a in range(nd)) if interleaved else kl + sp
+    return f"ngo{sp},goc{kl}->ngc{tail}"
 
 
 def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
@@ -172,7 +312,7 @@ def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
     n, c_out, *o = geom.y_shape
     c_in = geom.x_shape[1]
     k = geom.kernel
-    if k == geom.stride and set(geom.dilation) == {1} and geom.group == 1:
+    if gemm_in_place(geom):
         # Tap idx is phase idx, unshifted: one (C_in*K, N*pixels) matmul
         # contracting the weight's leading axis, both operands in place, then
         # one transpose.
@@ -189,6 +329,9 @@ def backprop_input_gemm(dout, w, *, geom: ConvGeometry):
         starts = [lo for lo, _ in geom.padding]
         return L.window(full, starts, geom.x_shape[2:]).astype(L.out_dtype(geom, dout))
     d5, w5 = _gemm_operands(dout, w, geom)
+    if not unrolled("gemm", geom):
+        z = L.einsum(_gemm_spec(nd, interleaved=True), d5, w5, geom)
+        return col2im(z.reshape(n, c_in, *z.shape[3:]), geom).astype(L.out_dtype(geom, dout))
     z = L.einsum(_gemm_spec(nd), d5, w5, geom).reshape(n, c_in, *k, *o)
     lead = (slice(None), slice(None))
     return overlap_add(lambda taps: lambda idx: z[lead + idx], geom, acc).astype(L.out_dtype(geom, dout))
@@ -198,7 +341,10 @@ def backprop_input_phase_gemm(dout, w, *, geom: ConvGeometry):
     """Per phase, one matmul for that phase's taps, then its overlap-add.
 
     Like ``gemm`` but only one phase's per-tap planes are live at a time (the
-    many-tap ``k7s2`` stem with few input channels).
+    many-tap ``k7s2`` stem with few input channels). Beyond
+    ``UNROLLED_MAX_TERMS`` the phases are one batched matmul instead: the
+    weight gathered into each axis's ``(R, T)`` phase table (zeros where a
+    phase has fewer than ``T`` taps), then ``col2im``.
     """
     if L.zero_result(geom):
         return L.zeros(geom.x_shape, geom, dout)
@@ -207,6 +353,14 @@ def backprop_input_phase_gemm(dout, w, *, geom: ConvGeometry):
     n, _, *o = geom.y_shape
     d5, w5 = _gemm_operands(dout, w, geom)
     lead = (slice(None), slice(None))
+    if not unrolled("phase_gemm", geom):
+        for a, plan in enumerate(plans(geom)):
+            index = axis_tables(plan)[0].ravel()
+            padded = _pad_axis(w5, 3 + a, 0, 1)  # tap k: zeros, for the table's missing taps
+            w5 = jnp.take(padded, np.where(index >= 0, index, geom.kernel[a]), axis=3 + a)
+        z = L.einsum(_gemm_spec(nd, interleaved=True), d5, w5, geom)
+        z = z.reshape(n, geom.x_shape[1], *z.shape[3:])
+        return col2im(z, geom, per_phase=True).astype(L.out_dtype(geom, dout))
 
     def phase_terms(taps):
         ids = [[i for i, _ in t] for t in taps]
@@ -226,7 +380,9 @@ def backprop_input_direct(dout, w, *, geom: ConvGeometry):
     Every tap is ``dout`` times a per-channel weight, summed over the few
     output channels of its group, shifted into its phase. XLA fuses each
     phase into one loop: the form for depthwise and small groups, where XLA
-    CPU's grouped convolution (``feature_group_count``) is very slow.
+    CPU's grouped convolution (``feature_group_count``) is very slow. Beyond
+    ``UNROLLED_MAX_TERMS`` every tap's plane is one broadcast multiply-add,
+    assembled by ``col2im``.
     """
     if L.zero_result(geom):
         return L.zeros(geom.x_shape, geom, dout)
@@ -235,6 +391,16 @@ def backprop_input_direct(dout, w, *, geom: ConvGeometry):
     n, c_out, *o = geom.y_shape
     _, c_in_g, *k = geom.w_shape
     og = c_out // g
+    if not unrolled("direct", geom):
+        if og > DIRECT_MAX_GROUP_OUTPUTS:  # a forced direct over many channels: contract them as gemm does
+            z = L.einsum(_gemm_spec(nd, interleaved=True), *_gemm_operands(dout, w, geom), geom)
+            return col2im(z.reshape(n, g * c_in_g, *z.shape[3:]), geom).astype(L.out_dtype(geom, dout))
+        # (N, g, og, 1, [1, o_a] per axis) x (g, og, C_in/g, [k_a, 1] per axis), summed over og
+        d_shape = [n, g, og, 1] + [v for a in range(nd) for v in (1, o[a])]
+        w_shape = [1, g, og, c_in_g] + [v for a in range(nd) for v in (k[a], 1)]
+        planes = dout.astype(acc).reshape(d_shape) * w.astype(acc).reshape(w_shape)
+        planes = xla_cpu.small_sum(planes, 2).reshape(n, g * c_in_g, *planes.shape[4:])
+        return col2im(planes, geom).astype(L.out_dtype(geom, dout))
     d = dout.astype(acc).reshape(n, g, og, 1, *o)
     w5 = w.astype(acc).reshape(g, og, c_in_g, *k)
 

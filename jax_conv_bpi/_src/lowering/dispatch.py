@@ -19,11 +19,14 @@ __all__ = [
     "CPU_PATHS",
     "NATIVE_PATHS",
     "SELECT_PATH",
+    "check_forced_path",
     "cpu_lowering",
     "cpu_lowering_native",
+    "refusal",
     "select_cpu_path",
     "select_filter_path",
     "select_forward_path",
+    "serving_paths",
     "wants_native",
 ]
 
@@ -43,6 +46,8 @@ FILTER_BATCHED_MIN_CHANNELS = 16
 FILTER_BATCHED_MAX_PARTIAL = 16
 NATIVE_MAX_RESULT = 1 << 20  # backprop_filter's native kernel: results of at most this many elements
 PHASE_GEMM_MAX_PHASES = 64  # strided 3-D: phase_gemm up to this many phases with taps (stride 4 per axis)
+DENSE_MAX_WASTE = 64  # lhs_dilated and subpixel: at most this many multiply-adds per useful one (not by a zero)
+FALLBACK = ("phase_conv", "subpixel", "gemm")  # in this order, where a rule's choice is refused (gemm serves all)
 NATIVE_SUBPIXEL_MAX_WASTE = 0.25  # native_subpixel: at most this fraction of its convolution's taps zeros
 
 
@@ -70,9 +75,83 @@ def phase_stats(geom: ConvGeometry) -> tuple[tuple[int, ...], int]:
     return tuple(most), dense - used
 
 
-def phase_count(geom: ConvGeometry) -> int:
-    """The phases with at least one tap: ``phase_gemm`` and ``phase_conv`` emit one term per phase."""
-    return math.prod(len(cpu_input_grad.phase_split(*geom.axis(a)[2:5])) for a in range(geom.ndim))
+phase_count = cpu_input_grad.phase_count
+
+
+def dense_waste(name: str, geom: ConvGeometry) -> float:
+    """Multiply-adds of ``name``'s one convolution per multiply-add not by a zero (1.0 for the other paths).
+
+    ``lhs_dilated`` correlates the kernel with ``dout`` dilated by the
+    stride: all but one of every ``prod(stride)`` of its input rows are zeros.
+    ``subpixel`` convolves with every phase's ``A`` tap slots per axis, ``s * A``
+    for the ``k`` taps there are (zeros where a phase has fewer).
+    """
+    if name == "lhs_dilated":
+        return float(math.prod(geom.stride))
+    if name == "subpixel":
+        slots = math.prod(cpu_input_grad.phase_table(*geom.axis(a)[2:5])[0] * geom.stride[a] for a in range(geom.ndim))
+        return slots / math.prod(geom.kernel)
+    return 1.0
+
+
+def _axes(geom: ConvGeometry) -> str:
+    return f"kernel {geom.kernel}, stride {geom.stride}, dilation {geom.dilation}"
+
+
+def refusal(name: str, geom: ConvGeometry) -> str | None:
+    """Why input-gradient path ``name`` (in ``CPU_PATHS``) does not serve ``geom`` (cheaply); ``None`` where it does.
+
+    ``flipped_conv`` needs stride 1; ``lhs_dilated`` is refused where a
+    stride meets a dilation (XLA CPU may abort the process there) or where
+    more than ``DENSE_MAX_WASTE`` of its multiply-adds per useful one are by
+    zeros, as is ``subpixel``; ``phase_conv`` where its convolutions, one per
+    phase with taps, exceed ``cpu_input_grad.UNROLLED_MAX_TERMS`` (its program
+    and compile time grow with the phases). ``gemm``, ``phase_gemm`` and
+    ``direct`` serve every geometry: beyond that bound they compute all taps
+    or phases in one op (``cpu_input_grad.col2im``).
+    """
+    strided, dilated = set(geom.stride) != {1}, set(geom.dilation) != {1}
+    if name == "flipped_conv" and strided:
+        return f"it needs stride 1 on every axis, got stride {geom.stride}"
+    if name == "lhs_dilated" and strided and dilated:
+        return (
+            f"XLA CPU may abort the process on strided + dilated lhs-dilated convolutions (stride {geom.stride}, "
+            f"dilation {geom.dilation})"
+        )
+    if name == "phase_conv" and not cpu_input_grad.unrolled(name, geom):
+        return (
+            f"it emits one convolution per phase with taps, {phase_count(geom)} phases for {_axes(geom)} "
+            f"({cpu_input_grad.unrolled_terms(name, geom)} terms), more than the limit of "
+            f"{cpu_input_grad.UNROLLED_MAX_TERMS} terms (its program and compile time grow with the phases)"
+        )
+    waste = dense_waste(name, geom)
+    if waste > DENSE_MAX_WASTE:
+        return (
+            f"its convolution does {waste:g} multiply-adds per useful one (the others multiply zeros) for "
+            f"{_axes(geom)}, more than the limit of {DENSE_MAX_WASTE}"
+        )
+    return None
+
+
+def serving_paths(geom: ConvGeometry) -> tuple[str, ...]:
+    """The names in ``CPU_PATHS`` that serve ``geom`` (``refusal`` is ``None``); ``gemm`` always does."""
+    return tuple(name for name in CPU_PATHS if refusal(name, geom) is None)
+
+
+def check_forced_path(geom: ConvGeometry) -> None:
+    """A ``ValueError`` naming the path, the reason, the limit and the paths that would serve, where ``geom``
+    forces an input-gradient path (``cpu_path``) that is unknown or does not serve it (``refusal``)."""
+    name = geom.cpu_path
+    if name is None:
+        return
+    if name not in CPU_PATHS:
+        raise ValueError(f"cpu_path must be None or one of {CPU_PATHS}, got {name!r}")
+    why = refusal(name, geom)
+    if why is not None:
+        raise ValueError(
+            f"cpu_path={name!r} does not serve this convolution: {why}; the paths that serve it: "
+            f"{serving_paths(geom)}, or cpu_path=None for the dispatcher's choice"
+        )
 
 
 def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
@@ -88,9 +167,10 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        Strided 3-D with at most ``PHASE_GEMM_MAX_PHASES`` phases with taps:
        ``phase_gemm`` (one matmul per phase; on the 3-D suite it beat
        ``gemm``'s one big matmul and high-rank interleave 1.2-2.9x and
-       ``phase_conv`` 1.2x). More phases take the rules below: its program
-       grows with the phases (a 16x16x16 kernel under stride 16 emitted 4,096
-       matmuls and overlap-adds, minutes of compile and then a crash).
+       ``phase_conv`` 1.2x). More phases take the rules below (a 16x16x16
+       kernel under stride 16 emitted 4,096 matmuls and overlap-adds, minutes
+       of compile and then a crash, before ``phase_gemm`` batched its phases
+       beyond ``cpu_input_grad.UNROLLED_MAX_TERMS``).
     3. Every phase has at most one tap (kernel equal to the stride, kernel 1
        under a stride): ``gemm`` (one matmul plus an interleave).
     4. The one-conv sub-pixel form wastes no tap (kernel a multiple of the
@@ -99,6 +179,15 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
        ``gemm``'s per-tap planes would be more than ``GEMM_MAX_EXPANSION``
        times the result; else ``gemm`` when its matmul contracts at least
        ``GEMM_MIN_CONTRACTION`` channels, ``phase_conv`` when fewer.
+
+    The rules apply in this order in every rank (1-D as 2-D of height 1);
+    the rank enters one rule's condition (the 3-D ``phase_gemm``, measured).
+    A choice ``refusal`` refuses (``phase_conv`` with more phases than its
+    program bound, ``subpixel`` with more than ``DENSE_MAX_WASTE`` times its
+    useful multiply-adds) is replaced by the first path of ``FALLBACK`` that
+    serves the geometry; no choice's program grows with the strides
+    (``cpu_input_grad.unrolled_terms``). A forced ``cpu_path`` that does not
+    serve the geometry raises a ``ValueError`` (``check_forced_path``).
 
     Strided, with ``native``, where ``_native_subpixel_pays``: ``subpixel``
     with its stride-1 convolution by the native kernel, which computes it
@@ -112,7 +201,16 @@ def select_cpu_path(geom: ConvGeometry, native: bool = False) -> str:
     -> 20.2 the one exception).
     """
     if geom.cpu_path is not None:
+        check_forced_path(geom)
         return geom.cpu_path
+    path = _input_grad_rule(geom, native)
+    if path in NATIVE_PATHS or refusal(path, geom) is None:
+        return path
+    return next(name for name in FALLBACK if refusal(name, geom) is None)
+
+
+def _input_grad_rule(geom: ConvGeometry, native: bool) -> str:
+    """``select_cpu_path``'s rules 1-5, before a refused choice is replaced (``FALLBACK``)."""
     c_out = geom.w_shape[0]
     if _few_channels(geom):
         return "direct"
@@ -152,10 +250,17 @@ def select_forward_path(geom: ConvGeometry, native: bool = False) -> str:
     program), ``native`` for ungrouped ones (``_native_pays``) and few channels per group (the grouped
     kernel: MobileNetV2's depthwise forward 29 -> 12 ms, and a loss over it 62 -> 13 ms, where XLA
     fused ``direct``'s multiply-adds into the loss's reduction); else ``direct`` for few channels per
-    group, ``routed`` (``xla_cpu.conv``) otherwise."""
+    group with at most ``cpu_input_grad.UNROLLED_MAX_TERMS`` taps times input channels per group (it
+    unrolls them: 64 taps of 16 channels took 4 s to compile), ``routed`` (``xla_cpu.conv``) otherwise."""
     if native and (_native_pays(geom) or _few_channels(geom)):
         return "native"
-    return "direct" if _few_channels(geom) else "routed"
+    direct = _few_channels(geom) and _forward_direct_terms(geom) <= cpu_input_grad.UNROLLED_MAX_TERMS
+    return "direct" if direct else "routed"
+
+
+def _forward_direct_terms(geom: ConvGeometry) -> int:
+    """``cpu_dense.conv_direct``'s unrolled multiply-adds: one per tap and input channel of a group."""
+    return math.prod(geom.kernel) * geom.w_shape[1]
 
 
 def _filter_batched(geom: ConvGeometry) -> bool:
@@ -334,6 +439,11 @@ def cpu_paths(geometry: ConvGeometry, dtype: str = "float32") -> dict[str, str]:
       (``"native"`` and ``"native_subpixel"`` run the native kernels, where they
       are installed and usable: ``native_status()``). ``cpu_path`` in the
       geometry forces the input gradient's.
+
+    Raises:
+      ValueError: the geometry forces a ``cpu_path`` that does not serve it
+        (as ``conv_transpose`` does): the message says why, the limit, and
+        which paths would.
 
     Example:
       >>> import jax_conv_bpi as jcb

@@ -44,6 +44,7 @@ from jax_conv_bpi._src.base.validate import (
     is_int,
     is_zero,
     same_dtype,
+    static_hint,
     warn_shape_used,
 )
 
@@ -85,7 +86,9 @@ class ConvAttrs:
 
 def _check_kernel_size(op: str, v: Any) -> tuple[int, int]:
     if not (is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: 'kernel_size' must be an int or a tuple of 2 ints (not a list), got {got(v)}")
+        raise TypeError(
+            f"{op}: 'kernel_size' must be an int or a tuple of 2 ints (not a list), got {got(v, 'kernel_size')}"
+        )
     pair = v if isinstance(v, tuple) else (v, v)
     if len(pair) != 2 or not all(is_int(k) and k > 0 for k in pair):
         raise ValueError(f"{op}: 'kernel_size' must be a positive int or a tuple of 2 positive ints, got {v!r}")
@@ -95,7 +98,7 @@ def _check_kernel_size(op: str, v: Any) -> tuple[int, int]:
 def _check_window(op: str, name: str, v: Any) -> tuple[int, int]:
     """stride / dilation: int, 2-tuple (h, w) or 4-tuple (1, 1, h, w)."""
     if not (is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: '{name}' must be an int or a tuple of 2 or 4 ints (not a list), got {got(v)}")
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple of 2 or 4 ints (not a list), got {got(v, name)}")
     full = ((1, 1) + v if len(v) == 2 else v) if isinstance(v, tuple) else (1, 1, v, v)
     if len(full) != 4 or not all(is_int(k) and k > 0 for k in full):
         raise ValueError(
@@ -134,15 +137,17 @@ def normalize_attrs(
     out_c = None if out_channel is UNSET else check_int(op, "out_channel", out_channel, minimum=1)
     ksize = None if kernel_size is UNSET else _check_kernel_size(op, kernel_size)
     if not isinstance(data_format, str) or data_format not in _FORMATS:
-        raise ValueError(f"{op}: 'data_format' must be 'NCHW' or 'NHWC' (upper case), got {got(data_format)}")
+        raise ValueError(
+            f"{op}: 'data_format' must be 'NCHW' or 'NHWC' (upper case), got {got(data_format, 'data_format')}"
+        )
     s = _check_window(op, "stride", stride)
     d = _check_window(op, "dilation", dilation)
     if not (is_int(pad) or isinstance(pad, tuple)):
         raise TypeError(
-            f"{op}: 'pad' must be an int or a tuple (top, bottom, left, right) of ints (not a list), got {got(pad)}"
+            f"{op}: 'pad' must be an int or a tuple (top, bottom, left, right) of ints (not a list), got {got(pad, 'pad')}"
         )
     if not isinstance(pad_mode, str):
-        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode)}")
+        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode, 'pad_mode')}")
     pads = pad if isinstance(pad, tuple) else (pad,) * 4
     if len(pads) != 4:
         raise ValueError(
@@ -171,7 +176,9 @@ def pad_items(op: str, name: str, mode: str, pad_mode: Any, pads: Sequence[Any],
         return (0,) * len(pads)
     return check_entries(
         pads,
-        lambda p: TypeError(f"{op}: every entry of '{name}' must be a Python int >= 0, got {got(p)} in {shown!r}"),
+        lambda p: TypeError(
+            f"{op}: every entry of '{name}' must be a Python int >= 0, got {got(p, name)} in {shown!r}"
+        ),
         lambda p: ValueError(f"{op}: every entry of '{name}' must be >= 0, got {p!r} in {shown!r}"),
     )
 
@@ -182,14 +189,14 @@ def _resolve_pad_list(op: str, pad_list: Any, mode: str, pads: tuple[int, ...]) 
         return pads  # type: ignore[return-value]
     if not isinstance(pad_list, (tuple, list)):
         raise TypeError(
-            f"{op}: 'pad_list' must be None or a tuple/list of 4 ints (top, bottom, left, right), got {got(pad_list)}"
+            f"{op}: 'pad_list' must be None or a tuple/list of 4 ints (top, bottom, left, right), got {got(pad_list, 'pad_list')}"
         )
     for p in pad_list:
         if is_int(p) and p == -1:
             continue
         if not is_int(p):
             raise TypeError(
-                f"{op}: every entry of 'pad_list' must be a Python int >= 0 or -1, got {got(p)} in {pad_list!r}"
+                f"{op}: every entry of 'pad_list' must be a Python int >= 0 or -1, got {got(p, 'pad_list')} in {pad_list!r}"
             )
         if p < 0:
             raise ValueError(f"{op}: every entry of 'pad_list' must be >= 0 or -1, got {p!r} in {pad_list!r}")
@@ -216,8 +223,8 @@ def normalize_shape_arg(op: str, name: str, value: Any) -> tuple[int, int, int, 
     """``input_size`` / ``weight_shape``: 4 static non-negative ints."""
     if isinstance(value, jax.core.Tracer):
         raise TypeError(
-            f"{op}: '{name}' must be static (known at trace time), got a traced array {value.aval}; inside "
-            f"jax.jit pass a tuple of Python ints, or mark the argument static (static_argnums)"
+            f"{op}: '{name}' must be static (known at trace time), got a traced array {value.aval}: pass a tuple "
+            f"of Python ints ({static_hint(name)}; a tuple, not an array: static arguments must be hashable)"
         )
     if isinstance(value, (jax.Array, np.ndarray)):
         if not jnp.issubdtype(value.dtype, jnp.integer):
@@ -230,13 +237,15 @@ def normalize_shape_arg(op: str, name: str, value: Any) -> tuple[int, int, int, 
         for v in items:
             if isinstance(v, jax.core.Tracer):
                 raise TypeError(
-                    f"{op}: '{name}' must be static (known at trace time), got a traced entry; inside jax.jit "
-                    f"pass Python ints"
+                    f"{op}: '{name}' must be static (known at trace time), got a traced entry in it: pass Python "
+                    f"ints ({static_hint(name)})"
                 )
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{op}: every entry of '{name}' must be an int, got {got(v)} in {value!r}")
+                raise TypeError(f"{op}: every entry of '{name}' must be an int, got {got(v, name)} in {value!r}")
     else:
-        raise TypeError(f"{op}: '{name}' must be a tuple or list of 4 ints or a 1-D integer array, got {got(value)}")
+        raise TypeError(
+            f"{op}: '{name}' must be a tuple or list of 4 ints or a 1-D integer array, got {got(value, name)}"
+        )
     if len(items) != 4:
         raise ValueError(f"{op}: '{name}' must have 4 entries, got {len(items)}: {tuple(items)!r}")
     shape = tuple(operator.index(v) for v in items)
@@ -261,6 +270,23 @@ def _warn_attr_mismatch(attrs: ConvAttrs, w_oihw: tuple[int, int, int, int]) -> 
     warn_shape_used(op, "kernel_size", attrs.kernel_size, kernel, seen, used, stacklevel=5)
     seen = f"the weight's output channels {out_c}"
     warn_shape_used(op, "out_channel", attrs.out_channel, out_c, seen, used, stacklevel=5)
+
+
+def _format_hint(name: str, shape: Sequence[int], fmt: str, channels: int, *, array: bool = True) -> str:
+    """A hint where ``name`` (of ``shape``, read as ``fmt``) would have ``channels`` channels in the other layout.
+
+    ``array``: ``name`` is an array (else a shape such as ``input_size``, reordered rather than transposed).
+    """
+    other = "NHWC" if fmt == "NCHW" else "NCHW"
+    if len(shape) == 4 and _to_nchw(shape, other)[1] == channels != _to_nchw(shape, fmt)[1]:
+        perm = (0, 3, 1, 2) if fmt == "NCHW" else (0, 2, 3, 1)
+        fix = f"jnp.transpose({name}, {perm})" if array else f"{tuple(shape[i] for i in perm)}"
+        weights = "OHWI" if other == "NHWC" else "OIHW"
+        return (
+            f"; '{name}' looks {other}: as {fmt} it is {fix}, or pass data_format={other!r} (then every array is "
+            f"{other} and the weight {weights})"
+        )
+    return ""
 
 
 def _layout_names(fmt: str) -> tuple[str, str]:
@@ -298,9 +324,11 @@ def _geometry(
             f"accepted groups are the divisors of {w[0]}"
         )
     if x[1] != g * w[1]:
+        shown = _from_nchw_shape(x, attrs.data_format)
         raise ValueError(
             f"{op}: {x_name} has {x[1]} channels but with group={g} the weight expects group * C_in/group = "
             f"{g} * {w[1]} = {g * w[1]} ({w_name} shape (OIHW) {w})"
+            f"{_format_hint(x_name, shown, attrs.data_format, g * w[1], array=x_name != 'input_size')}"
         )
     pairs = (attrs.pad[0:2], attrs.pad[2:4])
     padding = arithmetic.forward_padding(attrs.pad_mode, x[2:], w[2:], attrs.stride, attrs.dilation, pairs)
@@ -372,6 +400,7 @@ def _gradient_geometry(
     if y[1] != w[0]:
         raise ValueError(
             f"{op}: dout has {y[1]} channels but {w_has} (dout shape ({fmt}) {tuple(dout.shape)}, {shown[0]})"
+            f"{_format_hint('dout', dout.shape, fmt, w[0])}"
         )
     geom, need = _geometry(attrs, x, w, x_name=x_name, w_name=w_name)
     if y[0] != x[0]:
@@ -462,7 +491,7 @@ def from_nchw(arr: jax.Array, fmt: str) -> jax.Array:
 def size_pair(fn: str, name: str, value: Any, *, minimum: int) -> tuple[int, int]:
     """A (height, width) size: an int or a tuple of 2 ints (not a list, as for ``kernel_size``)."""
     if not (is_int(value) or isinstance(value, tuple)):
-        raise TypeError(f"{fn}: '{name}' must be an int or a tuple (h, w) of ints (not a list), got {got(value)}")
+        raise TypeError(f"{fn}: '{name}' must be an int or a tuple (h, w) of ints (not a list), got {got(value, name)}")
     pair = value if isinstance(value, tuple) else (value, value)
     if len(pair) != 2 or not all(is_int(v) and v >= minimum for v in pair):
         raise ValueError(f"{fn}: '{name}' must be an int >= {minimum} or a tuple (h, w) of such ints, got {value!r}")

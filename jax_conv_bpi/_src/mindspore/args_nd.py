@@ -35,6 +35,7 @@ from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.base.validate import (
     AXES,
     UNSET,
+    channels_last_hint,
     check_array,
     check_int,
     check_limit,
@@ -42,6 +43,7 @@ from jax_conv_bpi._src.base.validate import (
     is_int,
     same_dtype,
     warn_shape_used,
+    weight_layout_hint,
 )
 from jax_conv_bpi._src.mindspore.args_2d import pad_items
 
@@ -76,7 +78,7 @@ class NdAttrs:
 def _int_or_tuple(op: str, name: str, v: Any, n: int, *, minimum: int, what: str) -> tuple[int, ...]:
     """An int (every axis) or a tuple of exactly ``n`` ints >= ``minimum``: TypeError for other types."""
     if not (is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v, name)}")
     items = v if isinstance(v, tuple) else (v,) * n
     if len(items) != n or not all(is_int(k) and k >= minimum for k in items):
         raise ValueError(f"{op}: '{name}' must be {what} or a tuple of {n} such ints, got {v!r}")
@@ -85,7 +87,7 @@ def _int_or_tuple(op: str, name: str, v: Any, n: int, *, minimum: int, what: str
 
 def _pad_mode(op: str, pad_mode: Any) -> str:
     if not isinstance(pad_mode, str):
-        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode)}")
+        raise TypeError(f"{op}: 'pad_mode' must be a str ('valid', 'same' or 'pad'), got {got(pad_mode, 'pad_mode')}")
     mode = pad_mode.lower()
     if mode not in arithmetic.PAD_MODES:
         raise ValueError(
@@ -100,7 +102,7 @@ def _pairs(flat: Sequence[int]) -> tuple[tuple[int, int], ...]:
 
 def _group(op: str, name: str, group: Any, out_channel: int) -> int:
     if not is_int(group):
-        raise TypeError(f"{op}: '{name}' must be a Python int in [1, {out_channel}], got {got(group)}")
+        raise TypeError(f"{op}: '{name}' must be a Python int in [1, {out_channel}], got {got(group, name)}")
     if not 1 <= group <= out_channel:
         raise ValueError(f"{op}: '{name}' must be in [1, {out_channel}] (out_channel {out_channel}), got {group!r}")
     if out_channel % group:
@@ -149,7 +151,7 @@ def conv3d_attrs(
     if not (is_int(pad) or isinstance(pad, tuple)):
         raise TypeError(
             f"{op}: '{pad_name}' must be an int or a tuple of 6 ints (head, tail, top, bottom, left, right), not a list, "
-            f"got {got(pad)}"
+            f"got {got(pad, pad_name)}"
         )
     pads = pad if isinstance(pad, tuple) else (pad,) * 6
 
@@ -170,17 +172,21 @@ def conv3d_attrs(
     check_int(op, "mode", mode, equal=1)
     if not transpose:
         if data_format != "NCDHW":
-            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format)}")
+            raise ValueError(
+                f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format, 'data_format')}"
+            )
         out_c = check_int(op, "out_channel", out_channel, minimum=1)
     assert out_c is not None  # checked above, where each op checks it
     g = _group(op, "group", group, out_c)
     op_pad = None
     if transpose:
         if data_format != "NCDHW":
-            raise ValueError(f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format)}")
+            raise ValueError(
+                f"{op}: 'data_format' must be 'NCDHW' (the only layout), got {got(data_format, 'data_format')}"
+            )
         if not (is_int(output_padding) or isinstance(output_padding, tuple)):
             raise TypeError(
-                f"{op}: 'output_padding' must be an int or a tuple of 3 ints (not a list), got {got(output_padding)}"
+                f"{op}: 'output_padding' must be an int or a tuple of 3 ints (not a list), got {got(output_padding, 'output_padding')}"
             )
         op_pad = _int_or_tuple(op, "output_padding", output_padding, 3, minimum=0, what="an int >= 0")
         if any(op_pad) and m != "pad":
@@ -212,7 +218,7 @@ def _conv1d_single(op: str, name: str, v: Any, *, minimum: int, exc: type[Except
     elif is_int(v):
         item = v
     else:
-        raise exc(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {got(v)}")
+        raise exc(f"{op}: '{name}' must be an int or a tuple/list of 1 int, got {got(v, name)}")
     if name == "padding":
         return item  # its items are checked with the pad mode
     if not is_int(item):
@@ -241,7 +247,7 @@ def _padding_nd(op: str, padding: Any, n: int) -> tuple[Any, ...]:
             )
         per_axis = padding
     else:
-        raise TypeError(f"{op}: 'padding' must be an int or a tuple/list of {n} ints, got {got(padding)}")
+        raise TypeError(f"{op}: 'padding' must be an int or a tuple/list of {n} ints, got {got(padding, 'padding')}")
     return tuple(v for p in per_axis for v in (p, p))
 
 
@@ -289,7 +295,7 @@ def _seq2(op: str, name: str, v: Any, *, minimum: int) -> tuple[int, int]:
     elif isinstance(v, (tuple, list)) and all(is_int(k) for k in v):
         items = v
     else:
-        raise TypeError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {got(v)}")
+        raise TypeError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {got(v, name)}")
     if len(items) != 2:
         raise ValueError(f"{op}: '{name}' must be an int or a tuple/list of 2 ints (height, width), got {v!r}")
     if min(items) < minimum:
@@ -381,21 +387,33 @@ def bind_forward(
             f"values are the common divisors of {w[0]} and the input channels {xs[1]}"
         )
     if xs[1] != g * w[1]:
+        hint = channels_last_hint(x_name, xs, g * w[1])
+        if not hint and xs[1] % g == 0:
+            hint = weight_layout_hint(w_name, w, xs[1] // g, axis_name=f"C_in/{group_name}")
         raise ValueError(
             f"{op}: {x_name} has {xs[1]} channels but with '{group_name}'={g} the {w_name} expects "
             f"{group_name} * C_in/{group_name} = {g} * {w[1]} = {g * w[1]} ({x_name} shape {xs}, {w_name} shape {w})"
+            f"{hint}"
         )
     padding = arithmetic.forward_padding(attrs.pad_mode, xs[2:], w[2:], attrs.stride, attrs.dilation, attrs.pad)
     out = [
         arithmetic.output_length(xs[2 + a], w[2 + a], attrs.stride[a], attrs.dilation[a], *padding[a]) for a in range(n)
     ]
     for a in range(n):
-        if out[a] < 0:
-            ek = arithmetic.effective_kernel(w[2 + a], attrs.dilation[a])
+        ek = arithmetic.effective_kernel(w[2 + a], attrs.dilation[a])
+        padded = xs[2 + a] + sum(padding[a])
+        if n < 3 and out[a] <= 0:  # MindSpore's Conv2D: the padded input must hold the kernel
             raise ValueError(
                 f"{op}: the kernel does not fit the padded {x_name} on the {AXES[n][a]} axis: size {xs[2 + a]} "
-                f"padded by {padding[a]}, kernel {w[2 + a]}, dilation {attrs.dilation[a]} (extent {ek}), stride "
-                f"{attrs.stride[a]}; the padded size must be >= extent - stride = {ek - attrs.stride[a]}"
+                f"padded by {padding[a]} is {padded}, smaller than the kernel's extent {ek} (kernel {w[2 + a]}, "
+                f"dilation {attrs.dilation[a]}), so the output would be empty; the padded size must be >= {ek} (more "
+                f"padding, pad_mode='same', or a larger input)"
+            )
+        if out[a] < 0:  # Conv3D: an empty output is allowed, no output at all is not
+            raise ValueError(
+                f"{op}: the kernel does not fit the padded {x_name} on the {AXES[n][a]} axis: size {xs[2 + a]} "
+                f"padded by {padding[a]} is {padded}, kernel {w[2 + a]}, dilation {attrs.dilation[a]} (extent {ek}), "
+                f"stride {attrs.stride[a]}; the padded size must be >= extent - stride = {ek - attrs.stride[a]}"
             )
     check_limit(op, "output shape", (xs[0], w[0], *out))
     geom = ConvGeometry(
@@ -459,7 +477,7 @@ def bind_transpose(
     if y[1] != w[0]:
         raise ValueError(
             f"{op}: {y_name} has {y[1]} channels but {w_name}.shape[0] is {w[0]}; they must be equal ({y_name} shape "
-            f"{tuple(dout.shape)}, {w_name} shape (C_in, C_out/group, *kernel) {w})"
+            f"{tuple(dout.shape)}, {w_name} shape (C_in, C_out/group, *kernel) {w}){channels_last_hint(y_name, y, w[0])}"
         )
     _check_kernel_size(attrs, w_name, w)
     if y[1] % g:

@@ -183,21 +183,24 @@ def _element_type(op: str, value: Any) -> str | None:
     return jax.dtypes.canonicalize_dtype(jnp.dtype(name)).name
 
 
-def _cpu_path_arg(op: str, cpu_path: Any, strides, dilation) -> str | None:
+def _cpu_path_arg(op: str, cpu_path: Any) -> str | None:
     from jax_conv_bpi._src.lowering.dispatch import CPU_PATHS
 
     if cpu_path is None:
         return None
     if not isinstance(cpu_path, str) or cpu_path not in CPU_PATHS:
         raise ValueError(f"{op}: 'cpu_path' must be None or one of {CPU_PATHS}, got {cpu_path!r}")
-    if cpu_path == "flipped_conv" and set(strides) != {1}:
-        raise ValueError(f"{op}: cpu_path 'flipped_conv' needs stride 1 on every axis, got strides {strides}")
-    if cpu_path == "lhs_dilated" and set(strides) != {1} and set(dilation) != {1}:
-        raise ValueError(
-            f"{op}: cpu_path 'lhs_dilated' with strides {strides} and dilation {dilation}: XLA CPU may abort the "
-            f"process on strided + dilated lhs-dilated convolutions; choose another path"
-        )
     return cpu_path
+
+
+def _check_forced_path(op: str, geom: ConvGeometry) -> None:
+    """The dispatcher's refusal of a forced ``cpu_path`` that does not serve ``geom``, under ``op``'s name."""
+    from jax_conv_bpi._src.lowering.dispatch import check_forced_path
+
+    try:
+        check_forced_path(geom)
+    except ValueError as e:
+        raise ValueError(f"{op}: {e}") from None
 
 
 def _static_bool(op: str, name: str, value: Any) -> bool:
@@ -556,7 +559,7 @@ def bind_conv_transpose(
     numerics = dict(
         precision=_precision_arg(op, precision),
         out_dtype="float32" if wide else out_dtype,
-        cpu_path=_cpu_path_arg(op, cpu_path, geom.stride, geom.dilation),
+        cpu_path=_cpu_path_arg(op, cpu_path),
     )
     wrap = None
     prim: ConvGeometry | None = geom.replace(**numerics)
@@ -569,6 +572,8 @@ def bind_conv_transpose(
             check_limit(op, "circular padding's full result", full)
             prim = geom.replace(x_shape=(*geom.x_shape[:2], *full), padding=((0, 0),) * n, **numerics)
 
+    if prim is not None:
+        _check_forced_path(op, prim)
     y_arr, w_arr = jnp.asarray(y), jnp.asarray(w)
     if batch is None:
         y_arr = jnp.expand_dims(y_arr, dn.out_spec[0])

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from jax_conv_bpi._src.base import validate
 from jax_conv_bpi._src.base.geometry import OPERAND_NAMES, ConvGeometry
 from jax_conv_bpi._src.lowering import dispatch, portable
 from jax_conv_bpi._src.lowering import options as compiler_options
@@ -125,7 +126,14 @@ def _impl(prim: Primitive, a, b, *, geom: ConvGeometry):
 
 
 def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
-    """Result shape, dtype and sharding (``sharding_rules``), after checking the operands against the geometry."""
+    """Result shape, dtype and sharding (``sharding_rules``), after checking the operands against the geometry.
+
+    Every entry point's primitives pass here, so two more checks are made
+    once for all of them, at trace time: a result too large to allocate
+    (``validate.check_allocatable``: XLA's failed allocation may abort the
+    process) and a forced input-gradient path that does not serve the
+    geometry (``dispatch.check_forced_path``) raise a ``ValueError``.
+    """
     roles = _OPERANDS[prim]
     for pos, (aval, role) in enumerate(zip((a, b), roles[:2])):
         want = _shape(geom, role)
@@ -144,6 +152,14 @@ def _abstract_eval(prim: Primitive, a, b, *, geom: ConvGeometry):
             f"{b.dtype} ({OPERAND_NAMES[roles[1]]}); cast one of them (no implicit promotion)"
         )
     dtype = portable.out_dtype(geom, a)
+    validate.check_allocatable(
+        prim.name, f"result (the {OPERAND_NAMES[roles[2]]}, channels-first)", _shape(geom, roles[2]), dtype
+    )
+    if prim is backprop_input_p and geom.cpu_path is not None:
+        try:
+            dispatch.check_forced_path(geom)
+        except ValueError as e:
+            raise ValueError(f"{prim.name}: {e}") from None
     plan = sharding_rules.plan(prim.name, roles, a, b, geom)
     if plan is None:
         return jax.core.ShapedArray(_shape(geom, roles[2]), dtype)

@@ -79,18 +79,18 @@ def _tuple_of(op: str, name: str, v: Any, n: int, *, minimum: int) -> tuple[int,
     what = "a positive int" if minimum == 1 else "an int >= 0"
     if n == 1:  # the 1-D layers: an int only
         if not is_int(v):
-            raise TypeError(f"{op}: '{name}' must be a Python int (not a tuple or list), got {got(v)}")
+            raise TypeError(f"{op}: '{name}' must be a Python int (not a tuple or list), got {got(v, name)}")
         items: tuple[Any, ...] = (v,)
     else:
         if not (is_int(v) or isinstance(v, tuple)):
-            raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+            raise TypeError(f"{op}: '{name}' must be an int or a tuple of {n} ints (not a list), got {got(v, name)}")
         items = v if isinstance(v, tuple) else (v,) * n
         if len(items) != n:  # Conv2d*: a TypeError in MindSpore, Conv3d*: a ValueError
             exc = TypeError if n == 2 else ValueError
             raise exc(f"{op}: '{name}' must be an int or a tuple of exactly {n} ints, got {v!r} of length {len(items)}")
         for k in items:
             if not is_int(k):
-                raise TypeError(f"{op}: every entry of '{name}' must be a Python int, got {got(k)} in {v!r}")
+                raise TypeError(f"{op}: every entry of '{name}' must be a Python int, got {got(k, name)} in {v!r}")
     for k in items:
         if k < minimum:
             raise ValueError(f"{op}: '{name}' must be {what} (every entry), got {v!r}")
@@ -102,12 +102,12 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
     names = {2: "(top, bottom, left, right)", 3: "(head, tail, top, bottom, left, right)"}
     if n == 1:
         if not is_int(padding):
-            raise TypeError(f"{op}: 'padding' must be a Python int >= 0 (both ends), got {got(padding)}")
+            raise TypeError(f"{op}: 'padding' must be a Python int >= 0 (both ends), got {got(padding, 'padding')}")
         flat: tuple[Any, ...] = (padding, padding)
     else:
         if not (is_int(padding) or isinstance(padding, tuple)):
             raise TypeError(
-                f"{op}: 'padding' must be an int or a tuple of {2 * n} ints {names[n]} (not a list), got {got(padding)}"
+                f"{op}: 'padding' must be an int or a tuple of {2 * n} ints {names[n]} (not a list), got {got(padding, 'padding')}"
             )
         flat = padding if isinstance(padding, tuple) else (padding,) * (2 * n)
         if len(flat) != 2 * n:
@@ -117,7 +117,9 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
             )
         for p in flat:
             if not is_int(p):
-                raise TypeError(f"{op}: every entry of 'padding' must be a Python int, got {got(p)} in {padding!r}")
+                raise TypeError(
+                    f"{op}: every entry of 'padding' must be a Python int, got {got(p, 'padding')} in {padding!r}"
+                )
     if any(p < 0 for p in flat):
         raise ValueError(f"{op}: 'padding' must be >= 0 (every entry), got {padding!r}")
     return tuple(flat)
@@ -126,7 +128,9 @@ def _padding_arg(op: str, padding: Any, n: int) -> tuple[int, ...]:
 def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
     if not isinstance(pad_mode, str):
         exc = TypeError if type_error else ValueError  # MindSpore's type for this layer
-        raise exc(f"{op}: 'pad_mode' must be a str: 'same', 'valid' or 'pad' (any letter case), got {got(pad_mode)}")
+        raise exc(
+            f"{op}: 'pad_mode' must be a str: 'same', 'valid' or 'pad' (any letter case), got {got(pad_mode, 'pad_mode')}"
+        )
     mode = pad_mode.lower()
     if mode not in arithmetic.PAD_MODES:
         raise ValueError(f"{op}: 'pad_mode' must be 'same', 'valid' or 'pad' (any letter case), got {pad_mode!r}")
@@ -135,20 +139,24 @@ def _pad_mode_arg(op: str, pad_mode: Any, type_error: bool) -> str:
 
 def _output_padding_arg(op: str, v: Any, n: int) -> tuple[int, ...]:
     if not (is_int(v) or isinstance(v, tuple)):
-        raise TypeError(f"{op}: 'output_padding' must be an int or a tuple of {n} ints (not a list), got {got(v)}")
+        raise TypeError(
+            f"{op}: 'output_padding' must be an int or a tuple of {n} ints (not a list), got {got(v, 'output_padding')}"
+        )
     items = v if isinstance(v, tuple) else (v,) * n
     if len(items) != n:
         raise ValueError(f"{op}: 'output_padding' must be an int or a tuple of exactly {n} ints, got {v!r}")
     return check_entries(
         items,
-        lambda k: TypeError(f"{op}: every entry of 'output_padding' must be a Python int, got {got(k)} in {v!r}"),
+        lambda k: TypeError(
+            f"{op}: every entry of 'output_padding' must be a Python int, got {got(k, 'output_padding')} in {v!r}"
+        ),
         lambda k: ValueError(f"{op}: 'output_padding' must be >= 0 (every entry), got {v!r}"),
     )
 
 
 def _channels(op: str, name: str, v: Any) -> int:
     if not is_int(v):
-        raise TypeError(f"{op}: '{name}' must be a Python int >= 1, got {got(v)}")
+        raise TypeError(f"{op}: '{name}' must be a Python int >= 1, got {got(v, name)}")
     if v < 1:
         raise ValueError(f"{op}: '{name}' must be an int >= 1, got {v!r}")
     return v
@@ -156,7 +164,9 @@ def _channels(op: str, name: str, v: Any) -> int:
 
 def _group_arg(op: str, group: Any, c_in: int, c_out: int) -> int:
     if not is_int(group):
-        raise TypeError(f"{op}: 'group' must be a Python int >= 1 dividing both channel counts, got {got(group)}")
+        raise TypeError(
+            f"{op}: 'group' must be a Python int >= 1 dividing both channel counts, got {got(group, 'group')}"
+        )
     if group < 1:
         raise ValueError(f"{op}: 'group' must be an int >= 1 dividing in_channels and out_channels, got {group!r}")
     if c_in % group or c_out % group:
@@ -206,7 +216,7 @@ def layer_config(
             gpu = (
                 " (MindSpore's NHWC layout is GPU-only; this layer is channels-first)" if data_format == "NHWC" else ""
             )
-            raise ValueError(f"{op}: 'data_format' must be {want!r}, got {got(data_format)}{gpu}")
+            raise ValueError(f"{op}: 'data_format' must be {want!r}, got {got(data_format, 'data_format')}{gpu}")
     ks = _tuple_of(op, "kernel_size", kernel_size, n, minimum=1)
     s = _tuple_of(op, "stride", stride, n, minimum=1)
     d = _tuple_of(op, "dilation", dilation, n, minimum=1)
@@ -233,7 +243,7 @@ def layer_config(
                 )
     g = _group_arg(op, group, c_in, c_out)
     if type(has_bias) is not bool:
-        raise TypeError(f"{op}: 'has_bias' must be True or False (a Python bool), got {got(has_bias)}")
+        raise TypeError(f"{op}: 'has_bias' must be True or False (a Python bool), got {got(has_bias, 'has_bias')}")
     dt = _dtype_arg(op, dtype)
     pairs = tuple((flat[2 * a], flat[2 * a + 1]) for a in range(n))
     appended = None

@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_conv_bpi._src.base import arithmetic
-from jax_conv_bpi._src.base.validate import check_array, same_dtype
+from jax_conv_bpi._src.base.validate import channels_last_hint, check_array, same_dtype
 from jax_conv_bpi._src.mindspore import args_nd
 from jax_conv_bpi._src.mindspore.nn.config import LayerConfig, layer_config
 from jax_conv_bpi._src.mindspore.nn.initializers import Init, initial_value
@@ -70,21 +69,24 @@ class _ConvNd(nnx.Module):
         x = check_array(op, "x", x)
         if x.ndim != n + 2:
             layout = ("(N, C, L)", "(N, C, H, W)", "(N, C, D, H, W)")[n - 1]
-            raise ValueError(f"{op}: 'x' must have rank {n + 2} {layout}, got shape {tuple(x.shape)}")
+            hint = ""
+            if x.ndim == n + 1:
+                hint = f"; for a single example add the batch axis first: x[None] has shape {(1, *x.shape)}"
+                if x.shape[0] != cfg.in_channels and x.shape[-1] == cfg.in_channels:
+                    hint += "; it looks channels-last, so also move the channels first: jnp.moveaxis(x, -1, 0)[None]"
+            raise ValueError(f"{op}: 'x' must have rank {n + 2} {layout}, got shape {tuple(x.shape)}{hint}")
         weight = self.weight[...]
         same_dtype(op, ("x", "weight"), x, weight)
         if x.shape[1] != cfg.in_channels:
             raise ValueError(
                 f"{op}: 'x' has {x.shape[1]} channels but the layer was built with in_channels={cfg.in_channels} "
-                f"(x shape {tuple(x.shape)})"
+                f"(x shape {tuple(x.shape)}){channels_last_hint('x', x.shape, cfg.in_channels)}"
             )
         w = weight[:, :, 0] if n == 1 else weight  # MindSpore's unit axis
         if cfg.transpose:
             y, w, geom = args_nd.bind_transpose(cfg.attrs, x, w, y_name="x", w_name="weight")
             out = backprop_input_p.bind(y, w, geom=geom)
-        else:
-            if n < 3:  # Conv1d / Conv2d: the padded input must hold the kernel (Conv3d allows an empty output)
-                self._check_fits(x.shape)
+        else:  # Conv1d / Conv2d: the padded input must hold the kernel; Conv3d allows an empty output (bind_forward)
             xa, w, geom = args_nd.bind_forward(cfg.attrs, x, w, x_name="x", w_name="weight")
             out = conv_p.bind(xa, w, geom=geom)
         if self.bias is not None:
@@ -92,20 +94,6 @@ class _ConvNd(nnx.Module):
         if cfg.appended_zeros and any(cfg.appended_zeros):  # quirk output_padding_appends_zeros
             out = jnp.pad(out, ((0, 0), (0, 0), *((0, p) for p in cfg.appended_zeros)))
         return out
-
-    def _check_fits(self, shape: tuple[int, ...]) -> None:
-        cfg = self.config
-        a = cfg.attrs
-        pads = arithmetic.forward_padding(a.pad_mode, shape[2:], cfg.kernel_size, a.stride, a.dilation, a.pad)
-        for i, axis in enumerate(("length",) if cfg.ndim == 1 else ("height", "width")):
-            ek = arithmetic.effective_kernel(cfg.kernel_size[i], a.dilation[i])
-            padded = shape[2 + i] + sum(pads[i])
-            if padded < ek:
-                raise ValueError(
-                    f"{cfg.op_name}: the input is smaller than the kernel on the {axis} axis: size {shape[2 + i]} "
-                    f"padded by {pads[i]} is {padded}, the kernel extent is {ek} (kernel {cfg.kernel_size[i]}, "
-                    f"dilation {a.dilation[i]})"
-                )
 
 
 class Conv1d(_ConvNd):
