@@ -1,8 +1,8 @@
 """MindSpore's convolution operators under their MindSpore names: ``from jax_conv_bpi import ops``.
 
 A port changes ``from mindspore import ops`` to ``from jax_conv_bpi import ops``;
-names, signatures, defaults and numbers are MindSpore 2.10's (README,
-"Differences from MindSpore", lists the deliberate exceptions).
+names, signatures, defaults and numbers are MindSpore 2.10's (docs/differences.md
+lists the deliberate exceptions).
 
 Example:
   >>> import jax.numpy as jnp

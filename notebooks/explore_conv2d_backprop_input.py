@@ -94,13 +94,13 @@ np.testing.assert_allclose(out, conv_vjp(dout)[0], rtol=1e-6)
 # In the forward convolution, `dout` pixel `(ho, wo)` reads the padded rows `ho*s ... ho*s + ek - 1`
 # (`ek = (k-1)*d + 1`), i.e. input rows `ho*s - top ...`. The input gradient sends `dout[ho, wo]` back to
 # exactly that window; the parts of a window that fall on padding are cut off. The padding per mode
-# (README, "What it computes"):
+# (docs/differences.md, "What it computes"):
 #
 # * `valid`: none, so the windows start at the top-left pixel;
 # * `same`: `dout` has `ceil(S/s)` pixels and `need = max(0, (ceil(S/s)-1)*s + ek - S)` rows are added,
 #   `need // 2` before and the rest after;
 # * `pad`: `pad` as given, an int or `(top, bottom, left, right)`; a `pad_list` whose entries are all
-#   `>= 0` replaces it (MindSpore's CPU behaviour; README "Differences from MindSpore", item 5).
+#   `>= 0` replaces it (MindSpore's CPU behaviour; docs/differences.md, item 5).
 #
 # Below: an 8x8 input, a 3x3 kernel, stride 2. Grey hatched cells are padding; each input pixel shows how
 # many `dout` pixels reach it (`ones` dout through a `ones` kernel, computed by the op itself); the red and
@@ -113,7 +113,7 @@ K, STRIDE = 3, 2
 
 
 def effective_padding(hw, k, s, pad_mode, pad=0, pad_list=None):
-    """(top, bottom, left, right) padding, as the README states it."""
+    """(top, bottom, left, right) padding, as docs/differences.md states it."""
     if pad_mode == "valid":
         return (0, 0, 0, 0)
     if pad_mode == "pad":
@@ -214,7 +214,7 @@ plt.show()
 # kernel and stride 2 in `valid` mode, both 7 and 8 work; with 8, the last row and column lie under no window
 # and receive zeros (outlined in red). In `same` mode the padding itself depends on `input_size`, so the two
 # valid sizes also shift where the windows fall. A size outside the range raises a `ValueError` that names
-# the range (README "Differences from MindSpore", item 2).
+# the range (docs/differences.md, item 2).
 
 # %%
 AMBIGUOUS = {"valid": (3, 3), "same": (4, 4)}
@@ -286,7 +286,7 @@ plt.show()
 #
 # With `data_format="NHWC"`, `dout` and the output are `(N, H, W, C)`, `input_size` is given in NHWC order
 # and the weight is `(C_out, KH, KW, C_in/group)` (MindSpore's NHWC kernel layout). MindSpore runs NHWC
-# only on GPU; here it works everywhere (README "Differences from MindSpore", item 7).
+# only on GPU; here it works everywhere (docs/differences.md, item 7).
 
 # %%
 key_d, key_w = jax.random.split(jax.random.key(0))
@@ -307,7 +307,7 @@ print("max |NHWC - NCHW^T| =", float(jnp.max(jnp.abs(x_nhwc - x_nchw.transpose(0
 #
 # The op is bilinear in `(dout, weight)`, and its derivatives are the other members of the convolution
 # family: the cotangent of `dout` is a forward `conv2d`, that of the weight a `conv2d_backprop_filter`
-# (README, "Design"). `chex.assert_numerical_grads` compares forward- and reverse-mode derivatives up to
+# (docs/design.md). `chex.assert_numerical_grads` compares forward- and reverse-mode derivatives up to
 # second order with finite differences, in float64 on a strided, dilated, grouped, asymmetrically padded
 # configuration.
 
@@ -474,9 +474,10 @@ plt.show()
 # %% [markdown]
 # ## Where to go next
 #
-# * README, "Differences from MindSpore": every deliberate departure (error messages, case-insensitive
+# * docs/differences.md: every deliberate departure (error messages, case-insensitive
 #   `pad_mode`, `pad_list` in the gradients, NHWC everywhere, dtypes, zero-size inputs).
-# * `jax_conv_bpi/_padding.py`: the derivation of the padding and output-size arithmetic drawn above.
-# * `jax_conv_bpi/_primitives.py`: the three primitives and how their transposes map into each other.
-# * README, "`conv_transpose`": the same operator for 1-D and 3-D (and 2-D) in lax's vocabulary, with groups,
+# * docs/design.md: the layers of the package; the padding and output-size arithmetic drawn above is
+#   derived in the docstring of `jax_conv_bpi/_src/base/arithmetic.py`, and how the three primitives'
+#   transposes map into each other in that of `jax_conv_bpi/_src/op/primitives.py`.
+# * docs/conv_transpose.md: the same operator for 1-D and 3-D (and 2-D) in lax's vocabulary, with groups,
 #   PyTorch's `output_padding` rule and channels-last layouts.

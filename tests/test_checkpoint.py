@@ -968,7 +968,7 @@ def test_a_pytorch_file_is_named_with_the_way_to_convert_it(tmp_path):
     message = _expect_unreadable(path, "a PyTorch file (torch.save's ZIP archive)")
     for part in ("torch.load(path, map_location='cpu')", ".numpy()", "load_param_into_net", "name_map="):
         assert part in message, message
-    assert "README section 'Layers and checkpoints'" in message
+    assert "docs/porting.md, 'Layers and checkpoints'" in message
     np.savez(tmp_path / "a.npz", w=np.ones(3))
     assert "dict(numpy.load(path))" in _expect_unreadable(tmp_path / "a.npz", "ZIP archive")
 

@@ -3,7 +3,7 @@
 Each of MindSpore's 212 recorded error / edge probes is replayed against the
 class it names. Constructor probes must raise MindSpore's exception type with a
 message naming the operator and the argument. Call probes raise what the
-README's "Differences from MindSpore" decides; ``DECIDED`` below lists every
+docs/differences.md decides; ``DECIDED`` below lists every
 probe whose outcome differs from MindSpore's, with the difference number, and
 the probes that succeed are compared with the float64 NumPy reference.
 """
@@ -35,7 +35,7 @@ from .support import hw as _hw
 class Raise:
     exc: type[Exception]
     stage: str  # "construct" | "call"
-    difference: int  # number in the README's "Differences from MindSpore"
+    difference: int  # number in the docs/differences.md
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +326,7 @@ _RANGE = re.compile(r"input (height|width)s that give dout \1 (\d+) are (\d+)\.\
 @pytest.mark.parametrize(
     "kwargs, dout_hw, kernel, size_hw",
     [
-        (dict(stride=2), (5, 4), (3, 3), (8, 9)),  # the README example: heights 11..12
+        (dict(stride=2), (5, 4), (3, 3), (8, 9)),  # the docs/errors.md example: heights 11..12
         (dict(stride=(3, 1), dilation=(1, 2)), (2, 3), (2, 3), (9, 6)),
         (dict(stride=2, pad_mode="pad", pad=(1, 0, 2, 1)), (3, 3), (3, 2), (4, 4)),
         (dict(stride=(2, 3), pad_mode="Same"), (4, 3), (3, 3), (9, 9)),

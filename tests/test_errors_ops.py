@@ -3,7 +3,7 @@
 MindSpore's 292 ``Conv3D`` / ``Conv3DTranspose`` probes (``conv3d_errors.json``)
 and 214 functional probes (``functional_errors.json``) are replayed. A probe
 either has MindSpore's outcome (the same exception type at the same stage, or
-accepted), or an entry in ``DECIDED`` below naming the README difference
+accepted), or an entry in ``DECIDED`` below naming the docs/differences.md item
 (section "3-D and functional ops") that changes it. On top of the table one
 rule, as for the 2-D op: a call-time ``RuntimeError`` of MindSpore (oneDNN,
 "Resize failed", the missing ``conv_transpose2d`` kernel rejecting bad
@@ -41,7 +41,7 @@ from .support import (
 @dataclasses.dataclass(frozen=True)
 class Raise:
     exc: type[Exception]
-    difference: str  # README "Differences from MindSpore", 3-D / functional subsection
+    difference: str  # docs/differences.md, 3-D / functional subsection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Accept:
     warns: bool = False
 
 
-# README items (subsection "3-D and functional ops"):
+# docs/differences.md items (subsection "3-D and functional ops"):
 #   M1 CPU-only limits not copied: Conv3DTranspose depth dilation, kernel volume <= 343, stride limits,
 #      s <= output_padding < dilation
 #   M2 conv3d_transpose's group quirk not copied (group bounded by the real output channels)
@@ -298,7 +298,7 @@ def test_decision_table_is_current(name):
 
 
 def test_probe_summary():
-    """The counts the README quotes: probes with MindSpore's outcome, and deviations per difference."""
+    """The counts docs/differences.md quotes: probes with MindSpore's outcome, and deviations per difference."""
     matched, deviations = 0, collections.Counter()
     for name in ("conv3d", "functional"):
         golden = load_golden(name)

@@ -165,7 +165,7 @@ def _mentions(msg: str, *forms) -> bool:
 
 
 def _check_attr_warning(case: dict, dout, weight, cot):
-    """README difference 4: one UserWarning naming the attribute's value and the weight's."""
+    """docs/differences.md, item 4: one UserWarning naming the attribute's value and the weight's."""
     kw = Golden.ctor_kwargs(case)
     op = getattr(jax_conv_bpi, case["op"])(**kw)
     size = Golden.input_size(case)
@@ -189,10 +189,10 @@ def test_golden_case(golden, case):
     tol = Golden.tolerance(case)
     dtype = np.dtype(case["dtype"])
 
-    if _has(case, _LEAD_TAGS):  # README difference 6
+    if _has(case, _LEAD_TAGS):  # docs/differences.md, item 6
         with pytest.raises(ValueError, match="stride|dilation"):
             getattr(jax_conv_bpi, case["op"])(**Golden.ctor_kwargs(case))
-    if _has(case, _ATTR_TAGS):  # README difference 4
+    if _has(case, _ATTR_TAGS):  # docs/differences.md, item 4
         _check_attr_warning(case, dout, weight, cot)
 
     out, g_dout, g_weight = golden_results(golden, case)["main"]
@@ -204,7 +204,7 @@ def test_golden_case(golden, case):
         _close(g_weight, golden.array(case, "vjp_weight"), "vjp_weight", **tol)
     else:
         # MindSpore's backward raised (has_vjp False), or its dout-gradient ignores the
-        # overriding pad_list (quirk, README difference 5: its vjp_dout does not even have
+        # overriding pad_list (quirk, docs/differences.md, item 5: its vjp_dout does not even have
         # dout's shape). Our gradients use the forward's effective padding: check them
         # against the float64 reference, and vjp_weight against MindSpore where it exists.
         ref = reference_vjp(case, _run_kwargs(case), dout, weight, cot)
@@ -217,7 +217,7 @@ def test_golden_case(golden, case):
 
 @pytest.mark.parametrize("case", golden_cases(lambda c: c["data_format"] == "NCHW"))
 def test_nhwc_is_transposed_nchw(golden, case):
-    """README difference 7: NHWC (OHWI weight, NHWC input_size) == NCHW, transposed."""
+    """docs/differences.md, item 7: NHWC (OHWI weight, NHWC input_size) == NCHW, transposed."""
     res = golden_results(golden, case)
     for what, nchw, nhwc in zip(("forward", "vjp_dout", "vjp_weight"), res["main"], res["nhwc"]):
         assert nhwc.dtype == nchw.dtype
@@ -316,7 +316,7 @@ def _bf16_ulp(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
 @pytest.mark.parametrize("case", golden_cases(lambda c: c["name"] in _DTYPE_SUBSET))
 def test_dtype_vs_float64_reference(golden, case, dtype):
-    """README difference 8: float64 exactly, bfloat16 one f32-accumulated rounding off."""
+    """docs/differences.md, item 8: float64 exactly, bfloat16 one f32-accumulated rounding off."""
     ours = _dtype_run(golden, dtype)[case["name"]]
     jdt = jnp.dtype(dtype)
     inputs = [_cast(golden.array(case, k), dtype).astype(np.float64) for k in ("dout", "weight", "cot")]

@@ -6,7 +6,7 @@ case ``jax.vjp`` of the op with the recorded arguments gives the output and
 the pull-backs of the case's cotangent, compared with MindSpore's arrays
 within the golden README's tolerances (float32 rtol 1e-5 / atol 5e-5, float16
 1e-2 / 1e-2). Quirk cases are MindSpore's numbers (``valid_output_at_least_L_times_stride``
-is reproduced). README "Differences from MindSpore" (subsection "3-D and functional
+is reproduced). docs/differences.md (subsection "3-D and functional
 ops") items checked here:
 
 * M10 ``float16_weight_grad_is_float32``: a JAX VJP returns float16 for a

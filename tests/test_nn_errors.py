@@ -2,7 +2,7 @@
 
 A probe either has MindSpore's outcome (the same exception type at the same
 stage, or accepted with MindSpore's output shape and dtype), or an entry in
-``DECIDED`` naming the README difference (subsection "nn layers") that changes
+``DECIDED`` naming the docs/differences.md item (subsection "nn layers") that changes
 it. On top of the table one rule, as for the ops: where MindSpore leaks a
 ``RuntimeError`` (oneDNN, "Resize failed") or a ``ZeroDivisionError``, this
 raises a ``ValueError`` (N6). Every message of ours starts with the layer's
@@ -49,7 +49,7 @@ class Accept:
     difference: str
 
 
-# README "Differences from MindSpore", subsection "nn layers":
+# docs/differences.md, subsection "nn layers":
 #   N1 pad_mode in any letter case for every layer
 #   N2 Conv2dTranspose checks output_padding at construction
 #   N3 MindSpore CPU limits not copied (Conv3dTranspose depth dilation, kernel volume <= 343)
@@ -198,7 +198,7 @@ def test_decision_table_is_current():
 
 
 def test_probe_summary():
-    """The counts the README quotes: probes with MindSpore's outcome, and deviations per difference."""
+    """The counts docs/differences.md quotes: probes with MindSpore's outcome, and deviations per difference."""
     params = _probes()
     if params[0].values[0] is None:
         pytest.skip(GOLDEN_MISSING)

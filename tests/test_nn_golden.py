@@ -9,7 +9,7 @@ bias with MindSpore's arrays (float32 rtol 1e-5 / atol 5e-5, float16 1e-2).
 The quirks are MindSpore's numbers: ``output_padding_appends_zeros``
 (Conv2dTranspose), ``valid_output_at_least_L_times_stride``, and
 ``float16_weight_grad_is_float32`` (Conv3dTranspose), where this library
-returns float16 (README "Differences from MindSpore", N7) equal to the
+returns float16 (docs/differences.md, N7) equal to the
 float16 rounding of MindSpore's value.
 """
 

@@ -257,7 +257,7 @@ def _golden_inputs(golden, case):
 
 
 def _accepted(case) -> bool:
-    """Every golden case except the 4-tuple strides this library deliberately rejects (README 6)."""
+    """Every golden case except the 4-tuple strides this library deliberately rejects (docs/differences.md, item 6)."""
     return not set(case["tags"]) & {"stride4_nonunit_lead", "dilation4_nonunit_lead"}
 
 
@@ -314,7 +314,7 @@ def test_every_dense_path_matches_mindspores_vjps(golden, role, name):
     is the forward convolution of ``cot`` with ``w`` (the ``conv`` paths), its
     ``vjp_weight`` the weight gradient of ``dout`` and ``cot`` (the ``filter``
     paths). The cases where MindSpore's backward raised or ignores ``pad_list``
-    (README difference 5) are left to ``test_golden``.
+    (docs/differences.md, item 5) are left to ``test_golden``.
     """
     prepared = []
     for case in filter(_accepted, golden.cases):

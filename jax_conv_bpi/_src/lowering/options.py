@@ -21,7 +21,7 @@ def cpu_compiler_options() -> dict[str, str]:
     does not know the option. Only for CPU compilations. It also removes the
     YNNPACK fusions jaxlib 0.10.2 forms around some reductions: that avoids a
     crash of XLA CPU in ``jax.jit(jax.hessian(...))`` of a small grouped 3-D
-    ``conv_transpose`` (README, "Known XLA CPU issues").
+    ``conv_transpose`` (docs/errors.md, "Known XLA CPU issues").
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -52,7 +52,7 @@ _TORCH_RECIPE = (
     "weights: its 'state_dict' or 'model' entry), `params = {name: t.float().numpy() if t.dtype == torch.bfloat16 "
     "else t.numpy() for name, t in state.items()}`, then `jax_conv_bpi.load_param_into_net(model, params, "
     "name_map=...)` to match PyTorch's names to the module's (or save params with jax_conv_bpi.save_checkpoint "
-    "first); see the README section 'Layers and checkpoints'"
+    "first); see docs/porting.md, 'Layers and checkpoints'"
 )
 _NPZ_RECIPE = "load it with `params = dict(numpy.load(path))`, then `jax_conv_bpi.load_param_into_net(model, params)`"
 

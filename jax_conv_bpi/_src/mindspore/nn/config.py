@@ -11,7 +11,7 @@ Exception types are MindSpore's where MindSpore raises ``TypeError`` /
 ``ValueError``; where it leaks another type (``ZeroDivisionError`` for
 ``group=0`` in the 3-D layers, oneDNN's ``RuntimeError`` at call time) this
 raises the ``ValueError`` / ``TypeError`` that names the argument. Deliberate
-differences (README, "Differences from MindSpore", ``nn`` layers):
+differences (docs/differences.md, ``nn`` layers):
 
 * N1 ``pad_mode`` in any letter case for every layer (MindSpore: the 1-D and
   2-D layers only lower case; the 3-D layers any case).
