@@ -12,9 +12,13 @@ $(VENV)/.core: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-# Everything the tests, notebooks and linters need, on top of the core; the native kernel built
-# ahead of the tests (it prints where it is, or why it is off: the tests then cover the fallback).
-$(VENV)/.installed: $(VENV)/.core
+# Everything the tests, notebooks and linters need, on top of the core; first the native kernels'
+# plugin (native/: CMake through scikit-build-core), compiled against this venv's jaxlib (no build
+# isolation, so the FFI headers are those of the jaxlib it runs with) with warnings as errors. It
+# prints where the kernels are, or why they are off (the tests then cover the fallback).
+$(VENV)/.installed: $(VENV)/.core $(wildcard native/pyproject.toml native/CMakeLists.txt native/src/* native/python/*/*)
+	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "cmake>=3.18" ninja
+	$(PY) -m pip install --quiet --no-build-isolation -C cmake.define.JCB_NATIVE_WERROR=ON ./native
 	$(PY) -m pip install --quiet -e ".[test,notebook,nn,dev,native,peers]"
 	$(PY) -c "import jax_conv_bpi; print(jax_conv_bpi.native_status())"
 	touch $@

@@ -111,7 +111,7 @@ def _next_steps(native_on: bool) -> str:
     ]
     if not native_on:
         lines.append(
-            "  native kernels: pip install 'jax_conv_bpi[native]' (OpenBLAS; built on first use with a C++ compiler)"
+            "  native kernels: pip install 'jax_conv_bpi[native]' (from a checkout: pip install ./native '.[native]')"
         )
     return "\n".join(lines)
 

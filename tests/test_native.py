@@ -12,17 +12,20 @@
   of its gradients carries their custom calls, and ``grad``/``vmap`` through
   the library's ops still match the references; bfloat16, groups,
   ``jax.export`` and programs over several devices stay pure XLA;
-* the fallback, in child processes: ``JCB_NATIVE=0`` and a compiler that
-  fails leave every program pure XLA and its results unchanged.
+* the plugin, in child processes: with no compiler on the ``PATH`` the
+  kernels still load and run (nothing is compiled at run time); ``JCB_NATIVE=0``,
+  a plugin that is not installed and one built for another jaxlib leave every
+  program pure XLA and its results unchanged, the last with one warning.
 
-The kernel tests skip, saying why, where the kernel is off (no compiler or no
-``scipy-openblas32``: ``jcb.native_status()``); the gate and fallback tests
-run everywhere.
+The kernel tests skip, saying why, where the kernels are off (the
+``jax_conv_bpi_native`` plugin not installed, no ``scipy-openblas32``:
+``jcb.native_status()``); the gate and fallback tests run everywhere.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import subprocess
@@ -511,12 +514,19 @@ def test_export_stays_pure_xla():
 def test_native_status_names_the_library_or_the_reason():
     ok, what = kernels.load()
     status = jcb.native_status()
-    assert status == (f"native kernel: {what}" if ok else f"native kernel off: {what}")
-    if ok:
-        assert os.path.isfile(what)
+    if not ok:
+        assert status == f"native kernel off: {what}"
+        return
+    assert status.startswith(f"native kernel: {what} (")
+    assert os.path.isfile(what)
+    # The plugin's build: its version, jaxlib, compiler and flags; then the instruction set it runs.
+    plugin = kernels._loaded["plugin"]
+    assert f"{kernels.PLUGIN} {plugin.__version__} for jaxlib {plugin.JAXLIB_VERSION}" in status, status
+    assert plugin.COMPILER in status and plugin.FLAGS in status, status
+    assert ("AVX-512" in status) == _has_avx512(), status
 
 
-# -- child processes: several devices, disabled, a failing build ---------------------------
+# -- child processes: several devices, no compiler, disabled, no plugin, an unusable plugin -------
 
 _CHILD = textwrap.dedent(
     """
@@ -544,16 +554,21 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _child(**env) -> dict:
+def _child(prelude: str = "", env: dict | None = None, **extra) -> dict:
+    """``_CHILD`` in a new process, after ``prelude``, in ``env`` (default: this one's) plus ``extra``.
+
+    Its JSON output, with its stderr under ``"stderr"``.
+    """
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD],
+        [sys.executable, "-c", prelude + _CHILD],
         capture_output=True,
         text=True,
         timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
+        env=dict(os.environ if env is None else env, JAX_PLATFORMS="cpu", **extra),
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return {**json.loads(proc.stdout), "stderr": proc.stderr}
 
 
 def _child_reference():
@@ -581,11 +596,72 @@ def test_disabled_by_the_environment():
     assert_close(out["result"], _child_reference(), "JCB_NATIVE=0", scale_atol=2e-5)
 
 
-def test_a_failing_build_falls_back(tmp_path):
-    """A compiler that fails (``CXX=false``, an empty cache): the status says so, the program stays pure XLA."""
-    out = _child(CXX="false", JCB_NATIVE_CACHE=str(tmp_path / "cache"))
+_TRAP_COMPILERS = ("c++", "g++", "gcc", "cc", "clang", "clang++", "ld", "cmake", "ninja")
+
+
+@needs_kernel
+def test_no_compiler_runs_at_run_time(tmp_path):
+    """The plugin was compiled when it was installed: in a process whose ``PATH`` holds only compilers that
+    record any call and fail, and without ``$CXX``/``$CC``, the kernels load, run and match the reference."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for name in _TRAP_COMPILERS:
+        trap = bin_dir / name
+        trap.write_text(f'#!/bin/sh\necho {name} "$@" >> {calls}\nexit 1\n')
+        trap.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC", "JCB_NATIVE")}
+    out = _child(env=env, PATH=str(bin_dir))
+    assert out["status"].startswith("native kernel: "), out["status"]
+    assert out["one_device"] == 1, out["status"]
+    assert_close(out["result"], _child_reference(), "no compiler on the PATH", scale_atol=2e-5)
+    assert not calls.exists(), calls.read_text()
+
+
+_NO_PLUGIN = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class _NoPlugin(importlib.abc.MetaPathFinder):  # as if jax_conv_bpi_native were not installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "jax_conv_bpi_native":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, _NoPlugin())
+    """
+)
+
+
+def test_without_the_plugin_the_package_stays_pure_xla():
+    """The plugin not installed: no warning, the status says so and how to install it, results unchanged."""
+    out = _child(_NO_PLUGIN + "import warnings; warnings.simplefilter('always')\n")
+    assert out["status"] == (
+        "native kernel off: the jax_conv_bpi_native plugin is not installed"
+        " (from a checkout of jax_conv_bpi: pip install ./native)"
+    ), out["status"]
     assert out["one_device"] == 0
-    assert out["status"].startswith("native kernel off: "), out["status"]
-    if kernels.load()[0]:  # with OpenBLAS present, the build itself is what failed
-        assert "did not build" in out["status"] and "false" in out["status"], out["status"]
-    assert_close(out["result"], _child_reference(), "failed build", scale_atol=2e-5)
+    assert "RuntimeWarning" not in out["stderr"], out["stderr"]
+    assert_close(out["result"], _child_reference(), "no plugin", scale_atol=2e-5)
+
+
+_OTHER_JAXLIB = textwrap.dedent(
+    """
+    import warnings
+    warnings.simplefilter("always")  # every warning printed, however often the same one comes
+    import jax_conv_bpi_native
+    jax_conv_bpi_native.JAXLIB_VERSION = "0.0.1"  # as if built against another jaxlib
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec(kernels.PLUGIN) is None, reason="the plugin is not installed here")
+def test_a_plugin_built_for_another_jaxlib_warns_once():
+    """Installed but unusable: one RuntimeWarning for the whole process, the reason in the status, pure XLA."""
+    out = _child(_OTHER_JAXLIB + "import jax_conv_bpi as jcb; jcb.native_status(); jcb.native_status()\n")
+    expected = f"{kernels.PLUGIN} was built for jaxlib 0.0.1, this process runs jaxlib {kernels._jaxlib_version()}"
+    assert out["status"].startswith(f"native kernel off: {kernels.PLUGIN} is installed but cannot be used: "), out
+    assert expected in out["status"] and "pip install ./native" in out["status"], out["status"]
+    assert out["stderr"].count("RuntimeWarning") == 1, out["stderr"]
+    assert out["stderr"].count("installed but cannot be used") == 1, out["stderr"]
+    assert out["one_device"] == 0
+    assert_close(out["result"], _child_reference(), "unusable plugin", scale_atol=2e-5)

@@ -1,41 +1,46 @@
-"""The optional native CPU kernels (the ``[native]`` extra): build, load, register, gate.
+"""The optional native CPU kernels (the ``[native]`` extra): discover, load, register, gate.
 
-Kernels in ``csrc/conv.cc``: the forward convolution and the weight gradient
-of an ungrouped float32 convolution, as im2col patches per block of pixels and
-OpenBLAS sgemms (the ``scipy-openblas32`` wheel), where XLA CPU's convolutions
-and dot run well below the machine's matmul speed (docs/performance.md); at
-stride 1 on CPUs with AVX-512 both compute most layers directly instead,
-register-blocked vector FMAs without patches (``direct`` says where). The
-stride-1 input gradient is the forward kernel's flipped correlation, and
-strided ones may use it for the sub-pixel form's convolution
-(``dispatch``). Two more compute the forward and the weight gradient of
-grouped convolutions with few channels per group (depthwise) plane by plane,
-without BLAS. One worker per usable core (the calling thread and tasks on
-XLA's intra-op thread pool) takes blocks in turn, each with a single-threaded
-sgemm, so one worker's im2col fill overlaps the others' sgemms. The library is compiled once per machine, jaxlib
-and source with the machine's C++ compiler (``$CXX``, else ``c++``/``g++``),
-into ``$JCB_NATIVE_CACHE`` (default ``~/.cache/jax_conv_bpi``), the first time
-a program could use it; that takes 5-10 seconds. ``jax_conv_bpi.native_status()``
-builds it ahead of time and says where it is, or why it cannot be used.
+The kernels are a plugin of their own, the ``jax_conv_bpi_native`` distribution
+in the checkout's ``native/`` folder (C++ in ``native/src/``, built by CMake
+through scikit-build-core against the XLA FFI headers of the jaxlib present at
+install time: ``pip install ./native``). This module finds it by import, checks
+that it fits (built for this process's jaxlib, the C interface version it
+expects), looks up OpenBLAS's sgemm in the ``scipy-openblas32`` wheel, and
+registers the library's XLA FFI handlers; no compiler ever runs here.
 
-Where it cannot be built or loaded (no compiler, no ``scipy-openblas32``, a
-JAX without ``jax.ffi``), or ``JCB_NATIVE=0`` is set, every formulation stays
-pure XLA: ``native_status()`` tells which and why. ``usable(ctx)`` also keeps the
-kernels out of programs they do not fit: lowerings for ``jax.export`` (a custom
-call is not a stable export) and programs over more than one device (XLA's
-partitioner cannot split a custom call).
+They compute the forward convolution and the weight gradient of an ungrouped
+float32 convolution, as im2col patches per block of pixels and OpenBLAS sgemms,
+where XLA CPU's convolutions and dot run well below the machine's matmul speed
+(docs/performance.md); at stride 1 on CPUs with AVX-512 both compute most
+layers directly instead, register-blocked vector FMAs without patches
+(``direct`` says where). The stride-1 input gradient is the forward kernel's
+flipped correlation, and strided ones may use it for the sub-pixel form's
+convolution (``dispatch``). Two more compute the forward and the weight
+gradient of grouped convolutions with few channels per group (depthwise) plane
+by plane, without BLAS. One worker per usable core (the calling thread and
+tasks on XLA's intra-op thread pool) takes blocks in turn, each with a
+single-threaded sgemm, so one worker's im2col fill overlaps the others' sgemms.
+
+Where the plugin is not installed, or ``JCB_NATIVE=0`` is set, or the JAX has
+no ``jax.ffi``, every formulation stays pure XLA and ``native_status()`` says
+why. Where it is installed but cannot be used (built for another jaxlib, a
+library that does not load or has another C interface, no ``scipy-openblas32``)
+the same holds, and the process is also warned once (``RuntimeWarning``).
+``usable(ctx)`` also keeps the kernels out of programs they do not fit:
+lowerings for ``jax.export`` (a custom call is not a stable export) and
+programs over more than one device (XLA's partitioner cannot split a custom
+call).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
+import importlib
 import os
-import shutil
-import subprocess
-import tempfile
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +48,11 @@ import numpy as np
 from jax.interpreters import mlir
 
 __all__ = [
+    "ABI",
     "FORWARD_TARGET",
     "GROUPED_FORWARD_TARGET",
     "GROUPED_TARGET",
+    "PLUGIN",
     "TARGET",
     "conv_forward",
     "conv_weight_grad",
@@ -61,39 +68,11 @@ TARGET = "jcb_conv_weight_grad"
 FORWARD_TARGET = "jcb_conv_forward"
 GROUPED_TARGET = "jcb_conv_grouped_weight_grad"
 GROUPED_FORWARD_TARGET = "jcb_conv_grouped_forward"
-_SOURCE = Path(__file__).with_name("csrc") / "conv.cc"
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("JCB_NATIVE_CACHE"):
-        return Path(os.environ["JCB_NATIVE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jax_conv_bpi"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _build(cxx: str) -> Path:
-    """Compile the kernel (or find it compiled) for this source, jaxlib and compiler; return the library."""
-    include = jax.ffi.include_dir()
-    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), jax.__version__.encode(), cxx.encode()])).hexdigest()
-    out = _cache_dir() / f"libjcb_native-{key[:16]}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        lib = Path(tmp) / out.name
-        cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", str(_SOURCE), "-o", str(lib)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
-        os.replace(lib, out)  # atomic: concurrent builds of the same key leave one complete file
-    return out
+PLUGIN = "jax_conv_bpi_native"
+"""The plugin's import name (the distribution built from the checkout's ``native/``)."""
+ABI = 1
+"""The version of the plugin's C interface this module calls (``JCB_NATIVE_ABI`` in ``native/CMakeLists.txt``)."""
+INSTALL_HINT = "from a checkout of jax_conv_bpi: pip install ./native"
 
 
 def _openblas_sgemm():
@@ -128,54 +107,113 @@ def _threads() -> int:
     return max(1, min(cores, MAX_THREADS))
 
 
+def _jaxlib_version() -> str:
+    import jaxlib.version
+
+    return jaxlib.version.__version__
+
+
+def _import_plugin() -> ModuleType | None:
+    """The plugin's package, or None where it is not installed."""
+    try:
+        return importlib.import_module(PLUGIN)
+    except ModuleNotFoundError as e:
+        if e.name != PLUGIN:  # installed, but something it imports is missing: unusable, not absent
+            raise ImportError(f"{PLUGIN} does not import: {e}") from e
+        return None
+
+
+def _open(plugin: ModuleType) -> ctypes.CDLL:
+    """The plugin's library, loaded and checked against what this module expects; RuntimeError where it does not fit."""
+    recorded, running = getattr(plugin, "JAXLIB_VERSION", None), _jaxlib_version()
+    if recorded != running:
+        raise RuntimeError(
+            f"{PLUGIN} was built for jaxlib {recorded}, this process runs jaxlib {running}: "
+            f"reinstall it against this jaxlib ({INSTALL_HINT})"
+        )
+    if getattr(plugin, "ABI", None) != ABI:
+        raise RuntimeError(
+            f"{PLUGIN} has C interface version {getattr(plugin, 'ABI', None)}, this jax_conv_bpi calls version {ABI}: "
+            f"reinstall it from the same checkout ({INSTALL_HINT})"
+        )
+    try:
+        lib = ctypes.CDLL(str(plugin.LIBRARY))
+        lib.jcb_native_abi.restype = ctypes.c_int
+        lib.jcb_native_jaxlib.restype = ctypes.c_char_p
+        lib.jcb_native_isa.restype = ctypes.c_char_p
+        abi, jaxlib_built = lib.jcb_native_abi(), lib.jcb_native_jaxlib().decode()
+    except (OSError, AttributeError) as e:
+        raise RuntimeError(f"{PLUGIN}'s library {plugin.LIBRARY} does not load: {e}") from e
+    if abi != ABI or jaxlib_built != recorded:
+        raise RuntimeError(
+            f"{plugin.LIBRARY} (C interface {abi}, jaxlib {jaxlib_built}) is not the library {PLUGIN} recorded "
+            f"(C interface {plugin.ABI}, jaxlib {recorded}): reinstall it ({INSTALL_HINT})"
+        )
+    return lib
+
+
+_loaded: dict = {}  # after a successful load(): "lib" (the plugin's library), "blas", "plugin", "isa"
+
+
 @functools.cache
 def load() -> tuple[bool, str]:
-    """Build (once) and register the kernels: ``(True, library path)`` or ``(False, why not)``."""
+    """Find, check and register the plugin's kernels (once): ``(True, library path)`` or ``(False, why not)``.
+
+    A plugin that is installed but cannot be used also warns, once per process (``RuntimeWarning``).
+    """
     if os.environ.get("JCB_NATIVE", "1") == "0":
         return False, "disabled by JCB_NATIVE=0"
     if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):
         return False, f"jax {jax.__version__} has no jax.ffi"
     try:
-        sgemm, blas = _openblas_sgemm()
-    except (ImportError, OSError, AttributeError) as e:
-        return False, f"no OpenBLAS from the scipy-openblas32 wheel (pip install 'jax_conv_bpi[native]'): {e}"
-    cxx = _compiler()
-    if cxx is None:
-        return False, "no C++ compiler found ($CXX, c++, g++, clang++)"
-    try:
-        path = _build(cxx)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, RuntimeError) as e:
-        return False, f"the kernel did not build: {e}"
+        plugin = _import_plugin()
+        if plugin is None:
+            return False, f"the {PLUGIN} plugin is not installed ({INSTALL_HINT})"
+        lib = _open(plugin)
+        try:
+            sgemm, blas = _openblas_sgemm()
+        except (ImportError, OSError, AttributeError) as e:
+            raise RuntimeError(
+                f"no OpenBLAS from the scipy-openblas32 wheel (pip install scipy-openblas32): {e}"
+            ) from e
+    except (ImportError, RuntimeError) as e:
+        why = f"{PLUGIN} is installed but cannot be used: {e}"
+        warnings.warn(f"jax_conv_bpi: {why}; every CPU formulation stays pure XLA", RuntimeWarning, stacklevel=2)
+        return False, why
     lib.jcb_native_set_sgemm.argtypes = [ctypes.c_void_p]
     lib.jcb_native_set_sgemm(sgemm)
-    _keep.extend([blas, lib])
+    _loaded.update(lib=lib, blas=blas, plugin=plugin, isa=lib.jcb_native_isa().decode())
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
     jax.ffi.register_ffi_target(GROUPED_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(GROUPED_FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedForward), platform="cpu")
-    return True, str(path)
+    return True, str(plugin.LIBRARY)
 
 
-_keep: list = []  # the loaded libraries stay loaded as long as the process
+_ISA = {
+    "avx512f": "AVX-512 (the direct stride-1 kernels and the grouped kernels' AVX-512 code)",
+    "avx2": "AVX2 (no AVX-512 on this CPU: im2col + OpenBLAS at stride 1 too, the grouped kernels' AVX2 code)",
+    "baseline": "the baseline instruction set (no AVX2 on this CPU or not x86-64: no direct kernels)",
+}
 
 
 def native_status() -> str:
-    """Build (once) and load the optional native CPU kernels; say where they are, or why they are off.
+    """Load the optional native CPU kernels (once); say where they are and how they were built, or why they are off.
 
-    The kernels (the ``[native]`` extra: ``pip install 'jax_conv_bpi[native]'``)
-    compute the forward convolution, the stride-1 input gradient and the weight
-    gradient of ungrouped float32 convolutions on one CPU device with OpenBLAS
-    (at stride 1 on AVX-512 CPUs mostly without it, directly), some strided
-    input gradients' sub-pixel convolution, and the forward and weight
-    gradient of depthwise-like grouped ones;
-    they are compiled with the machine's C++ compiler the first time they are
-    needed, or by this call. Where they are off (no compiler, no
-    ``scipy-openblas32``, ``JCB_NATIVE=0``), every CPU formulation is pure XLA
-    and the results are the same to float32 rounding.
+    The kernels (the ``jax_conv_bpi_native`` plugin, compiled when it is
+    installed: ``pip install ./native`` from a checkout) compute the forward
+    convolution, the stride-1 input gradient and the weight gradient of
+    ungrouped float32 convolutions on one CPU device with OpenBLAS (at stride 1
+    on AVX-512 CPUs mostly without it, directly), some strided input
+    gradients' sub-pixel convolution, and the forward and weight gradient of
+    depthwise-like grouped ones. Where they are off (the plugin not installed,
+    or built for another jaxlib, no ``scipy-openblas32``, ``JCB_NATIVE=0``),
+    every CPU formulation is pure XLA and the results are the same to float32
+    rounding.
 
     Returns:
-      One line: ``"native kernel: <library path>"`` or ``"native kernel off: <why>"``.
+      One line: ``"native kernel: <library path> (<its build>; <the instruction set it runs>)"``
+      or ``"native kernel off: <why>"``.
 
     Example:
       >>> import jax_conv_bpi as jcb
@@ -183,7 +221,11 @@ def native_status() -> str:
       True
     """
     ok, what = load()
-    return f"native kernel: {what}" if ok else f"native kernel off: {what}"
+    if not ok:
+        return f"native kernel off: {what}"
+    plugin, isa = _loaded["plugin"], _loaded["isa"]
+    build = f"{PLUGIN} {plugin.__version__} for jaxlib {plugin.JAXLIB_VERSION}, {plugin.COMPILER} {plugin.FLAGS}"
+    return f"native kernel: {what} ({build}; runs {_ISA.get(isa, isa)})"
 
 
 def usable(ctx) -> bool:
@@ -257,7 +299,7 @@ def direct(geom, kernel: str) -> bool:
     dims = [np.ascontiguousarray(v, np.int64) for v in (*shapes, *_geometry_attrs(geom).values())]
     pointer = ctypes.POINTER(ctypes.c_int64)
     which = 0 if kernel == "forward" else 1
-    return bool(_keep[-1].jcb_native_direct(which, *(v.ctypes.data_as(pointer) for v in dims)))
+    return bool(_loaded["lib"].jcb_native_direct(which, *(v.ctypes.data_as(pointer) for v in dims)))
 
 
 def conv_weight_grad(dout, x, *, geom, block_bytes: int = BLOCK_BYTES, threads: int | None = None):

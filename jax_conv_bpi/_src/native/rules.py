@@ -1,8 +1,8 @@
 """Which geometries the native kernels compute directly, in pure Python: the dispatcher's view of them.
 
 The kernels decide for themselves when they run (``DirectFits`` and
-``DirectGradFits`` in ``csrc/conv.cc``); the CPU dispatcher must know the same
-answer at trace time without loading, let alone compiling, the library.
+``DirectGradFits`` in the plugin's ``native/src/direct_avx512.cc``); the CPU
+dispatcher must know the same answer at trace time without loading the library.
 These functions restate the kernels' rules on the geometry, and the native
 tests check that both give the same answer (``kernels.direct`` asks the
 loaded library).
