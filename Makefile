@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-min-jax test-xla-defaults bench notebook-png lint typecheck docs docs-check
+.PHONY: demo test test-min-jax test-xla-defaults test-native-sanitize bench notebook-png lint typecheck docs docs-check
 
 # The core alone (jax, jaxlib, numpy): all the demo needs.
 $(VENV)/.core: pyproject.toml
@@ -54,6 +54,34 @@ test-min-jax: $(MIN_VENV)/.installed
 # sweeps, hundreds of programs, stay in `make test`). CI runs it too.
 test-xla-defaults: $(VENV)/.installed
 	JCB_TEST_XLA_DEFAULTS=1 $(PY) -m pytest tests/test_paths.py tests/test_paths_nd.py tests/test_network_dcgan.py -q -n 2 -p no:cacheprovider -k "not whole_golden and not mindspores_vjps"
+
+# The native kernels under AddressSanitizer + UBSan, in a venv of their own: the plugin built with
+# JCB_NATIVE_SANITIZE (-O1 -g, every masked vector access touched lane by lane, a checking reference
+# sgemm in place of OpenBLAS's: native/CMakeLists.txt), the native tests and a seeded sweep of
+# JCB_SWEEP_COUNT random geometries through every kernel (tests/test_native_sweep.py), with the
+# compiler's runtimes preloaded into Python. A report stops the process (halt_on_error), so the
+# run fails. CI runs it (.ci/run).
+SAN_VENV ?= .venv-sanitize
+SAN_PY := $(SAN_VENV)/bin/python
+SAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libubsan.so)
+SAN_ENV = LD_PRELOAD="$(SAN_PRELOAD)" \
+  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:alloc_dealloc_mismatch=0:detect_odr_violation=0 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+SWEEP_COUNT ?= 2000
+
+$(SAN_VENV)/.installed: pyproject.toml $(wildcard native/pyproject.toml native/CMakeLists.txt native/src/* native/python/*/*)
+	$(PYTHON) -m venv $(SAN_VENV)
+	$(SAN_PY) -m pip install --quiet --upgrade pip
+	$(SAN_PY) -m pip install --quiet -e ".[test]" "scipy-openblas32>=0.3.34" "scikit-build-core>=0.10" "cmake>=3.18" ninja
+	CXX=$(CXX) $(SAN_PY) -m pip install --quiet --no-build-isolation -C cmake.define.JCB_NATIVE_SANITIZE=ON \
+	  -C cmake.define.JCB_NATIVE_WERROR=ON ./native
+	touch $@
+
+test-native-sanitize: $(SAN_VENV)/.installed
+	$(SAN_ENV) $(SAN_PY) -c "import jax_conv_bpi as j, jax_conv_bpi_native as n; \
+	  assert '-fsanitize=address' in n.FLAGS, n.FLAGS; s = j.native_status(); print(s); assert 'native kernel off' not in s"
+	$(SAN_ENV) JCB_SWEEP_COUNT=$(SWEEP_COUNT) $(SAN_PY) -m pytest tests/test_native.py tests/test_native_sweep.py \
+	  tests/test_regressions.py::test_a_tap_wholly_outside_the_input_does_not_read_past_it -q -n 2 -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench

@@ -294,3 +294,19 @@ def test_lax_autodiff_oracle(g):
     _, ours = results(g)
     assert_close(ours["bpi"], np.asarray(ours["lax_bpi"], np.float64), "conv2d_backprop_input vs lax vjp")
     assert_close(ours["bpf"], np.asarray(ours["lax_bpf"], np.float64), "conv2d_backprop_filter vs lax vjp")
+
+
+def test_the_nd_reference_input_gradient_of_a_crop_at_the_start():
+    """``reference.conv_transpose_nd`` where the padding crops the input's start (``lo`` < 0): those positions get
+    zeros, as in ``jax.vjp`` of ``lax.conv_general_dilated`` (it sliced from a negative index and returned an
+    empty array before)."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 4, 8, 7)), rng.standard_normal((3, 4, 2, 2))
+    stride, dilation, padding = (1, 2), (1, 3), ((-1, 1), (-2, 0))
+    fwd = lambda x: lax.conv_general_dilated(x, w.astype(np.float32), stride, padding, rhs_dilation=dilation)  # noqa: E731
+    y, vjp = jax.vjp(fwd, x.astype(np.float32))
+    ct = rng.standard_normal(y.shape)
+    expected = vjp(ct.astype(np.float32))[0]
+    got = reference.conv_transpose_nd(ct, w, x.shape[2:], stride, dilation, padding, 1)
+    assert_close(got, expected, "input gradient with start crops", rtol=1e-4, scale_atol=1e-5)
+    assert np.all(got[:, :, :1] == 0) and np.all(got[:, :, :, :2] == 0)

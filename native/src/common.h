@@ -61,6 +61,18 @@ namespace ffi = xla::ffi;
 #define JCB_CLONES
 #endif
 
+// The sanitizer build (JCB_NATIVE_SANITIZE, CMakeLists.txt): GCC's AddressSanitizer does not check
+// masked vector loads and stores, so before each one JCB_TOUCH_LANES(p, mask) reads every active
+// lane of p[0 .. 16) with a plain scalar load and JCB_TOUCH_LANES_RW(p, mask) also writes it back
+// (the value it read), where ASan sees them. Nothing in other builds.
+#ifdef JCB_NATIVE_SANITIZE
+#define JCB_TOUCH_LANES(p, mask) ::jcb::TouchLanes((p), static_cast<unsigned>(mask))
+#define JCB_TOUCH_LANES_RW(p, mask) ::jcb::TouchLanesRW((p), static_cast<unsigned>(mask))
+#else
+#define JCB_TOUCH_LANES(p, mask) ((void)0)
+#define JCB_TOUCH_LANES_RW(p, mask) ((void)0)
+#endif
+
 // The small templates the hot loops are written with: always inlined, so their bodies take the
 // caller's instruction set (a JCB_CLONES clone's).
 #if defined(__GNUC__) || defined(__clang__)
@@ -77,6 +89,27 @@ namespace jcb {
 using Sgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
                        int);
 extern Sgemm g_sgemm;
+
+#ifdef JCB_NATIVE_SANITIZE
+// The sanitizer build's sgemm (check_gemm.cc), g_sgemm from the start: plain loops that check the
+// call's order, transposes, sizes and leading dimensions (aborting with a message where they are
+// wrong) and touch every element they read and write, where ASan sees them.
+void CheckedSgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                  const float* b, int ldb, float beta, float* c, int ldc);
+
+inline void TouchLanes(const float* p, unsigned mask) {
+  for (int l = 0; l < 16; ++l)
+    if (mask >> l & 1u) static_cast<void>(*static_cast<const volatile float*>(p + l));
+}
+
+inline void TouchLanesRW(float* p, unsigned mask) {
+  for (int l = 0; l < 16; ++l)
+    if (mask >> l & 1u) {
+      volatile float* lane = p + l;
+      *lane = *lane;
+    }
+}
+#endif
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int64_t kMinK = 1024;  // samples with fewer pixels share one sgemm (packed)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "plan.h"
 #include "threads.h"
 
 namespace jcb {
@@ -96,9 +97,11 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
 #pragma GCC unroll 16
   for (int i = 0; i < CO; ++i)
 #pragma GCC unroll 2
-    for (int j = 0; j < V; ++j)
+    for (int j = 0; j < V; ++j) {
+      if (add && i < count) JCB_TOUCH_LANES(yq + i * pixels + j * kVec, store[v0 + j]);
       acc[i][j] = add && i < count ? _mm512_maskz_loadu_ps(store[v0 + j], yq + i * pixels + j * kVec)
                                    : _mm512_setzero_ps();
+    }
   for (int64_t kd = 0; kd < g.k[0]; ++kd)
     for (int64_t kh = 0; kh < g.k[1]; ++kh) {
       const int64_t line = g.input_line(q, kd, kh);
@@ -112,7 +115,10 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
           const __mmask16* mk = masks + kw * vectors + v0;
           __m512 xv[V];
 #pragma GCC unroll 2
-          for (int j = 0; j < V; ++j) xv[j] = _mm512_maskz_loadu_ps(mk[j], xk + j * kVec);
+          for (int j = 0; j < V; ++j) {
+            JCB_TOUCH_LANES(xk + j * kVec, mk[j]);
+            xv[j] = _mm512_maskz_loadu_ps(mk[j], xk + j * kVec);
+          }
 #pragma GCC unroll 16
           for (int i = 0; i < CO; ++i) {
             const __m512 wv = _mm512_set1_ps(wc[kw * CO + i]);
@@ -126,7 +132,10 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
   for (int i = 0; i < CO; ++i)
     if (i < count)
 #pragma GCC unroll 2
-      for (int j = 0; j < V; ++j) _mm512_mask_storeu_ps(yq + i * pixels + j * kVec, store[v0 + j], acc[i][j]);
+      for (int j = 0; j < V; ++j) {
+        JCB_TOUCH_LANES_RW(yq + i * pixels + j * kVec, store[v0 + j]);
+        _mm512_mask_storeu_ps(yq + i * pixels + j * kVec, store[v0 + j], acc[i][j]);
+      }
 }
 
 // Where DirectForward beats the patches (measured here, ms, patches against direct): stride 1,
@@ -205,8 +214,8 @@ namespace {
 // each pixel and tap one aligned vector load gives 16 input channels; OB output channels' dout
 // values are broadcast against CV such vectors into OB x CV register accumulators, as the direct
 // forward's weights are against its input vectors. Per task, every block pair and tap; the
-// accumulators are then added to the worker's partial w (taps x opad x cpad floats, the channel
-// blocks padded), summed over the workers at the end. Reading the input channels-first
+// accumulators are then added to its slot's partial w (taps x opad x cpad floats, the channel
+// blocks padded; plan.h's Slots), summed in slot order at the end. Reading the input channels-first
 // instead (vectors along the pixels, 4 dout and 6 input loads per 24 FMAs, most of them across
 // cache lines) ran at half the forward's speed.
 constexpr int kGradOB = 12, kGradCV = 2;
@@ -272,60 +281,64 @@ bool DirectGradFits(const Geometry& g) {
   return DirectStride1(g) && g.c_in >= kVec && g.c_out * g.c_in * g.taps() <= (1 << 20);
 }
 
-// w = the weight gradient at stride 1 (DirectGradFits): workers take the layout's tasks; per
-// task, the channels-last copy of its input lines, then every block pair and tap over all its
-// output lines (tiles of fewer lines, to keep the input lines in L1, measured slower: unet3d_conv
-// 8.9 ms at 16 KiB of them, 8.1 at 64 KiB and at a whole task).
+// w = the weight gradient at stride 1 (DirectGradFits): workers take slots of the layout's tasks
+// (laid out for kPlanWorkers workers, whatever `threads` says: plan.h), each slot's tasks in
+// order; per task, the channels-last copy of its input lines, then every block pair and tap over
+// all its output lines (tiles of fewer lines, to keep the input lines in L1, measured slower:
+// unet3d_conv 8.9 ms at 16 KiB of them, 8.1 at 64 KiB and at a whole task).
 void DirectWeightGrad(ffi::ThreadPool& pool, const Geometry& g, const float* dout, const float* x, float* w,
                       int64_t threads) {
   const int64_t taps = g.taps(), pixels = g.pixels(), in_pixels = g.in_pixels(), in_lines = g.in[0] * g.in[1];
   const int64_t cvec = (g.c_in + kVec - 1) / kVec, cpad = cvec * kVec;
   const int64_t oblocks = (g.c_out + kGradOB - 1) / kGradOB, opad = oblocks * kGradOB;
   const double flops = 2.0 * g.n * g.c_out * g.c_in * taps * pixels;
-  const DirectLayout at(g, 1, flops < kMinParallelFlops ? 1 : threads);
-  const int64_t used = std::min(at.workers, at.tasks);
-  std::vector<std::vector<float>> partial(used);
+  const bool parallel = flops >= kMinParallelFlops;
+  const DirectLayout at(g, 1, parallel ? kPlanWorkers : 1);
+  const int64_t size = taps * opad * cpad;
+  const Slots slots = MakeSlots(at.tasks, size, parallel);
+  std::vector<std::vector<float>> partial(slots.count);
   std::atomic<int64_t> next{0};
-  auto work = [&](int64_t id) {
-    std::vector<float>& part = partial[id];
-    part.assign(taps * opad * cpad, 0.0f);
+  auto work = [&](int64_t) {
     std::vector<float, AlignedAllocator<float>> xt;
-    for (int64_t k; (k = next.fetch_add(1)) < at.tasks;) {
-      const auto [n, q0, q1, v0, v1] = at.task(k);
-      // The input lines [first, last] that output lines [q0, q1) read, channels-last.
-      int64_t first = in_lines, last = -1;
-      for (int64_t q = q0; q < q1; ++q)
-        for (int64_t kd = 0; kd < g.k[0]; ++kd)
-          for (int64_t kh = 0; kh < g.k[1]; ++kh)
-            if (const int64_t line = g.input_line(q, kd, kh); line >= 0)
-              first = std::min(first, line), last = std::max(last, line);
-      if (last < 0) continue;
-      xt.assign((last - first + 1) * g.in[2] * cpad, 0.0f);
-      const float* xs = x + n * g.c_in * in_pixels;
-      for (int64_t c = 0; c < g.c_in; ++c)
-        for (int64_t l = first; l <= last; ++l)
-          for (int64_t iw = 0; iw < g.in[2]; ++iw)
-            xt[((l - first) * g.in[2] + iw) * cpad + c] = xs[c * in_pixels + l * g.in[2] + iw];
-      for (int64_t ob = 0; ob < oblocks; ++ob) {
-        const float* dy = dout + (n * g.c_out + ob * kGradOB) * pixels;
-        int64_t o_off[kGradOB];  // a partial block's missing channels reread its last, into padding
-        for (int i = 0; i < kGradOB; ++i) o_off[i] = std::min<int64_t>(i, g.c_out - ob * kGradOB - 1) * pixels;
-        for (int64_t cv = 0; cv < cvec; cv += kGradCV)
-          for (int64_t t = 0; t < taps; ++t) {
-            float* pp = part.data() + (t * opad + ob * kGradOB) * cpad + cv * kVec;
-            const float* xc = xt.data() + cv * kVec;
-            if (cvec - cv >= kGradCV)
-              DirectGradTile<kGradCV>(g, dy, o_off, xc, first, cpad, t, q0, q1, v0 * kVec, v1 * kVec, pp);
-            else
-              DirectGradTile<1>(g, dy, o_off, xc, first, cpad, t, q0, q1, v0 * kVec, v1 * kVec, pp);
-          }
+    for (int64_t s; (s = next.fetch_add(1)) < slots.count;) {
+      std::vector<float>& part = partial[s];
+      part.assign(size, 0.0f);
+      for (int64_t k = slots.begin(s); k < slots.begin(s + 1); ++k) {
+        const auto [n, q0, q1, v0, v1] = at.task(k);
+        // The input lines [first, last] that output lines [q0, q1) read, channels-last.
+        int64_t first = in_lines, last = -1;
+        for (int64_t q = q0; q < q1; ++q)
+          for (int64_t kd = 0; kd < g.k[0]; ++kd)
+            for (int64_t kh = 0; kh < g.k[1]; ++kh)
+              if (const int64_t line = g.input_line(q, kd, kh); line >= 0)
+                first = std::min(first, line), last = std::max(last, line);
+        if (last < 0) continue;
+        xt.assign((last - first + 1) * g.in[2] * cpad, 0.0f);
+        const float* xs = x + n * g.c_in * in_pixels;
+        for (int64_t c = 0; c < g.c_in; ++c)
+          for (int64_t l = first; l <= last; ++l)
+            for (int64_t iw = 0; iw < g.in[2]; ++iw)
+              xt[((l - first) * g.in[2] + iw) * cpad + c] = xs[c * in_pixels + l * g.in[2] + iw];
+        for (int64_t ob = 0; ob < oblocks; ++ob) {
+          const float* dy = dout + (n * g.c_out + ob * kGradOB) * pixels;
+          int64_t o_off[kGradOB];  // a partial block's missing channels reread its last, into padding
+          for (int i = 0; i < kGradOB; ++i) o_off[i] = std::min<int64_t>(i, g.c_out - ob * kGradOB - 1) * pixels;
+          for (int64_t cv = 0; cv < cvec; cv += kGradCV)
+            for (int64_t t = 0; t < taps; ++t) {
+              float* pp = part.data() + (t * opad + ob * kGradOB) * cpad + cv * kVec;
+              const float* xc = xt.data() + cv * kVec;
+              if (cvec - cv >= kGradCV)
+                DirectGradTile<kGradCV>(g, dy, o_off, xc, first, cpad, t, q0, q1, v0 * kVec, v1 * kVec, pp);
+              else
+                DirectGradTile<1>(g, dy, o_off, xc, first, cpad, t, q0, q1, v0 * kVec, v1 * kVec, pp);
+            }
+        }
       }
     }
   };
-  RunWorkers(pool, used, work);
-  for (int64_t id = 1; id < used; ++id)
-    if (!partial[id].empty())
-      for (size_t j = 0; j < partial[0].size(); ++j) partial[0][j] += partial[id][j];
+  RunWorkers(pool, std::min(threads, slots.count), work);
+  for (int64_t s = 1; s < slots.count; ++s)  // in slot order
+    for (int64_t j = 0; j < size; ++j) partial[0][j] += partial[s][j];
   for (int64_t o = 0; o < g.c_out; ++o)
     for (int64_t c = 0; c < g.c_in; ++c)
       for (int64_t t = 0; t < taps; ++t) w[(o * g.c_in + c) * taps + t] = partial[0][(t * opad + o) * cpad + c];

@@ -13,7 +13,11 @@
 #include "kernels.h"
 
 namespace jcb {
+#ifdef JCB_NATIVE_SANITIZE
+Sgemm g_sgemm = CheckedSgemm;  // the sanitizer build's own (check_gemm.cc): jcb_native_set_sgemm keeps it
+#else
 Sgemm g_sgemm = nullptr;
+#endif
 }  // namespace jcb
 
 using jcb::Geometry;
@@ -47,7 +51,14 @@ extern "C" const char* jcb_native_isa() {
   return "baseline";
 }
 
-extern "C" void jcb_native_set_sgemm(void* sgemm) { jcb::g_sgemm = reinterpret_cast<jcb::Sgemm>(sgemm); }
+// The sanitizer build ignores the handed-over sgemm and keeps its checking one.
+extern "C" void jcb_native_set_sgemm(void* sgemm) {
+#ifdef JCB_NATIVE_SANITIZE
+  static_cast<void>(sgemm);
+#else
+  jcb::g_sgemm = reinterpret_cast<jcb::Sgemm>(sgemm);
+#endif
+}
 
 // Whether the forward (kernel 0) or the weight-gradient kernel (1) computes this convolution
 // directly (DirectFits, DirectGradFits), dims as the forward handler's: x, y and w rank 5, then

@@ -109,51 +109,58 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, ffi::Buf
   }
 #endif
   // Scratch per pixel: its patch column, and its packed dout column for samples with few pixels.
-  const Plan b = MakePlan(g, rows + (pixels < kMinK ? g.c_out : 0), block, threads);
+  // The blocks are planned for kPlanWorkers workers whatever `threads` says, and summed in slots
+  // (plan.h: the same bits for any number of workers and any scheduling).
+  const Plan b = MakePlan(g, rows + (pixels < kMinK ? g.c_out : 0), block, kPlanWorkers);
   if (!FitsBlas(g, b))
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_weight_grad: a matrix side exceeds 32-bit BLAS");
   const float* px = x.typed_data();
   const float* pd = dout.typed_data();
   // The sgemms accumulate the transpose, (C_in * taps) x C_out, = P * dout_block^T: with the long
-  // side first, OpenBLAS ran this 10% faster here than dout_block * P^T. One per worker, summed and
-  // transposed at the end.
-  std::vector<std::vector<float>> partial(b.used);
+  // side first, OpenBLAS ran this 10% faster here than dout_block * P^T. One per slot, its blocks'
+  // sgemms added into it in block order; summed in slot order and transposed at the end.
+  const Slots slots = MakeSlots(static_cast<int64_t>(b.tasks.size()), rows * g.c_out, b.used > 1);
+  std::vector<std::vector<float>> partial(slots.count);
   std::atomic<int64_t> next{0};
-  auto work = [&](int64_t id) {
+  auto work = [&](int64_t) {
     std::vector<float> p(rows * b.cols), a(b.samples > 1 && pixels < kMinK ? g.c_out * b.cols : 0);
-    std::vector<float>& wt = partial[id];
-    wt.assign(rows * g.c_out, 0.0f);
-    for (int64_t t; (t = next.fetch_add(1)) < static_cast<int64_t>(b.tasks.size());) {
-      const auto [n0, q0] = b.tasks[t];
-      const int64_t ns = std::min(b.samples, g.n - n0);
-      const int64_t q1 = std::min(lines, q0 + b.q_rows), k = b.samples > 1 ? ns * pixels : (q1 - q0) * width;
-      for (int64_t j = 0; j < ns; ++j) FillRows(g, px, n0 + j, q0, q1, p.data(), b.cols, j * pixels);
-      if (b.samples == 1 || pixels >= kMinK) {  // one sgemm per sample, on dout in place
-        for (int64_t j = 0; j < ns; ++j)
-          g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, b.samples > 1 ? pixels : k, 1.0f,
-                  p.data() + j * pixels, b.cols, pd + (n0 + j) * g.c_out * pixels + q0 * width, pixels, 1.0f,
-                  wt.data(), g.c_out);
-        continue;
+    for (int64_t s; (s = next.fetch_add(1)) < slots.count;) {
+      std::vector<float>& wt = partial[s];
+      wt.assign(rows * g.c_out, 0.0f);
+      for (int64_t t = slots.begin(s); t < slots.begin(s + 1); ++t) {
+        const auto [n0, q0] = b.tasks[t];
+        const int64_t ns = std::min(b.samples, g.n - n0);
+        const int64_t q1 = std::min(lines, q0 + b.q_rows), k = b.samples > 1 ? ns * pixels : (q1 - q0) * width;
+        for (int64_t j = 0; j < ns; ++j) FillRows(g, px, n0 + j, q0, q1, p.data(), b.cols, j * pixels);
+        if (b.samples == 1 || pixels >= kMinK) {  // one sgemm per sample, on dout in place
+          for (int64_t j = 0; j < ns; ++j)
+            g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, b.samples > 1 ? pixels : k, 1.0f,
+                    p.data() + j * pixels, b.cols, pd + (n0 + j) * g.c_out * pixels + q0 * width, pixels, 1.0f,
+                    wt.data(), g.c_out);
+          continue;
+        }
+        for (int64_t o = 0; o < g.c_out; ++o)  // few pixels per sample: their dout rows side by side, one sgemm
+          for (int64_t j = 0; j < ns; ++j)
+            std::memcpy(&a[o * b.cols + j * pixels], pd + ((n0 + j) * g.c_out + o) * pixels, pixels * sizeof(float));
+        g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, k, 1.0f, p.data(), b.cols, a.data(), b.cols, 1.0f,
+                wt.data(), g.c_out);
       }
-      for (int64_t o = 0; o < g.c_out; ++o)  // few pixels per sample: their dout rows side by side, one sgemm
-        for (int64_t j = 0; j < ns; ++j)
-          std::memcpy(&a[o * b.cols + j * pixels], pd + ((n0 + j) * g.c_out + o) * pixels, pixels * sizeof(float));
-      g_sgemm(kRowMajor, kNoTrans, kTrans, rows, g.c_out, k, 1.0f, p.data(), b.cols, a.data(), b.cols, 1.0f,
-              wt.data(), g.c_out);
     }
   };
-  RunWorkers(pool, b.used, work);
-  // w = (sum of the partials)^T, in tiles that stay in cache on both sides (a plain strided
-  // transpose of deeplabv3's 4608 x 512 result took longer than a worker's sgemms).
-  for (int64_t id = 1; id < b.used; ++id)
-    if (!partial[id].empty())
-      for (int64_t j = 0; j < rows * g.c_out; ++j) partial[0][j] += partial[id][j];
-  const float* wt = partial[0].data();
+  RunWorkers(pool, std::min(threads, slots.count), work);
+  // w = (the partials summed in slot order)^T, in tiles that stay in cache on both sides (a plain
+  // strided transpose of deeplabv3's 4608 x 512 result took longer than a worker's sgemms).
+  std::vector<const float*> parts(slots.count);
+  for (int64_t s = 0; s < slots.count; ++s) parts[s] = partial[s].data();
   constexpr int64_t kTile = 32;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile)
     for (int64_t o0 = 0; o0 < g.c_out; o0 += kTile)
       for (int64_t o = o0; o < std::min(g.c_out, o0 + kTile); ++o)
-        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) w[o * rows + r] = wt[r * g.c_out + o];
+        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) {
+          float sum = parts[0][r * g.c_out + o];
+          for (int64_t s = 1; s < slots.count; ++s) sum += parts[s][r * g.c_out + o];
+          w[o * rows + r] = sum;
+        }
   return ffi::Error::Success();
 }
 
@@ -183,8 +190,9 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 #endif
   bool in_place = g.taps() == 1;
   for (int a = 0; a < 3; ++a) in_place = in_place && g.s[a] == 1 && g.lo[a] == 0 && g.in[a] == g.out[a];
-  // Reading x in place needs no scratch: then blocks only share the work out.
-  const Plan b = MakePlan(g, rows, in_place ? std::numeric_limits<int64_t>::max() / 2 : block, threads);
+  // Reading x in place needs no scratch: then blocks only share the work out. Planned as for
+  // kPlanWorkers workers whatever `threads` says (plan.h: the same bits for any number of workers).
+  const Plan b = MakePlan(g, rows, in_place ? std::numeric_limits<int64_t>::max() / 2 : block, kPlanWorkers);
   if (!FitsBlas(g, b))
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jcb_conv_forward: a matrix side exceeds 32-bit BLAS");
   const float* px = x.typed_data();
@@ -207,7 +215,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
       }
     }
   };
-  RunWorkers(pool, b.used, work);
+  RunWorkers(pool, b.used > 1 ? std::min<int64_t>(threads, b.tasks.size()) : 1, work);
   return ffi::Error::Success();
 }
 

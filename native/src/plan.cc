@@ -55,6 +55,11 @@ Plan MakePlan(const Geometry& g, int64_t per_pixel, int64_t block, int64_t threa
   return b;
 }
 
+Slots MakeSlots(int64_t tasks, int64_t partial_floats, bool parallel) {
+  const int64_t count = partial_floats > kSlotFloats / kMaxSlots ? kMinSlots : kMaxSlots;
+  return Slots{tasks, parallel ? std::max<int64_t>(1, std::min(tasks, count)) : 1};
+}
+
 bool FitsBlas(const Geometry& g, const Plan& b) {
   return std::max({g.c_in * g.taps(), g.c_out, b.cols, g.pixels()}) <= INT32_MAX;
 }

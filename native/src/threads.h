@@ -3,7 +3,8 @@
 // Threads: up to `threads` workers (an attribute: the usable cores, from jax_conv_bpi; one for
 // problems under kMinParallelFlops), the calling thread one of them and the others tasks on XLA's
 // intra-op thread pool, take blocks in turn; each fills its own patches and runs its own
-// single-threaded sgemm (into its own partial result of the weight gradient, summed at the end). One
+// single-threaded sgemm (in the weight gradient, into the partial result of the block's slot, fixed
+// by the plan and summed in slot order at the end: plan.h's Slots, the same bits for any workers). One
 // worker's im2col fill then overlaps the other's sgemm; measured here (2 cores), this beat one
 // fill thread feeding OpenBLAS's own threads (resnet50_l1 82-88 -> 60 ms, unet3d_conv 30 -> 16-17
 // ms), and 2 workers took resnet50_l1 77 -> 40 ms against 1.

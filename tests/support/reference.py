@@ -175,7 +175,10 @@ def conv_transpose_nd(y, weight, x_spatial, stride, dilation, padding, group):
                 buf[(slice(None), slice(gi * c_in_g, (gi + 1) * c_in_g)) + _window(idx, out_sp, stride, dilation)] += (
                     contrib
                 )
-    crop = tuple(slice(lo, lo + size) for size, (lo, _) in zip(x_spatial, padding))
+    # A crop at the start (lo < 0): the first -lo input positions lie before the buffer, and get zeros.
+    front = [max(-lo, 0) for lo, _ in padding]
+    buf = np.pad(buf, [(0, 0), (0, 0)] + [(f, 0) for f in front])
+    crop = tuple(slice(lo + f, lo + f + size) for size, f, (lo, _) in zip(x_spatial, front, padding))
     return buf[(slice(None), slice(None)) + crop]
 
 
