@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-min-jax test-xla-defaults test-native-sanitize bench notebook-png lint typecheck docs docs-check
+.PHONY: demo test test-min-jax test-xla-defaults test-native-sanitize test-native-isa native-cross-aarch64 bench notebook-png lint typecheck docs docs-check
 
 # The core alone (jax, jaxlib, numpy): all the demo needs.
 $(VENV)/.core: pyproject.toml
@@ -82,6 +82,36 @@ test-native-sanitize: $(SAN_VENV)/.installed
 	  assert '-fsanitize=address' in n.FLAGS, n.FLAGS; s = j.native_status(); print(s); assert 'native kernel off' not in s"
 	$(SAN_ENV) JCB_SWEEP_COUNT=$(SWEEP_COUNT) $(SAN_PY) -m pytest tests/test_native.py tests/test_native_sweep.py \
 	  tests/test_regressions.py::test_a_tap_wholly_outside_the_input_does_not_read_past_it -q -n 2 -p no:cacheprovider
+
+# The native tests with the kernels forced to the instruction set without SIMD target
+# (JCB_NATIVE_ISA=generic: native/src/isa.h), as on a CPU with neither AVX2 nor AVX-512; each forced
+# instruction set against the references is tests/test_native_isa.py, in `make test`.
+test-native-isa: $(VENV)/.installed
+	JCB_NATIVE_ISA=generic $(PY) -m pytest tests/test_native.py tests/test_native_determinism.py -q -n 2 -p no:cacheprovider
+
+# Every source of the native plugin compiled for aarch64 (Debian's cross compiler, installed here
+# when missing and run as root) with the project's warnings as errors, against this venv's XLA FFI
+# headers; objects only, in a temporary folder: the x86-64 variants must stay behind their #ifs
+# and the generic code must build anywhere. CI runs it (.ci/run).
+AARCH64_CXX ?= aarch64-linux-gnu-g++
+NATIVE_SOURCES := $(wildcard native/src/*.cc)
+
+native-cross-aarch64: $(VENV)/.installed
+	@if ! command -v $(AARCH64_CXX) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null; \
+	  else \
+	    echo "native-cross-aarch64 needs an aarch64 C++ compiler: install Debian's package (sudo apt-get install g++-aarch64-linux-gnu) or set AARCH64_CXX" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@ffi=$$($(PY) -c "import jax; print(jax.ffi.include_dir())") && out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	for src in $(NATIVE_SOURCES); do \
+	  for sanitize in "" -DJCB_NATIVE_SANITIZE=1; do \
+	    $(AARCH64_CXX) -std=c++17 -O2 -Wall -Wextra -Werror $$sanitize -isystem "$$ffi" -c "$$src" \
+	      -o "$$out/$$(basename $$src .cc)$$sanitize.o" || exit 1; \
+	  done; \
+	done && echo "native-cross-aarch64: $(words $(NATIVE_SOURCES)) sources compile for aarch64 ($$($(AARCH64_CXX) -dumpfullversion), plain and JCB_NATIVE_SANITIZE)"
 
 bench: $(VENV)/.installed
 	$(PY) -m jax_conv_bpi.bench

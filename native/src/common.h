@@ -25,7 +25,7 @@
 // thread pool), im2col_gemm.cc (patches and sgemms), direct_avx512.cc (the stride-1 kernels
 // without patches), grouped.cc (grouped convolutions with few channels per group), ffi.cc (the XLA
 // FFI handlers and the C entry points that jax_conv_bpi calls through ctypes). This header: what
-// they all share, the geometry of a convolution with 3 spatial axes, the instruction-set macros,
+// they all share, the geometry of a convolution with 3 spatial axes, the instruction sets (isa.h),
 // the sgemm's signature and the constants.
 
 #ifndef JCB_NATIVE_COMMON_H_
@@ -49,17 +49,10 @@
 #include <immintrin.h>
 #endif
 
+#include "isa.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
-
-// Hot loops compiled for AVX-512 and AVX2 too, picked at load time by the CPU (GCC and Clang on
-// x86-64 Linux); the library itself is built for the baseline, so one cached build runs anywhere.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define JCB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define JCB_CLONES
-#endif
 
 // The sanitizer build (JCB_NATIVE_SANITIZE, CMakeLists.txt): GCC's AddressSanitizer does not check
 // masked vector loads and stores, so before each one JCB_TOUCH_LANES(p, mask) reads every active
@@ -74,7 +67,7 @@ namespace ffi = xla::ffi;
 #endif
 
 // The small templates the hot loops are written with: always inlined, so their bodies take the
-// caller's instruction set (a JCB_CLONES clone's).
+// caller's instruction set (a JCB_ISA_VARIANTS variant's: isa.h).
 #if defined(__GNUC__) || defined(__clang__)
 #define JCB_INLINE inline __attribute__((always_inline))
 #else

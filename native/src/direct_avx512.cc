@@ -143,11 +143,12 @@ __attribute__((target("avx512f"))) void DirectLine(const Geometry& g, const floa
 // lines: 19.5 against 33), and at most 2^18 weights (256 -> 256 channels at 14x14, batch 32: 31
 // against 38; 256 -> 128: 17.5 against 19.3). Within them: unet3d_conv 13.0 -> 7.3, ms_doc
 // 1.25 -> 0.77, resnet50_l1 38.0 -> 34.2, 64 channels along 4096 samples (k7) 6.6 -> 4.0.
-// What both direct kernels need: AVX-512, stride 1 and more than one tap.
+// What both direct kernels need: AVX-512 (the instruction set the kernels run with: isa.h), stride 1
+// and more than one tap.
 }  // namespace
 
 bool DirectStride1(const Geometry& g) {
-  return __builtin_cpu_supports("avx512f") && g.s[0] == 1 && g.s[1] == 1 && g.s[2] == 1 && g.taps() > 1;
+  return ActiveIsa() == Isa::kAvx512 && g.s[0] == 1 && g.s[1] == 1 && g.s[2] == 1 && g.taps() > 1;
 }
 
 bool DirectFits(const Geometry& g) {

@@ -29,7 +29,7 @@ using jcb::DirectGradFits;
 
 // The version of the C interface below (the entry points, the handlers' operands and attributes):
 // jax_conv_bpi loads a library only where it is the one it expects.
-#define JCB_NATIVE_ABI 1
+#define JCB_NATIVE_ABI 2
 
 // What the build recorded (CMakeLists.txt): the jaxlib whose FFI headers it compiled against.
 #ifndef JCB_NATIVE_JAXLIB
@@ -40,15 +40,20 @@ extern "C" int jcb_native_abi() { return JCB_NATIVE_ABI; }
 
 extern "C" const char* jcb_native_jaxlib() { return JCB_NATIVE_JAXLIB; }
 
-// The instruction set the kernels run with on this CPU: "avx512f" (the direct stride-1 kernels and
-// the grouped kernels' AVX-512 clones), "avx2" (the grouped kernels' AVX2 clones; no direct
-// kernels) or "baseline".
-extern "C" const char* jcb_native_isa() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
-  if (__builtin_cpu_supports("avx2")) return "avx2";
-#endif
-  return "baseline";
+// The instruction set the kernels run with (isa.h): "avx512" (the direct stride-1 kernels and the
+// grouped kernels' AVX-512 variants), "avx2" (the grouped kernels' AVX2 variants; no direct
+// kernels) or "generic" (no SIMD target); the CPU's best unless jcb_native_set_isa chose another.
+extern "C" const char* jcb_native_isa() { return jcb::IsaName(jcb::ActiveIsa()); }
+
+// The best instruction set this CPU runs, by the same names.
+extern "C" const char* jcb_native_cpu_isa() { return jcb::IsaName(jcb::CpuIsa()); }
+
+// Run the kernels with the instruction set `name` (JCB_NATIVE_ISA, before the handlers are
+// registered): 0 done, 1 no such name, 2 this CPU does not run it (both change nothing).
+extern "C" int jcb_native_set_isa(const char* name) {
+  jcb::Isa isa;
+  if (!jcb::IsaByName(name, isa)) return 1;
+  return jcb::SetIsa(isa) ? 0 : 2;
 }
 
 // The sanitizer build ignores the handed-over sgemm and keeps its checking one.
@@ -65,12 +70,13 @@ extern "C" void jcb_native_set_sgemm(void* sgemm) {
 // stride, dilation, lo 3 each.
 extern "C" int jcb_native_direct(int kernel, const int64_t* xd, const int64_t* yd, const int64_t* wd,
                                  const int64_t* s, const int64_t* d, const int64_t* lo) {
-#ifdef JCB_DIRECT
   Geometry g;
   using S = ffi::Span<const int64_t>;
   if (!MakeGeometry(g, S(xd, 5), S(yd, 5), S(wd, 5), S(s, 3), S(d, 3), S(lo, 3))) return 0;
+#ifdef JCB_DIRECT
   return kernel == 0 ? DirectFits(g) : DirectGradFits(g);
 #else
+  static_cast<void>(kernel);  // no direct kernels in this build
   return 0;
 #endif
 }

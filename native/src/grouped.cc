@@ -21,7 +21,7 @@ struct Tap {
 };
 
 // f(tap) for each tap of g that reads at least one inside column, in order. A template, so that f
-// (a lambda) inlines into the plane loops below, each clone compiled for its own instruction set.
+// (a lambda) inlines into the plane loops below, each variant compiled for its own instruction set.
 template <typename F>
 JCB_INLINE void ForEachTap(const Geometry& g, F&& f) {
   for (int64_t t = 0; t < g.taps(); ++t) {
@@ -58,7 +58,7 @@ JCB_INLINE void ForEachInputRow(const Geometry& g, const Tap& tap, const float* 
 constexpr int64_t kLanes = 8;
 
 template <int64_t S>
-JCB_CLONES void PlaneGrad(const Geometry& g, const float* d, const float* x, double* acc) {
+JCB_INLINE void PlaneGradBody(const Geometry& g, const float* d, const float* x, double* acc) {
   const int64_t width = g.out[2], s = S == 0 ? g.s[2] : S;
   ForEachTap(g, [&](const Tap& tap) {
     const int64_t w0 = tap.w0, w1 = tap.w1;
@@ -76,6 +76,10 @@ JCB_CLONES void PlaneGrad(const Geometry& g, const float* d, const float* x, dou
     acc[tap.t] += sum;
   });
 }
+
+// PlaneGrad<S>(isa, g, d, x, acc): PlaneGradBody compiled for each instruction set (isa.h).
+JCB_ISA_VARIANTS(PlaneGrad, PlaneGradBody, (const Geometry& g, const float* d, const float* x, double* acc),
+                 (g, d, x, acc))
 
 }  // namespace
 
@@ -96,6 +100,7 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
   const float* pd = dout.typed_data();
   const double flops = 2.0 * g.n * g.c_out * cg * taps * pixels;
   const int64_t used = flops < kMinParallelFlops ? 1 : std::min(threads, groups);
+  const Isa isa = ActiveIsa();
   std::atomic<int64_t> next{0};
   auto work = [&](int64_t) {
     std::vector<double> acc(og * cg * taps);
@@ -107,7 +112,7 @@ ffi::Error GroupedWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dout, f
             const float* dp = pd + (n * g.c_out + gi * og + o) * pixels;
             const float* xp = px + (n * g.c_in + gi * cg + c) * in_pixels;
             double* a = acc.data() + (o * cg + c) * taps;
-            ByWidthStride(g.s[2], [&](auto s) { PlaneGrad<decltype(s)::value>(g, dp, xp, a); });
+            ByWidthStride(g.s[2], [&](auto s) { PlaneGrad<decltype(s)::value>(isa, g, dp, xp, a); });
           }
       float* wg = w + gi * og * cg * taps;
       for (int64_t j = 0; j < og * cg * taps; ++j) wg[j] = static_cast<float>(acc[j]);
@@ -123,7 +128,7 @@ namespace {
 // sample), for the taps of one (output channel, input channel) pair: the forward of the grouped
 // weight gradient's PlaneGrad, one axpy per tap and output line.
 template <int64_t S>
-JCB_CLONES void PlaneConv(const Geometry& g, const float* w, const float* x, float* y) {
+JCB_INLINE void PlaneConvBody(const Geometry& g, const float* w, const float* x, float* y) {
   const int64_t width = g.out[2], s = S == 0 ? g.s[2] : S;
   ForEachTap(g, [&](const Tap& tap) {
     const int64_t w0 = tap.w0, w1 = tap.w1;
@@ -134,6 +139,10 @@ JCB_CLONES void PlaneConv(const Geometry& g, const float* w, const float* x, flo
     });
   });
 }
+
+// PlaneConv<S>(isa, g, w, x, y): PlaneConvBody compiled for each instruction set (isa.h).
+JCB_ISA_VARIANTS(PlaneConv, PlaneConvBody, (const Geometry& g, const float* w, const float* x, float* y),
+                 (g, w, x, y))
 
 }  // namespace
 
@@ -158,6 +167,7 @@ ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const double flops = 2.0 * g.n * g.c_out * cg * taps * pixels;
   const int64_t jobs = g.n * groups;
   const int64_t used = flops < kMinParallelFlops ? 1 : std::min(threads, jobs);
+  const Isa isa = ActiveIsa();
   std::atomic<int64_t> next{0};
   auto work = [&](int64_t) {
     for (int64_t j; (j = next.fetch_add(1)) < jobs;) {
@@ -167,7 +177,7 @@ ffi::Error GroupedForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
           const float* wp = pw + ((gi * og + o) * cg + c) * taps;
           const float* xp = px + (n * g.c_in + gi * cg + c) * in_pixels;
           float* yp = y + (n * g.c_out + gi * og + o) * pixels;
-          ByWidthStride(g.s[2], [&](auto s) { PlaneConv<decltype(s)::value>(g, wp, xp, yp); });
+          ByWidthStride(g.s[2], [&](auto s) { PlaneConv<decltype(s)::value>(isa, g, wp, xp, yp); });
         }
     }
   };

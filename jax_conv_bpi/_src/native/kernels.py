@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.interpreters import mlir
 
+from jax_conv_bpi._src.native import rules
+
 __all__ = [
     "ABI",
     "FORWARD_TARGET",
@@ -70,7 +72,7 @@ GROUPED_TARGET = "jcb_conv_grouped_weight_grad"
 GROUPED_FORWARD_TARGET = "jcb_conv_grouped_forward"
 PLUGIN = "jax_conv_bpi_native"
 """The plugin's import name (the distribution built from the checkout's ``native/``)."""
-ABI = 1
+ABI = 2
 """The version of the plugin's C interface this module calls (``JCB_NATIVE_ABI`` in ``native/CMakeLists.txt``)."""
 INSTALL_HINT = "from a checkout of jax_conv_bpi: pip install ./native"
 
@@ -141,6 +143,9 @@ def _open(plugin: ModuleType) -> ctypes.CDLL:
         lib.jcb_native_abi.restype = ctypes.c_int
         lib.jcb_native_jaxlib.restype = ctypes.c_char_p
         lib.jcb_native_isa.restype = ctypes.c_char_p
+        lib.jcb_native_cpu_isa.restype = ctypes.c_char_p
+        lib.jcb_native_set_isa.argtypes = [ctypes.c_char_p]
+        lib.jcb_native_set_isa.restype = ctypes.c_int
         abi, jaxlib_built = lib.jcb_native_abi(), lib.jcb_native_jaxlib().decode()
     except (OSError, AttributeError) as e:
         raise RuntimeError(f"{PLUGIN}'s library {plugin.LIBRARY} does not load: {e}") from e
@@ -152,7 +157,32 @@ def _open(plugin: ModuleType) -> ctypes.CDLL:
     return lib
 
 
-_loaded: dict = {}  # after a successful load(): "lib" (the plugin's library), "blas", "plugin", "isa"
+_loaded: dict = {}  # after a successful load(): "lib" (the plugin's library), "blas", "plugin", "isa", "isa_why"
+
+
+def _choose_isa(lib) -> tuple[str, str]:
+    """Ask the library for the instruction set ``JCB_NATIVE_ISA`` names, if any: ``(the one it runs, why)``.
+
+    A request the library refuses (a name it does not know, or an instruction
+    set this CPU lacks) leaves it on the CPU's best and warns once
+    (``RuntimeWarning``); the reason is also in ``native_status()``.
+    """
+    cpu = lib.jcb_native_cpu_isa().decode()
+    requested = os.environ.get(rules.ISA_VARIABLE, "")
+    why = "the CPU's best, by CPU detection"
+    if requested:
+        code = lib.jcb_native_set_isa(requested.encode())
+        if code == 0:
+            why = f"forced by {rules.ISA_VARIABLE}={requested} (the CPU runs up to {cpu})"
+        else:
+            refused = (
+                f"{rules.ISA_VARIABLE}={requested!r} is not one of {', '.join(rules.ISAS)}"
+                if code == 1
+                else f"{rules.ISA_VARIABLE}={requested} refused: this CPU runs at most {cpu}"
+            )
+            warnings.warn(f"jax_conv_bpi: {refused}; the native kernels run {cpu}", RuntimeWarning, stacklevel=3)
+            why = f"{refused}, so {why}"
+    return lib.jcb_native_isa().decode(), why
 
 
 @functools.cache
@@ -182,7 +212,8 @@ def load() -> tuple[bool, str]:
         return False, why
     lib.jcb_native_set_sgemm.argtypes = [ctypes.c_void_p]
     lib.jcb_native_set_sgemm(sgemm)
-    _loaded.update(lib=lib, blas=blas, plugin=plugin, isa=lib.jcb_native_isa().decode())
+    isa, isa_why = _choose_isa(lib)
+    _loaded.update(lib=lib, blas=blas, plugin=plugin, isa=isa, isa_why=isa_why)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
     jax.ffi.register_ffi_target(GROUPED_TARGET, jax.ffi.pycapsule(lib.JcbConvGroupedWeightGrad), platform="cpu")
@@ -191,9 +222,9 @@ def load() -> tuple[bool, str]:
 
 
 _ISA = {
-    "avx512f": "AVX-512 (the direct stride-1 kernels and the grouped kernels' AVX-512 code)",
-    "avx2": "AVX2 (no AVX-512 on this CPU: im2col + OpenBLAS at stride 1 too, the grouped kernels' AVX2 code)",
-    "baseline": "the baseline instruction set (no AVX2 on this CPU or not x86-64: no direct kernels)",
+    "avx512": "AVX-512 (the direct stride-1 kernels and the grouped kernels' AVX-512 code)",
+    "avx2": "AVX2 (im2col + OpenBLAS at stride 1 too, the grouped kernels' AVX2 code)",
+    "generic": "no SIMD target (im2col + OpenBLAS at stride 1 too, the grouped kernels' generic code)",
 }
 
 
@@ -212,8 +243,10 @@ def native_status() -> str:
     rounding.
 
     Returns:
-      One line: ``"native kernel: <library path> (<its build>; <the instruction set it runs>)"``
-      or ``"native kernel off: <why>"``.
+      One line: ``"native kernel: <library path> (<its build>; runs <the instruction set>, <how it was
+      chosen>)"`` or ``"native kernel off: <why>"``. The instruction set is the CPU's best, or the one
+      ``JCB_NATIVE_ISA`` (``avx512``, ``avx2`` or ``generic``) asks for where the CPU runs it; a request
+      it cannot honour is refused, and said so here.
 
     Example:
       >>> import jax_conv_bpi as jcb
@@ -225,7 +258,7 @@ def native_status() -> str:
         return f"native kernel off: {what}"
     plugin, isa = _loaded["plugin"], _loaded["isa"]
     build = f"{PLUGIN} {plugin.__version__} for jaxlib {plugin.JAXLIB_VERSION}, {plugin.COMPILER} {plugin.FLAGS}"
-    return f"native kernel: {what} ({build}; runs {_ISA.get(isa, isa)})"
+    return f"native kernel: {what} ({build}; runs {_ISA.get(isa, isa)}, {_loaded['isa_why']})"
 
 
 def usable(ctx) -> bool:
@@ -286,7 +319,7 @@ def direct(geom, kernel: str) -> bool:
     """Whether ``kernel`` (``"forward"``: ``conv_forward``; ``"weight_grad"``: ``conv_weight_grad``) computes
     ``geom`` directly, without im2col patches (``DirectFits`` / ``DirectGradFits`` in the kernel).
 
-    Both need stride 1, more than one tap and a CPU with AVX-512; the forward
+    Both need stride 1, more than one tap and the kernels running AVX-512 (``rules.isa``); the forward
     also output lines filling at least 3/4 of their 16-float vectors and at
     most 2**18 weights, the weight gradient at least 16 input channels and at
     most 2**20 weights. False where the kernels are off.
