@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +26,8 @@ import jax_conv_bpi as jcb
 from jax_conv_bpi import ops
 from jax_conv_bpi._src.base import validate
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from .support import run_child
+
 LIMIT, _ = validate.memory_limit()
 
 
@@ -190,14 +188,7 @@ except Exception as e:
 
 def test_the_issues_reproducer_raises_instead_of_aborting():
     """Eagerly, as the user ran it: a ValueError, a clean exit, no SIGABRT (a negative return code)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _REPRO], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("the reproducer did not finish within 120 s")
+    proc = run_child(_REPRO, 120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     assert proc.stdout.startswith("RAISED ValueError conv_backprop_input: "), proc.stdout
     assert "(1, 1000000, 1000000, 1)" in proc.stdout and "4,000,000,000,000 bytes" in proc.stdout, proc.stdout

@@ -27,10 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -42,22 +38,11 @@ from jax_conv_bpi._src.base.geometry import ConvGeometry
 from jax_conv_bpi._src.lowering import cpu_dense, cpu_input_grad, dispatch
 from jax_conv_bpi._src.op.args import transpose_geometry
 
-from .support import reference
+from .support import reference, run_child
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SLOW = "a program that grows with the stride again?"
 MAX_SECONDS = 2.0  # each first call (trace, compile, run)
 MAX_EQNS = 1000  # the largest program any CPU path may lower to (measured: at most ~650)
-
-
-def _run_child(code: str, timeout: float, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **env_extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the child did not finish within {timeout} s (a program that grows with the stride again?)")
 
 
 # ---------------------------------------------------------------------------
@@ -297,7 +282,7 @@ for c in cases:
 
 
 def _sweep(seed: int, count: int, forced: bool, native: str) -> list[dict]:
-    proc = _run_child(_SWEEP, 600, str(seed), str(count), "1" if forced else "0", JCB_NATIVE=native)
+    proc = run_child(_SWEEP, 600, str(seed), str(count), "1" if forced else "0", why_slow=_SLOW, JCB_NATIVE=native)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])  # a signal is a negative return code
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == count + (9 if seed < 0 else 0), proc.stdout[-2000:]
@@ -374,7 +359,7 @@ print(json.dumps(out))
 def test_3d_stride_16_without_batch_dim_on_every_path(native, tmp_path):
     """PyTorch's ``ConvTranspose3d`` case: the reference's numbers in < 2 s, dispatched and with each serving path."""
     base = str(tmp_path / "x")
-    proc = _run_child(_NO_BATCH_DIM, 300, base, JCB_NATIVE=native)
+    proc = run_child(_NO_BATCH_DIM, 300, base, why_slow=_SLOW, JCB_NATIVE=native)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rng = np.random.default_rng(0)

@@ -346,9 +346,13 @@ def test_grid_float32(case):
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_grid_float64(nd):
     """Every grid case of a rank, strided + dilated included, in float64: the reference to ~1e-12."""
-    cases = [c for c in GRID if c.nd == nd]
+    _check_float64([c for c in GRID if c.nd == nd], seed=5)
+
+
+def _check_float64(cases, seed: int) -> None:
+    """``cases`` in float64, compiled as one program: each equals its float64 reference to ~1e-12."""
     with enable_x64(True):
-        args = [c.inputs(seed=5, dtype=np.float64) for c in cases]
+        args = [c.inputs(seed=seed, dtype=np.float64) for c in cases]
         got = compile_and_run(lambda args: [c.ours(*a) for c, a in zip(cases, args)], args)
         for c, a, g in zip(cases, args, got):
             assert g.dtype == np.float64, c.name
@@ -1317,14 +1321,7 @@ def test_ext_float32(case):
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_ext_float64(nd):
-    cases = [c for c in EXT if c.nd == nd]
-    with enable_x64(True):
-        args = [c.inputs(seed=3, dtype=np.float64) for c in cases]
-        got = compile_and_run(lambda args: [c.ours(*a) for c, a in zip(cases, args)], args)
-        for c, a, g in zip(cases, args, got):
-            assert g.dtype == np.float64, c.name
-            assert_close(g, c.reference(*a), c.name, rtol=1e-12, scale_atol=1e-12)
-    assert not jax.config.jax_enable_x64
+    _check_float64([c for c in EXT if c.nd == nd], seed=3)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])

@@ -17,11 +17,7 @@
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +28,7 @@ from jax import lax
 import jax_conv_bpi as jcb
 from jax_conv_bpi._src.lowering import cpu_input_grad
 
-from .support import geometry, geometry_nd, hw, ref_input_grad, reference, transpose_sizes
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from .support import geometry, geometry_nd, hw, ref_input_grad, reference, run_child, transpose_sizes
 
 # ---------------------------------------------------------------------------
 # 1. vmap over a size-0 axis
@@ -240,14 +234,7 @@ def test_impossible_size_fails_fast_with_an_out_of_memory_error():
     In a child process: a regression (a program of 10**12 phase pieces) would
     hang or exhaust this machine, which the time limit turns into a failure.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _HUGE], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("stride 10**6 did not fail within 60 s (the program grows with the stride again?)")
+    proc = run_child(_HUGE, 60, why_slow="stride 10**6: the program grows with the stride again?")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("RAISED"), proc.stdout
     assert re.search(r"RESOURCE_EXHAUSTED|[Mm]emory", proc.stdout), proc.stdout
@@ -307,17 +294,6 @@ def test_size_helpers_reject_lists_like_the_classes(arg):
 # ---------------------------------------------------------------------------
 
 
-def _run_child(code: str, timeout: float, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **env_extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the child did not finish within {timeout} s")
-
-
 # A width tap wholly outside the input (kernel width 3 at dilation 1024 over a width-1 input) with
 # stride 1 and "same" padding: the native im2col fill copied a run of lines from before the input
 # (SIGSEGV with a large input, a heap read past it under AddressSanitizer with a small one).
@@ -335,7 +311,7 @@ print("OK", y.shape, float(y.min()), float(y.max()), small.ravel().tolist(), jcb
 def test_a_tap_wholly_outside_the_input_does_not_read_past_it():
     """Only the centre tap reads the input: the result is the input itself, on every path."""
     for native in ("1", "0"):
-        proc = _run_child(_TAP_OUTSIDE, 120, JCB_NATIVE=native)
+        proc = run_child(_TAP_OUTSIDE, 120, JCB_NATIVE=native)
         assert proc.returncode == 0, (native, proc.returncode, proc.stderr[-3000:])
         assert proc.stdout.startswith("OK (1, 1, 1048576, 1) 1.0 1.0 [0.0, 1.0, 2.0, 3.0]"), (native, proc.stdout)
 
@@ -360,7 +336,7 @@ print("OK", time.perf_counter() - t)
 def test_3d_stride_16_compiles_in_seconds_and_is_exact(tmp_path):
     """The float64 reference's numbers, within 2 s of compile and run (measured 0.2 s)."""
     out_file = tmp_path / "out.npy"
-    proc = _run_child(_STRIDE_16, 120, str(out_file))
+    proc = run_child(_STRIDE_16, 120, str(out_file))
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     assert proc.stdout.startswith("OK"), proc.stdout
     assert float(proc.stdout.split()[1]) < 2.0, proc.stdout

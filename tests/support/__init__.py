@@ -24,6 +24,8 @@ import json
 import os
 import pathlib
 import re
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -481,3 +483,25 @@ ND_CASES = {
         "y0": nd_case((1, 2, 2, 0, 2), (2, 2, 2, 3, 2), stride=(1, 2, 1), output_padding=(0, 1, 0)),
     },
 }
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_child(
+    code: str, timeout: float, *args: str, why_slow: str = "", **env_extra: str
+) -> subprocess.CompletedProcess:
+    """``python -c code *args`` in a child process at the repository root (so ``tests`` imports), with
+    ``env_extra`` added to the environment; a test failure (not a hang) past ``timeout`` seconds.
+
+    For calls that could kill the interpreter (a signal is then a negative return code the caller
+    asserts against) or whose first-call time is measured.
+    """
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO_ROOT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child did not finish within {timeout} s{' (' + why_slow + ')' if why_slow else ''}")
