@@ -161,28 +161,22 @@ _loaded: dict = {}  # after a successful load(): "lib" (the plugin's library), "
 
 
 def _choose_isa(lib) -> tuple[str, str]:
-    """Ask the library for the instruction set ``JCB_NATIVE_ISA`` names, if any: ``(the one it runs, why)``.
+    """Set the library to the instruction set ``rules.isa()`` chose (the dispatcher's choice too): ``(it, why)``.
 
-    A request the library refuses (a name it does not know, or an instruction
-    set this CPU lacks) leaves it on the CPU's best and warns once
-    (``RuntimeWarning``); the reason is also in ``native_status()``.
+    A ``JCB_NATIVE_ISA`` request that ``rules.isa()`` refused (a name it does
+    not know, or an instruction set this CPU lacks) leaves the CPU's best and
+    warns once (``RuntimeWarning``); the reason is also in ``native_status()``.
+    A library that detects another CPU than ``rules`` cannot be used (the
+    dispatcher would pick kernels it does not run).
     """
+    choice = rules.isa()
     cpu = lib.jcb_native_cpu_isa().decode()
-    requested = os.environ.get(rules.ISA_VARIABLE, "")
-    why = "the CPU's best, by CPU detection"
-    if requested:
-        code = lib.jcb_native_set_isa(requested.encode())
-        if code == 0:
-            why = f"forced by {rules.ISA_VARIABLE}={requested} (the CPU runs up to {cpu})"
-        else:
-            refused = (
-                f"{rules.ISA_VARIABLE}={requested!r} is not one of {', '.join(rules.ISAS)}"
-                if code == 1
-                else f"{rules.ISA_VARIABLE}={requested} refused: this CPU runs at most {cpu}"
-            )
-            warnings.warn(f"jax_conv_bpi: {refused}; the native kernels run {cpu}", RuntimeWarning, stacklevel=3)
-            why = f"{refused}, so {why}"
-    return lib.jcb_native_isa().decode(), why
+    if cpu != rules.cpu_isa() or lib.jcb_native_set_isa(choice.isa.encode()) != 0:
+        raise RuntimeError(f"the library detects a CPU running {cpu}, /proc/cpuinfo one running {rules.cpu_isa()}")
+    if choice.refused:
+        warnings.warn(f"jax_conv_bpi: {choice.refused}; the native kernels run {cpu}", RuntimeWarning, stacklevel=3)
+        return choice.isa, f"{choice.refused}, so {choice.why}"
+    return choice.isa, choice.why
 
 
 @functools.cache
@@ -200,6 +194,7 @@ def load() -> tuple[bool, str]:
         if plugin is None:
             return False, f"the {PLUGIN} plugin is not installed ({INSTALL_HINT})"
         lib = _open(plugin)
+        isa, isa_why = _choose_isa(lib)
         try:
             sgemm, blas = _openblas_sgemm()
         except (ImportError, OSError, AttributeError) as e:
@@ -212,7 +207,6 @@ def load() -> tuple[bool, str]:
         return False, why
     lib.jcb_native_set_sgemm.argtypes = [ctypes.c_void_p]
     lib.jcb_native_set_sgemm(sgemm)
-    isa, isa_why = _choose_isa(lib)
     _loaded.update(lib=lib, blas=blas, plugin=plugin, isa=isa, isa_why=isa_why)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JcbConvWeightGrad), platform="cpu")
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JcbConvForward), platform="cpu")
