@@ -49,23 +49,8 @@ class ConvOp:
         )
 
 
-class Conv2DBackpropInput(ConvOp):
-    """MindSpore ``ops.Conv2DBackpropInput`` with the same constructor and call.
-
-    ``op(dout, weight, input_size)`` equals
-    ``conv2d_backprop_input(dout, weight, input_size, **attributes)``.
-    ``out_channel`` and ``kernel_size`` are validated; as in MindSpore the
-    computation uses the weight's shape, and a disagreement emits one
-    ``UserWarning``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> import jax_conv_bpi as jcb
-      >>> op = jcb.Conv2DBackpropInput(out_channel=32, kernel_size=3)
-      >>> dx = op(jnp.ones((10, 32, 30, 30)), jnp.ones((32, 32, 3, 3)), (10, 32, 32, 32))
-      >>> dx.shape
-      (10, 32, 32, 32)
-    """
+class _GradientOp(ConvOp):
+    """The constructor the two gradient operators share (MindSpore gives both the same attributes, ``pad_list`` too)."""
 
     __slots__ = ()
 
@@ -94,6 +79,27 @@ class Conv2DBackpropInput(ConvOp):
             group=group,
             data_format=data_format,
         )
+
+
+class Conv2DBackpropInput(_GradientOp):
+    """MindSpore ``ops.Conv2DBackpropInput`` with the same constructor and call.
+
+    ``op(dout, weight, input_size)`` equals
+    ``conv2d_backprop_input(dout, weight, input_size, **attributes)``.
+    ``out_channel`` and ``kernel_size`` are validated; as in MindSpore the
+    computation uses the weight's shape, and a disagreement emits one
+    ``UserWarning``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jax_conv_bpi as jcb
+      >>> op = jcb.Conv2DBackpropInput(out_channel=32, kernel_size=3)
+      >>> dx = op(jnp.ones((10, 32, 30, 30)), jnp.ones((32, 32, 3, 3)), (10, 32, 32, 32))
+      >>> dx.shape
+      (10, 32, 32, 32)
+    """
+
+    __slots__ = ()
 
     def __call__(self, dout: jax.Array, weight: jax.Array, input_size: Any) -> jax.Array:
         return functions_2d.apply_backprop_input(self._attrs, dout, weight, input_size)
@@ -152,7 +158,7 @@ class Conv2D(ConvOp):
         return functions_2d.apply_conv2d(self._attrs, x, weight)
 
 
-class Conv2DBackpropFilter(ConvOp):
+class Conv2DBackpropFilter(_GradientOp):
     """MindSpore ``ops.Conv2DBackpropFilter``: ``op(dout, x, weight_shape)``.
 
     Example:
@@ -164,32 +170,6 @@ class Conv2DBackpropFilter(ConvOp):
     """
 
     __slots__ = ()
-
-    def __init__(
-        self,
-        out_channel: int,
-        kernel_size: int | tuple[int, int],
-        pad_mode: str = "valid",
-        pad: int | tuple[int, int, int, int] = 0,
-        pad_list: tuple[int, int, int, int] | None = None,
-        mode: int = 1,
-        stride: int | tuple[int, ...] = 1,
-        dilation: int | tuple[int, ...] = 1,
-        group: int = 1,
-        data_format: str = "NCHW",
-    ) -> None:
-        self._init(
-            out_channel=out_channel,
-            kernel_size=kernel_size,
-            pad_mode=pad_mode,
-            pad=pad,
-            pad_list=pad_list,
-            mode=mode,
-            stride=stride,
-            dilation=dilation,
-            group=group,
-            data_format=data_format,
-        )
 
     def __call__(self, dout: jax.Array, x: jax.Array, weight_shape: Any) -> jax.Array:
         return functions_2d.apply_backprop_filter(self._attrs, dout, x, weight_shape)
