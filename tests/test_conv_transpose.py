@@ -131,21 +131,20 @@ class Case:
 
     @property
     def x_sp(self) -> tuple[int, ...]:
-        """PyTorch's rule, or ``o * s`` for 'SAME'."""
-        if self.padding == "SAME":
-            return tuple(o * s for o, s in zip(self.y_sp, self.s))
-        pairs = self.forward_pairs
+        """PyTorch's rule; ``o * s - output_padding`` for 'SAME' / 'SAME_LOWER'."""
+        if self.padding in ("SAME", "SAME_LOWER"):
+            return tuple(o * s - p for o, s, p in zip(self.y_sp, self.s, self.op))
         return tuple(
             (o - 1) * s - lo - hi + d * (k - 1) + 1 + p
-            for o, k, s, d, (lo, hi), p in zip(self.y_sp, self.kernel, self.s, self.d, pairs, self.op)
+            for o, k, s, d, (lo, hi), p in zip(self.y_sp, self.kernel, self.s, self.d, self.forward_pairs, self.op)
         )
 
     @property
     def forward_pairs(self) -> tuple[tuple[int, int], ...]:
-        """The forward convolution's (lo, hi) padding; for 'SAME' lax's own pairs for the ``o * s`` input."""
-        if self.padding == "SAME":
+        """The forward convolution's (lo, hi) padding; for the strings lax's own pairs for the size ``x_sp``."""
+        if self.padding in ("SAME", "SAME_LOWER"):
             ek = [d * (k - 1) + 1 for k, d in zip(self.kernel, self.d)]
-            return tuple(lax.padtype_to_pads(self.x_sp, ek, self.s, "SAME"))
+            return tuple(tuple(p) for p in lax.padtype_to_pads(self.x_sp, ek, self.s, self.padding))
         if self.padding == "VALID":
             return ((0, 0),) * self.nd
         if isinstance(self.padding, int):
@@ -990,36 +989,16 @@ def circular_reference(y, w, x_spatial, stride, dilation, lows, group):
 
 
 @dataclasses.dataclass(frozen=True)
-class Ext:
+class Ext(Case):
     """One call with the new keywords; shapes in the layouts of ``dn``, with ``lead`` batch axes (None: unbatched)."""
 
-    name: str
-    y_sp: tuple[int, ...]
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...] | int
-    padding: object
-    output_padding: tuple[int, ...] | int = 0
-    dilation: tuple[int, ...] | int = 1
-    group: int = 1
-    c_out: int = 4  # y's channels
     c_in: int = 2  # the result's channels
     batch: int = 2
-    dn: tuple[str, str, str] | None = None
     lead: tuple[int, ...] | None = ()  # leading batch axes in front of the layout; None: y has no N axis
     circular: bool = False
     tk: bool = True  # transpose_kernel
     by_size: bool = False  # pass output_size (the spatial sizes) instead of output_padding
     bias: bool = False
-
-    @property
-    def nd(self):
-        return len(self.y_sp)
-
-    s = Case.s
-    d = Case.d
-    op = Case.op
-    specs = Case.specs
-    lax_safe = Case.lax_safe
 
     @property
     def features(self) -> set[str]:
@@ -1033,26 +1012,6 @@ class Ext:
         if self.padding == "SAME_LOWER":
             f.add("same_lower")
         return f
-
-    @property
-    def x_sp(self):
-        if self.padding in ("SAME", "SAME_LOWER"):
-            return tuple(o * s - p for o, s, p in zip(self.y_sp, self.s, self.op))
-        return tuple(
-            (o - 1) * s - lo - hi + d * (k - 1) + 1 + p
-            for o, k, s, d, (lo, hi), p in zip(self.y_sp, self.kernel, self.s, self.d, self.forward_pairs, self.op)
-        )
-
-    @property
-    def forward_pairs(self):
-        if self.padding in ("SAME", "SAME_LOWER"):
-            ek = [d * (k - 1) + 1 for k, d in zip(self.kernel, self.d)]
-            return tuple(tuple(p) for p in lax.padtype_to_pads(self.x_sp, ek, self.s, self.padding))
-        if self.padding == "VALID":
-            return ((0, 0),) * self.nd
-        if isinstance(self.padding, int):
-            return ((self.padding, self.padding),) * self.nd
-        return tuple(tuple(p) for p in self.padding)
 
     def _shape(self, spec, sizes):
         shape = _layout_shape(spec, sizes)
